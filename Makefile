@@ -1,0 +1,51 @@
+# vcfnb — the two commands are `make reproduce` and `make test`; `make help` lists everything.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.vcfnb-installed
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k stats"`.
+PYTEST_ARGS ?=
+
+.PHONY: help env test test-fast reproduce lab cohorts benchmark clean clean-reports
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vcfnb needs Python >= 3.11, found " + sys.version)'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name vcfnb --display-name "vcfnb (Python 3)" > /dev/null
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) (kernel 'vcfnb')"
+
+env: $(STAMP) ## create or update the .venv environment (reused when up to date)
+
+test: $(STAMP) ## run the whole test suite: unit, integration, real data (when ../shared/data exists), nbval on every notebook
+	MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name vcfnb -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only (no notebooks, no papermill runs)
+	MPLBACKEND=Agg $(PY) -m pytest tests -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
+
+reproduce: $(STAMP) ## run every study notebook with every params/<study>/*.yaml into reports/
+	MPLBACKEND=Agg $(PY) -m vcfnb.runner reproduce
+
+cohorts: $(STAMP) ## generate the built-in simulated cohorts (smoke and paper sizes) into data/cohorts
+	$(PY) -m vcfnb.runner cohorts
+
+lab: $(STAMP) ## open JupyterLab in this environment (kernel 'vcfnb', the one papermill uses)
+	$(VENV)/bin/jupyter lab notebooks
+
+benchmark: $(STAMP) ## run the benchmark scripts (ratios against baselines measured in the same run)
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean-reports: ## delete reports/
+	rm -rf reports
+
+clean: clean-reports ## delete reports/, data/ (generated cohorts, feature cache) and .venv
+	rm -rf data $(VENV)

@@ -1,0 +1,1078 @@
+"""Statistics the papers report, each checked against R.
+
+ROC AUC with DeLong / bootstrap confidence intervals (pROC), DeLong tests for paired and
+unpaired ROC curves, Youden cutoffs and binary metrics with counts and CIs, calibration
+(binned curve, logistic recalibration slope/intercept, Hosmer–Lemeshow), decision-curve net
+benefit, baseline ("table 1") comparisons, univariate/multivariable logistic-regression tables,
+propensity-score matching with balance tables, and rms-style nomogram points.
+
+Every function is pure (inputs are never mutated) and returns a :class:`pandas.Series`
+(scalar results, attribute access works: ``res.auc``) or a tidy :class:`pandas.DataFrame`
+with documented columns. Nothing here imports matplotlib (that is :mod:`vcfnb.plots`).
+
+Reference values in ``tests/test_stats.py`` were computed in R (pROC, rms, MatchIt, stats);
+the R calls are in comments there and the scripts in ``tests/r_reference/``.
+
+References
+----------
+DeLong ER, DeLong DM, Clarke-Pearson DL. Comparing the areas under two or more correlated
+receiver operating characteristic curves: a nonparametric approach. Biometrics 1988;44:837-845.
+Sun X, Xu W. Fast implementation of DeLong's algorithm. IEEE Signal Process Lett 2014;21:1389-93.
+Robin X et al. pROC: an open-source package for R and S+ to analyze and compare ROC curves.
+BMC Bioinformatics 2011;12:77.
+Hosmer DW, Lemeshow S. Applied Logistic Regression. Wiley, 2000.
+Cox DR. Two further applications of a model for binary regression. Biometrika 1958;45:562-5.
+Vickers AJ, Elkin EB. Decision curve analysis: a novel method for evaluating prediction models.
+Med Decis Making 2006;26:565-574.
+Ho DE, Imai K, King G, Stuart EA. MatchIt: nonparametric preprocessing for parametric causal
+inference. J Stat Softw 2011;42(8).
+Harrell FE. Regression Modeling Strategies (rms::nomogram). Springer, 2015.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+__all__ = [
+    "roc_auc_ci", "delong_test", "delong_test_unpaired", "delong_matrix",
+    "youden_cutoff", "binary_metrics", "model_report",
+    "calibration_curve", "calibration_slope_intercept", "hosmer_lemeshow",
+    "net_benefit", "decision_curve",
+    "baseline_table", "logistic_table", "univariate_multivariate",
+    "propensity_match", "balance_table",
+    "Nomogram", "nomogram_points",
+]
+
+RngLike = int | np.random.Generator | None
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _binary_y(y_true, name: str = "y_true") -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {y.shape}")
+    if y.dtype == bool:
+        return y.astype(int)
+    vals = set(np.unique(y[~pd.isna(y)]).tolist()) if y.dtype == object else set(np.unique(y).tolist())
+    if not vals <= {0, 1}:
+        raise ValueError(f"{name} must contain only 0/1 (negative/positive), got values {sorted(vals)[:5]}")
+    return y.astype(int)
+
+
+def _score(score, n: int, name: str = "score") -> np.ndarray:
+    s = np.asarray(score, dtype=float)
+    if s.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) like y_true, got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return s
+
+
+def _split(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cases, controls = s[y == 1], s[y == 0]
+    if len(cases) < 2 or len(controls) < 2:
+        raise ValueError(f"need at least 2 positives and 2 negatives, got {len(cases)} and {len(controls)}")
+    return cases, controls
+
+
+def _placements(cases: np.ndarray, controls: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """DeLong structural components: V10 (one per case) and V01 (one per control); ties count 1/2."""
+    sc = np.sort(controls)
+    sx = np.sort(cases)
+    v10 = (np.searchsorted(sc, cases, "left") + np.searchsorted(sc, cases, "right")) / (2.0 * len(sc))
+    # share of cases above each control (+1/2 tie)
+    above = len(sx) - np.searchsorted(sx, controls, "right")
+    ties = np.searchsorted(sx, controls, "right") - np.searchsorted(sx, controls, "left")
+    v01 = (above + 0.5 * ties) / len(sx)
+    return float(v10.mean()), v10, v01
+
+
+def _delong_cov(cases_list: Sequence[np.ndarray], controls_list: Sequence[np.ndarray]):
+    """AUCs and DeLong covariance matrix for k scores measured on the same cases/controls."""
+    aucs, v10s, v01s = [], [], []
+    for c, k in zip(cases_list, controls_list):
+        a, v10, v01 = _placements(c, k)
+        aucs.append(a)
+        v10s.append(v10)
+        v01s.append(v01)
+    m, n = len(v10s[0]), len(v01s[0])
+    s10 = np.atleast_2d(np.cov(np.vstack(v10s)))
+    s01 = np.atleast_2d(np.cov(np.vstack(v01s)))
+    return np.array(aucs), s10 / m + s01 / n
+
+
+def _rng(rng: RngLike) -> np.random.Generator:
+    return np.random.default_rng(rng)
+
+
+def _prop_ci(k: int, n: int, alpha: float, method: str) -> tuple[float, float]:
+    from statsmodels.stats.proportion import proportion_confint
+
+    if n == 0:
+        return float("nan"), float("nan")
+    m = {"wilson": "wilson", "exact": "beta", "clopper-pearson": "beta"}.get(method)
+    if m is None:
+        raise ValueError(f"ci method must be 'wilson' or 'exact', got {method!r}")
+    lo, hi = proportion_confint(k, n, alpha=alpha, method=m)
+    return float(lo), float(hi)
+
+
+def _fmt_p(p: float) -> str:
+    if not np.isfinite(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# --------------------------------------------------------------------------------------------
+# ROC
+# --------------------------------------------------------------------------------------------
+def roc_auc_ci(y_true, score, method: str = "delong", *, n_boot: int = 1000, rng: RngLike = None,
+               alpha: float = 0.05) -> pd.Series:
+    """ROC AUC with a (1 - alpha) confidence interval and a p-value against AUC = 0.5.
+
+    Higher scores are taken to indicate the positive class (pROC ``direction = "<"``); ties
+    between a positive and a negative count one half.
+
+    Parameters
+    ----------
+    y_true : array-like of 0/1
+        Outcome (1 = positive).
+    score : array-like of float
+        Predicted score or probability.
+    method : {"delong", "bootstrap"}
+        ``"delong"``: ``auc ± z * se`` with the DeLong (1988) variance, clipped to [0, 1], exactly
+        like ``pROC::ci.auc(method = "delong")``. ``"bootstrap"``: stratified percentile
+        bootstrap (positives and negatives resampled separately, like pROC's default
+        ``stratified = TRUE``), ``n_boot`` replicates.
+    n_boot : int
+        Bootstrap replicates (bootstrap only).
+    rng : int, Generator or None
+        Seed for the bootstrap.
+    alpha : float
+        1 - confidence level.
+
+    Returns
+    -------
+    pandas.Series
+        ``auc, ci_low, ci_high, se, p_value, n, n_pos, n_neg, method``. ``se`` is the DeLong
+        standard error; ``p_value`` is the two-sided z test of AUC = 0.5 with that SE
+        (whatever ``method`` is used for the CI).
+
+    Examples
+    --------
+    >>> r = roc_auc_ci([0, 0, 1, 1, 0, 1], [0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    >>> round(r.auc, 4)
+    0.8889
+    """
+    y = _binary_y(y_true)
+    s = _score(score, len(y))
+    cases, controls = _split(y, s)
+    aucs, cov = _delong_cov([cases], [controls])
+    auc, var = float(aucs[0]), float(cov[0, 0])
+    se = float(np.sqrt(var))
+    z = sps.norm.ppf(1 - alpha / 2)
+    if method == "delong":
+        lo, hi = max(0.0, auc - z * se), min(1.0, auc + z * se)
+    elif method == "bootstrap":
+        g = _rng(rng)
+        boots = np.empty(n_boot)
+        for b in range(n_boot):
+            bc = cases[g.integers(0, len(cases), len(cases))]
+            bk = controls[g.integers(0, len(controls), len(controls))]
+            boots[b] = _placements(bc, bk)[0]
+        lo, hi = (float(v) for v in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
+    else:
+        raise ValueError(f"method must be 'delong' or 'bootstrap', got {method!r}")
+    p = float(2 * sps.norm.sf(abs(auc - 0.5) / se)) if se > 0 else (0.0 if auc != 0.5 else 1.0)
+    return pd.Series({"auc": auc, "ci_low": lo, "ci_high": hi, "se": se, "p_value": p,
+                      "n": len(y), "n_pos": len(cases), "n_neg": len(controls), "method": method})
+
+
+def delong_test(y_true, score_a, score_b) -> pd.Series:
+    """DeLong test for two correlated ROC curves (both scores measured on the same subjects).
+
+    Equals ``pROC::roc.test(roc(y, a, direction = "<"), roc(y, b, direction = "<"),
+    method = "delong", paired = TRUE)``.
+
+    Returns
+    -------
+    pandas.Series
+        ``auc_a, auc_b, z, p_value`` (two-sided), plus ``se_diff`` and ``n``.
+
+    Examples
+    --------
+    >>> y = [0, 0, 0, 1, 1, 1]
+    >>> r = delong_test(y, [.1, .2, .6, .5, .8, .9], [.3, .1, .2, .7, .4, .6])
+    >>> float(r.auc_a), float(r.auc_b)
+    (0.8888888888888888, 1.0)
+    """
+    y = _binary_y(y_true)
+    a, b = _score(score_a, len(y), "score_a"), _score(score_b, len(y), "score_b")
+    ca, ka = _split(y, a)
+    cb, kb = _split(y, b)
+    aucs, cov = _delong_cov([ca, cb], [ka, kb])
+    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
+    diff = aucs[0] - aucs[1]
+    if var <= 0:
+        z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
+    else:
+        z = float(diff / np.sqrt(var))
+    return pd.Series({"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "z": z,
+                      "p_value": float(2 * sps.norm.sf(abs(z))), "se_diff": float(np.sqrt(max(var, 0))),
+                      "n": len(y)})
+
+
+def delong_test_unpaired(y_a, score_a, y_b, score_b) -> pd.Series:
+    """DeLong test for two independent ROC curves (different subjects).
+
+    ``z = (auc_a - auc_b) / sqrt(var_a + var_b)`` with DeLong variances; equals
+    ``pROC::roc.test(roc_a, roc_b, method = "delong", paired = FALSE)``.
+
+    Returns
+    -------
+    pandas.Series
+        ``auc_a, auc_b, z, p_value, se_diff``.
+
+    Examples
+    --------
+    >>> r = delong_test_unpaired([0, 0, 1, 1, 0], [.1, .3, .7, .6, .2], [0, 1, 0, 1, 1], [.5, .4, .2, .9, .8])
+    >>> bool(0 <= r.p_value <= 1)
+    True
+    """
+    ya, yb = _binary_y(y_a, "y_a"), _binary_y(y_b, "y_b")
+    a, b = _score(score_a, len(ya), "score_a"), _score(score_b, len(yb), "score_b")
+    auc_a, va = _delong_cov(*[[x] for x in _split(ya, a)])
+    auc_b, vb = _delong_cov(*[[x] for x in _split(yb, b)])
+    se = float(np.sqrt(va[0, 0] + vb[0, 0]))
+    diff = float(auc_a[0] - auc_b[0])
+    z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff) * np.inf))
+    return pd.Series({"auc_a": float(auc_a[0]), "auc_b": float(auc_b[0]), "z": float(z),
+                      "p_value": float(2 * sps.norm.sf(abs(z))), "se_diff": se})
+
+
+def delong_matrix(y_true, scores: Mapping[str, Sequence[float]]) -> pd.DataFrame:
+    """Pairwise paired-DeLong p-values between several models scored on the same subjects.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, index and columns = model names (in the order of ``scores``), p-values off the
+        diagonal, NaN on it. Symmetric. Feed it to :func:`vcfnb.plots.plot_delong_matrix`.
+
+    Examples
+    --------
+    >>> y = [0, 0, 0, 1, 1, 1]
+    >>> m = delong_matrix(y, {"a": [.1, .2, .6, .5, .8, .9], "b": [.3, .1, .2, .7, .4, .6]})
+    >>> m.shape
+    (2, 2)
+    """
+    names = list(scores)
+    out = pd.DataFrame(np.nan, index=names, columns=names)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            p = delong_test(y_true, scores[a], scores[b]).p_value
+            out.loc[a, b] = out.loc[b, a] = p
+    out.index.name = "model"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cutoffs and binary metrics
+# --------------------------------------------------------------------------------------------
+def youden_cutoff(y_true, score) -> float:
+    """Cutoff maximising Youden's J = sensitivity + specificity - 1 (fit it on training scores).
+
+    Candidate cutoffs are the midpoints between consecutive distinct scores (as pROC's
+    ``coords(roc, "best", best.method = "youden")``); a subject is called positive when
+    ``score >= cutoff``. When several cutoffs tie, the one with the highest specificity (the
+    largest cutoff) is returned.
+
+    Examples
+    --------
+    >>> round(youden_cutoff([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.8]), 6)
+    0.45
+    """
+    y = _binary_y(y_true)
+    s = _score(score, len(y))
+    cases, controls = _split(y, s)
+    u = np.unique(s)
+    cut = (u[:-1] + u[1:]) / 2
+    if len(cut) == 0:
+        raise ValueError("all scores are equal: no cutoff can separate the classes")
+    sc, sk = np.sort(cases), np.sort(controls)
+    sens = 1 - np.searchsorted(sc, cut, "left") / len(sc)
+    spec = np.searchsorted(sk, cut, "left") / len(sk)
+    j = sens + spec
+    best = np.flatnonzero(np.isclose(j, j.max(), rtol=0, atol=1e-12))
+    return float(cut[best[-1]])
+
+
+def binary_metrics(y_true, score, cutoff: float, *, alpha: float = 0.05, ci: str = "wilson") -> pd.DataFrame:
+    """Accuracy, sensitivity, specificity, PPV and NPV at ``cutoff`` with counts and CIs.
+
+    Positive call: ``score >= cutoff``. CIs: Wilson score (``ci = "wilson"``, as R
+    ``prop.test(k, n, correct = FALSE)$conf.int``) or Clopper–Pearson (``ci = "exact"``, as
+    ``binom.test``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``metric`` (accuracy, sensitivity, specificity, ppv, npv); columns ``estimate,
+        numerator, denominator, count`` (e.g. ``"19/26"``), ``ci_low, ci_high``.
+
+    Examples
+    --------
+    >>> binary_metrics([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.8], 0.5).loc["specificity", "count"]
+    '1/2'
+    """
+    y = _binary_y(y_true)
+    s = _score(score, len(y))
+    pred = s >= cutoff
+    tp = int(np.sum(pred & (y == 1)))
+    tn = int(np.sum(~pred & (y == 0)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    parts = {"accuracy": (tp + tn, len(y)), "sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
+             "ppv": (tp, tp + fp), "npv": (tn, tn + fn)}
+    rows = []
+    for name, (k, n) in parts.items():
+        lo, hi = _prop_ci(k, n, alpha, ci)
+        rows.append({"metric": name, "estimate": k / n if n else float("nan"), "numerator": k,
+                     "denominator": n, "count": f"{k}/{n}", "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def model_report(y_train, s_train, y_test=None, s_test=None, *, model: str | None = None,
+                 cutoff: float | None = None, method: str = "delong", alpha: float = 0.05,
+                 n_boot: int = 1000, rng: RngLike = None, ci: str = "wilson",
+                 extra: Mapping[str, tuple] | None = None) -> pd.DataFrame:
+    """One tidy row per split: AUC with CI, the training Youden cutoff and the metrics at it.
+
+    The cutoff is fitted on the training split only (unless given) and applied unchanged to
+    the test split (and to any ``extra`` splits, e.g. ``{"external": (y, s)}``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, split, n, auc, auc_ci_low, auc_ci_high, auc_p_value, auc_95ci``
+        (formatted ``"0.852 (0.781-0.923)"``), ``cutoff``, and for each of accuracy,
+        sensitivity, specificity, ppv, npv: ``<m>``, ``<m>_count``, ``<m>_ci_low``,
+        ``<m>_ci_high``.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); y = np.repeat([0, 1], 20); s = y + g.normal(size=40)
+    >>> model_report(y[::2], s[::2], y[1::2], s[1::2], model="demo")[["split", "n"]].values.tolist()
+    [['train', 20], ['test', 20]]
+    """
+    if cutoff is None:
+        cutoff = youden_cutoff(y_train, s_train)
+    splits = {"train": (y_train, s_train)}
+    if y_test is not None:
+        splits["test"] = (y_test, s_test)
+    splits.update(extra or {})
+    g = _rng(rng)
+    rows = []
+    for split, (y, s) in splits.items():
+        r = roc_auc_ci(y, s, method=method, n_boot=n_boot, rng=g, alpha=alpha)
+        row = {"model": model, "split": split, "n": int(r.n), "auc": r.auc, "auc_ci_low": r.ci_low,
+               "auc_ci_high": r.ci_high, "auc_p_value": r.p_value,
+               "auc_95ci": f"{r.auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})", "cutoff": cutoff}
+        bm = binary_metrics(y, s, cutoff, alpha=alpha, ci=ci)
+        for m, v in bm.iterrows():
+            row[m] = v.estimate
+            row[f"{m}_count"] = v["count"]
+            row[f"{m}_ci_low"] = v.ci_low
+            row[f"{m}_ci_high"] = v.ci_high
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# calibration
+# --------------------------------------------------------------------------------------------
+def _prob(prob, n: int) -> np.ndarray:
+    p = _score(prob, n, "prob")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("prob must lie in [0, 1]")
+    return p
+
+
+def calibration_curve(y_true, prob, *, n_bins: int = 10, strategy: str = "quantile",
+                      alpha: float = 0.05) -> pd.DataFrame:
+    """Binned calibration table: mean predicted probability vs observed event rate per bin.
+
+    Parameters
+    ----------
+    strategy : {"quantile", "uniform"}
+        ``"quantile"``: bins with equal numbers of subjects (same grouping rule as
+        :func:`hosmer_lemeshow`); ``"uniform"``: ``n_bins`` equal-width bins on [0, 1].
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per non-empty bin: ``bin, n, events, mean_predicted, observed, ci_low, ci_high``
+        (Wilson CI of the observed rate). Feed it to :func:`vcfnb.plots.plot_calibration`.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); p = g.uniform(size=200); y = (g.uniform(size=200) < p).astype(int)
+    >>> len(calibration_curve(y, p, n_bins=5))
+    5
+    """
+    y = _binary_y(y_true)
+    p = _prob(prob, len(y))
+    if strategy == "quantile":
+        groups = _quantile_groups(p, n_bins)
+    elif strategy == "uniform":
+        groups = np.clip(np.floor(p * n_bins).astype(int), 0, n_bins - 1)
+    else:
+        raise ValueError(f"strategy must be 'quantile' or 'uniform', got {strategy!r}")
+    rows = []
+    for gi in np.unique(groups):
+        m = groups == gi
+        k, n = int(y[m].sum()), int(m.sum())
+        lo, hi = _prop_ci(k, n, alpha, "wilson")
+        rows.append({"bin": int(gi), "n": n, "events": k, "mean_predicted": float(p[m].mean()),
+                     "observed": k / n, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Series:
+    """Logistic recalibration: calibration slope and intercept (Cox 1958).
+
+    ``slope`` is the coefficient of ``logit(prob)`` in ``glm(y ~ qlogis(p), binomial)``;
+    ``intercept`` (calibration-in-the-large) is the intercept of
+    ``glm(y ~ offset(qlogis(p)), binomial)`` — the convention of ``rms::val.prob``'s
+    "Intercept"/"Slope" pair is ``glm(y ~ qlogis(p))`` for both, also returned as
+    ``intercept_slope_model``. Probabilities are clipped to ``[eps, 1 - eps]``.
+
+    Returns
+    -------
+    pandas.Series
+        ``intercept, slope, intercept_slope_model, slope_ci_low, slope_ci_high, n``.
+        Perfect calibration: intercept 0, slope 1.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); p = g.uniform(.05, .95, 500); y = (g.uniform(size=500) < p).astype(int)
+    >>> r = calibration_slope_intercept(y, p); bool(abs(r.slope - 1) < 0.3)
+    True
+    """
+    import statsmodels.api as sm
+
+    y = _binary_y(y_true)
+    p = np.clip(_prob(prob, len(y)), eps, 1 - eps)
+    lp = np.log(p / (1 - p))
+    fam = sm.families.Binomial()
+    fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit()
+    fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit()
+    ci = np.asarray(fit_s.conf_int())[1]
+    return pd.Series({"intercept": float(fit_i.params[0]), "slope": float(fit_s.params[1]),
+                      "intercept_slope_model": float(fit_s.params[0]),
+                      "slope_ci_low": float(ci[0]), "slope_ci_high": float(ci[1]), "n": len(y)})
+
+
+def _quantile_groups(p: np.ndarray, groups: int) -> np.ndarray:
+    """Group index from R ``cut(p, unique(quantile(p, seq(0, 1, 1/g))), include.lowest = TRUE)``."""
+    br = np.unique(np.quantile(p, np.linspace(0, 1, groups + 1)))  # R quantile type 7
+    if len(br) < 2:
+        return np.zeros(len(p), dtype=int)
+    # intervals (b_i, b_{i+1}], the first closed on the left
+    idx = np.searchsorted(br, p, side="left") - 1
+    return np.clip(idx, 0, len(br) - 2)
+
+
+def hosmer_lemeshow(y_true, prob, groups: int = 10) -> pd.Series:
+    """Hosmer–Lemeshow goodness-of-fit test with quantile groups.
+
+    Grouping rule (as ``ResourceSelection::hoslem.test``): breaks are the unique type-7
+    quantiles of ``prob`` at ``0, 1/g, ..., 1``; groups are the intervals ``(b_i, b_{i+1}]``,
+    the first closed on the left. ``statistic = Σ (O - E)² / E`` over events and non-events of
+    every group, ``dof = (number of groups formed) - 2`` (= ``g - 2`` unless ties merge
+    groups), ``p_value`` from the χ² distribution.
+
+    Returns
+    -------
+    pandas.Series
+        ``statistic, dof, p_value, groups`` (number of groups formed).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); p = g.uniform(size=300); y = (g.uniform(size=300) < p).astype(int)
+    >>> int(hosmer_lemeshow(y, p).dof)
+    8
+    """
+    y = _binary_y(y_true)
+    p = _prob(prob, len(y))
+    grp = _quantile_groups(p, groups)
+    ng = len(np.unique(grp))
+    stat = 0.0
+    for gi in np.unique(grp):
+        m = grp == gi
+        o1, e1 = y[m].sum(), p[m].sum()
+        o0, e0 = m.sum() - o1, m.sum() - e1
+        stat += (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
+    dof = ng - 2
+    pval = float(sps.chi2.sf(stat, dof)) if dof > 0 else float("nan")
+    return pd.Series({"statistic": float(stat), "dof": int(dof), "p_value": pval, "groups": int(ng)})
+
+
+# --------------------------------------------------------------------------------------------
+# decision curves
+# --------------------------------------------------------------------------------------------
+def _thresholds(thresholds) -> np.ndarray:
+    t = np.atleast_1d(np.asarray(thresholds, dtype=float))
+    if np.any((t < 0) | (t >= 1)):
+        raise ValueError("thresholds must lie in [0, 1)")
+    return t
+
+
+def net_benefit(y_true, prob, thresholds) -> pd.DataFrame:
+    """Net benefit of treating when ``prob >= threshold`` (Vickers & Elkin 2006).
+
+    ``NB(t) = TP/n - FP/n * t / (1 - t)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``threshold, net_benefit, tp, fp, n``.
+
+    Examples
+    --------
+    >>> net_benefit([0, 1, 1, 0], [.2, .7, .9, .6], [0.5]).net_benefit.round(3).tolist()
+    [0.25]
+    """
+    y = _binary_y(y_true)
+    p = _prob(prob, len(y))
+    t = _thresholds(thresholds)
+    pred = p[None, :] >= t[:, None]
+    tp = (pred & (y == 1)).sum(1)
+    fp = (pred & (y == 0)).sum(1)
+    n = len(y)
+    nb = tp / n - fp / n * t / (1 - t)
+    return pd.DataFrame({"threshold": t, "net_benefit": nb, "tp": tp, "fp": fp, "n": n})
+
+
+def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None) -> pd.DataFrame:
+    """Decision-curve table for several models plus the treat-all and treat-none strategies.
+
+    Treat all: ``NB = prev - (1 - prev) t / (1 - t)``; treat none: 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long table ``model, threshold, net_benefit`` (models in the order given, then
+        ``"Treat all"``, ``"Treat none"``). Feed it to :func:`vcfnb.plots.plot_decision_curve`.
+
+    Examples
+    --------
+    >>> dc = decision_curve([0, 1, 1, 0], {"m": [.2, .7, .9, .6]}, [0.1, 0.5])
+    >>> sorted(dc.model.unique())
+    ['Treat all', 'Treat none', 'm']
+    """
+    y = _binary_y(y_true)
+    t = _thresholds(np.arange(0.01, 1.0, 0.01) if thresholds is None else thresholds)
+    parts = [net_benefit(y, p, t)[["threshold", "net_benefit"]].assign(model=name) for name, p in probs.items()]
+    prev = y.mean()
+    parts.append(pd.DataFrame({"threshold": t, "net_benefit": prev - (1 - prev) * t / (1 - t), "model": "Treat all"}))
+    parts.append(pd.DataFrame({"threshold": t, "net_benefit": 0.0, "model": "Treat none"}))
+    return pd.concat(parts, ignore_index=True)[["model", "threshold", "net_benefit"]]
+
+
+# --------------------------------------------------------------------------------------------
+# baseline table
+# --------------------------------------------------------------------------------------------
+def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], categorical: Sequence[str] | None = None,
+                   *, normality_alpha: float = 0.05, equal_var: bool = True, digits: int = 1) -> pd.DataFrame:
+    """Baseline ("table 1") comparison of variables between the levels of ``group``.
+
+    Continuous variables: if the Shapiro–Wilk test (scipy, = R ``shapiro.test``) does not reject normality
+    (p >= ``normality_alpha``) in every group, ``mean ± SD`` and Student's t-test (Welch with
+    ``equal_var=False``; one-way ANOVA for > 2 groups), otherwise ``median [Q1, Q3]`` (type-7
+    quartiles) and the Mann–Whitney U test (normal approximation with tie and continuity
+    correction, as R ``wilcox.test(exact = FALSE)``; Kruskal–Wallis for > 2 groups).
+    Categorical variables (non-numeric dtype, or listed in ``categorical``): ``n (%)`` per
+    level, χ² test (Yates-corrected for 2×2, as R ``chisq.test``) unless an expected count is
+    < 5, then Fisher's exact test (scipy; R×C exact for larger tables). Missing values are
+    dropped per variable.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``variable, level`` (empty for continuous), one column per group level (string
+        of the level, header includes nothing else), ``summary`` (``"mean ± SD"``,
+        ``"median [IQR]"`` or ``"n (%)"``), ``test``, ``statistic``, ``p_value``, ``p``
+        (formatted, ``"<0.001"``). Categorical variables get one row per level, with the test
+        repeated on each row.
+
+    Examples
+    --------
+    >>> df = pd.DataFrame({"g": [0, 0, 0, 1, 1, 1], "age": [60, 62, 65, 70, 71, 75], "sex": list("MFMFFF")})
+    >>> baseline_table(df, "g", ["age", "sex"]).variable.tolist()
+    ['age', 'sex', 'sex']
+    """
+    if group not in data:
+        raise KeyError(f"group column {group!r} not in data")
+    categorical = set(categorical or [])
+    levels = sorted(data[group].dropna().unique())
+    if len(levels) < 2:
+        raise ValueError(f"group {group!r} has fewer than two levels")
+    cols = [str(lv) for lv in levels]
+    rows = []
+    for var in variables:
+        if var not in data:
+            raise KeyError(f"variable {var!r} not in data")
+        d = data[[group, var]].dropna()
+        is_cat = var in categorical or not pd.api.types.is_numeric_dtype(d[var]) or pd.api.types.is_bool_dtype(d[var])
+        if not is_cat:
+            xs = [d.loc[d[group] == lv, var].to_numpy(float) for lv in levels]
+            normal = all(len(x) >= 3 and np.ptp(x) > 0 and
+                         float(sps.shapiro(x).pvalue) >= normality_alpha for x in xs)
+            row = {"variable": var, "level": ""}
+            if normal:
+                for c, x in zip(cols, xs):
+                    row[c] = f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
+                if len(xs) == 2:
+                    res = sps.ttest_ind(xs[0], xs[1], equal_var=equal_var)
+                    test = "t-test" if equal_var else "Welch t-test"
+                else:
+                    res = sps.f_oneway(*xs)
+                    test = "ANOVA"
+                summary = "mean ± SD"
+            else:
+                for c, x in zip(cols, xs):
+                    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
+                    row[c] = f"{med:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
+                if len(xs) == 2:
+                    res = sps.mannwhitneyu(xs[0], xs[1], alternative="two-sided", use_continuity=True,
+                                           method="asymptotic")
+                    test = "Mann-Whitney U"
+                else:
+                    res = sps.kruskal(*xs)
+                    test = "Kruskal-Wallis"
+                summary = "median [IQR]"
+            row.update(summary=summary, test=test, statistic=float(res.statistic), p_value=float(res.pvalue))
+            rows.append(row)
+        else:
+            tab = pd.crosstab(d[var], d[group]).reindex(columns=levels, fill_value=0)
+            obs = tab.to_numpy()
+            if obs.shape[0] < 2:
+                test, stat, p = "", float("nan"), float("nan")
+            else:
+                chi = sps.chi2_contingency(obs, correction=True)
+                if np.any(chi.expected_freq < 5):
+                    fr = sps.fisher_exact(obs)
+                    test, stat, p = "Fisher exact", float("nan"), float(fr.pvalue)
+                else:
+                    test, stat, p = "chi-square", float(chi.statistic), float(chi.pvalue)
+            colsum = obs.sum(0)
+            for i, lv in enumerate(tab.index):
+                row = {"variable": var, "level": str(lv)}
+                for j, c in enumerate(cols):
+                    row[c] = f"{obs[i, j]} ({100 * obs[i, j] / colsum[j]:.{digits}f}%)" if colsum[j] else "0"
+                row.update(summary="n (%)", test=test, statistic=stat, p_value=p)
+                rows.append(row)
+    out = pd.DataFrame(rows, columns=["variable", "level", *cols, "summary", "test", "statistic", "p_value"])
+    out["p"] = out["p_value"].map(_fmt_p)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# logistic regression tables
+# --------------------------------------------------------------------------------------------
+def _design(data: pd.DataFrame, predictors: Sequence[str]) -> pd.DataFrame:
+    """Numeric design matrix; non-numeric predictors become ``name[level]`` dummies (first level dropped)."""
+    parts = []
+    for p in predictors:
+        if p not in data:
+            raise KeyError(f"predictor {p!r} not in data")
+        col = data[p]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            parts.append(col.astype(float).rename(p))
+        else:
+            dm = pd.get_dummies(col.astype("category"), drop_first=True, dtype=float)
+            dm.columns = [f"{p}[{c}]" for c in dm.columns]
+            parts.append(dm)
+    return pd.concat(parts, axis=1)
+
+
+def _logit_fit(data: pd.DataFrame, outcome: str, predictors: Sequence[str], alpha: float):
+    import statsmodels.api as sm
+
+    d = data[[outcome, *predictors]].dropna()
+    y = _binary_y(d[outcome].to_numpy(), outcome)
+    X = sm.add_constant(_design(d, predictors), has_constant="add")
+    fit = sm.Logit(y, X).fit(disp=0, method="newton", maxiter=100)
+    ci = np.exp(fit.conf_int(alpha))
+    tab = pd.DataFrame({"term": X.columns, "coef": fit.params.to_numpy(), "se": fit.bse.to_numpy(),
+                        "or": np.exp(fit.params.to_numpy()), "ci_low": ci.iloc[:, 0].to_numpy(),
+                        "ci_high": ci.iloc[:, 1].to_numpy(), "p_value": fit.pvalues.to_numpy()})
+    return tab[tab.term != "const"].reset_index(drop=True), len(d)
+
+
+def logistic_table(data: pd.DataFrame, outcome: str, predictors: Sequence[str], multivariable: bool = True,
+                   *, alpha: float = 0.05) -> pd.DataFrame:
+    """Odds ratios with Wald (1 - alpha) CIs and p-values from logistic regression (statsmodels Logit).
+
+    ``multivariable=True``: one model with all predictors; ``False``: one model per predictor.
+    Same numbers as R ``glm(y ~ ..., binomial)`` with ``exp(cbind(coef, confint.default))``.
+    Non-numeric predictors are dummy-coded (first level = reference), terms ``name[level]``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``term, coef, se, or, ci_low, ci_high, p_value, n, or_95ci`` (formatted
+        ``"2.31 (1.20-4.45)"``).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); df = pd.DataFrame({"x": g.normal(size=80), "z": g.normal(size=80)})
+    >>> df["y"] = (df.x + g.normal(size=80) > 0).astype(int)
+    >>> logistic_table(df, "y", ["x", "z"]).term.tolist()
+    ['x', 'z']
+    """
+    if multivariable:
+        tab, n = _logit_fit(data, outcome, predictors, alpha)
+        tab["n"] = n
+    else:
+        parts = []
+        for p in predictors:
+            t, n = _logit_fit(data, outcome, [p], alpha)
+            parts.append(t.assign(n=n))
+        tab = pd.concat(parts, ignore_index=True)
+    tab["or_95ci"] = [f"{o:.2f} ({lo:.2f}-{hi:.2f})" for o, lo, hi in zip(tab["or"], tab.ci_low, tab.ci_high)]
+    return tab
+
+
+def univariate_multivariate(data: pd.DataFrame, outcome: str, predictors: Sequence[str], *,
+                            enter_p: float | None = 0.05, alpha: float = 0.05) -> pd.DataFrame:
+    """Univariate then multivariable logistic regression side by side (supplementary table 1 style).
+
+    Predictors whose univariate p (smallest over their terms) is below ``enter_p`` enter the
+    multivariable model (all predictors when ``enter_p`` is None).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per term: ``term, or_uni, ci_low_uni, ci_high_uni, p_uni, or_95ci_uni,
+        or_multi, ci_low_multi, ci_high_multi, p_multi, or_95ci_multi`` (NaN/empty for terms
+        not entered).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); df = pd.DataFrame({"x": g.normal(size=80), "z": g.normal(size=80)})
+    >>> df["y"] = (df.x + g.normal(size=80) > 0).astype(int)
+    >>> list(univariate_multivariate(df, "y", ["x", "z"]).columns[:2])
+    ['term', 'or_uni']
+    """
+    keep = ["term", "or", "ci_low", "ci_high", "p_value", "or_95ci"]
+    uni = logistic_table(data, outcome, predictors, multivariable=False, alpha=alpha)[keep]
+    if enter_p is None:
+        entered = list(predictors)
+    else:
+        entered = []
+        for p in predictors:
+            terms = uni[(uni.term == p) | uni.term.str.startswith(f"{p}[")]
+            if (terms.p_value < enter_p).any():
+                entered.append(p)
+    uni = uni.rename(columns={"or": "or_uni", "ci_low": "ci_low_uni", "ci_high": "ci_high_uni",
+                              "p_value": "p_uni", "or_95ci": "or_95ci_uni"})
+    if entered:
+        multi = logistic_table(data, outcome, entered, multivariable=True, alpha=alpha)[keep]
+    else:
+        multi = pd.DataFrame(columns=keep)
+    multi = multi.rename(columns={"or": "or_multi", "ci_low": "ci_low_multi", "ci_high": "ci_high_multi",
+                                  "p_value": "p_multi", "or_95ci": "or_95ci_multi"})
+    out = uni.merge(multi, on="term", how="left")
+    out["or_95ci_multi"] = out["or_95ci_multi"].fillna("")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# propensity-score matching
+# --------------------------------------------------------------------------------------------
+def _ps_logit(data: pd.DataFrame, treatment: str, covariates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    import statsmodels.api as sm
+
+    t = _binary_y(data[treatment].to_numpy(), treatment)
+    X = sm.add_constant(_design(data, covariates), has_constant="add")
+    fit = sm.Logit(t, X).fit(disp=0, method="newton", maxiter=100)
+    return t, np.asarray(X @ fit.params, dtype=float)
+
+
+def propensity_match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], ratio: int = 2,
+                     caliper: float | None = None, rng: RngLike = None, *, distance: str = "logit",
+                     order: str = "largest") -> pd.DataFrame:
+    """Greedy 1:``ratio`` nearest-neighbour propensity-score matching without replacement.
+
+    The propensity score is a logistic regression of ``treatment`` (1 = treated, e.g. fracture
+    cases) on ``covariates`` (statsmodels Logit, same fit as R ``glm``). Matching distance:
+    ``|logit(ps_i) - logit(ps_j)|`` (``distance="logit"``; MatchIt ``distance = "glm", link =
+    "linear.logit"``) or on the score itself (``distance="ps"``; MatchIt's default link).
+    As in ``MatchIt::matchit(method = "nearest")``: treated units are visited in ``order``
+    (``"largest"`` distance first, MatchIt's default for propensity scores; ``"smallest"``,
+    ``"data"`` or ``"random"`` — the only use of ``rng``), every treated unit gets its first
+    control before any gets its second (``ratio`` rounds), ties go to the control earliest in
+    ``data``. ``caliper`` is in standard deviations of the distance over all units (MatchIt's
+    ``std.caliper = TRUE``); treated units left without any control are dropped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The matched rows of ``data`` (original index kept; treated units in matching order
+        each followed by their controls) with added columns ``distance`` (the matching
+        distance), ``propensity`` (the score), ``match_id`` (1, 2, ... per matched set, like
+        MatchIt's ``subclass``) and ``weight`` (1 for treated; ``1 / number of controls in the
+        set`` rescaled so control weights sum to the number of matched controls, as MatchIt).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); df = pd.DataFrame({"age": g.normal(60, 8, 60), "sex": g.integers(0, 2, 60)})
+    >>> df["case"] = (g.uniform(size=60) < 0.25).astype(int)
+    >>> m = propensity_match(df, "case", ["age", "sex"], ratio=2)
+    >>> bool((m.groupby("match_id").case.sum() == 1).all())
+    True
+    """
+    if ratio < 1:
+        raise ValueError("ratio must be >= 1")
+    d = data[[treatment, *covariates]]
+    if d.isna().any().any():
+        bad = d.columns[d.isna().any()].tolist()
+        raise ValueError(f"missing values in {bad}: drop or impute them before matching")
+    t, lp = _ps_logit(data, treatment, covariates)
+    ps = 1 / (1 + np.exp(-lp))
+    if distance == "logit":
+        dist = lp
+    elif distance == "ps":
+        dist = ps
+    else:
+        raise ValueError(f"distance must be 'logit' or 'ps', got {distance!r}")
+    treated = np.flatnonzero(t == 1)
+    controls = np.flatnonzero(t == 0)
+    if order == "largest":
+        treated = treated[np.argsort(-dist[treated], kind="stable")]
+    elif order == "smallest":
+        treated = treated[np.argsort(dist[treated], kind="stable")]
+    elif order == "random":
+        treated = _rng(rng).permutation(treated)
+    elif order != "data":
+        raise ValueError(f"order must be 'largest', 'smallest', 'data' or 'random', got {order!r}")
+    cal = None if caliper is None else caliper * float(np.std(dist, ddof=1))
+    available = np.ones(len(controls), dtype=bool)
+    matches: dict[int, list[int]] = {int(i): [] for i in treated}
+    for _ in range(ratio):
+        for i in treated:
+            if not available.any():
+                break
+            dd = np.abs(dist[controls] - dist[i])
+            dd[~available] = np.inf
+            j = int(np.argmin(dd))
+            if not np.isfinite(dd[j]) or (cal is not None and dd[j] > cal):
+                continue
+            matches[int(i)].append(int(controls[j]))
+            available[j] = False
+    rows, mid, w = [], [], []
+    k = 0
+    for i in treated:
+        cs = matches[int(i)]
+        if not cs:
+            continue
+        k += 1
+        rows += [int(i), *cs]
+        mid += [k] * (1 + len(cs))
+        w += [1.0] + [1.0 / len(cs)] * len(cs)
+    out = data.iloc[rows].copy()
+    out["distance"] = dist[rows]
+    out["propensity"] = ps[rows]
+    out["match_id"] = mid
+    w = np.asarray(w)
+    is_c = t[rows] == 0
+    if is_c.any():
+        w[is_c] *= is_c.sum() / w[is_c].sum()
+    out["weight"] = w
+    return out
+
+
+def balance_table(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
+                  matched: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Covariate balance before and after matching: means and standardised mean differences.
+
+    SMD = (mean treated - mean control) / SD of the treated group in the full (unmatched)
+    sample, the ATT convention of ``summary(matchit(...))``; binary 0/1 covariates use
+    ``sqrt(p (1 - p))`` of the treated group (as MatchIt). After matching, control means are
+    weighted by the ``weight`` column of ``matched`` when present. Non-numeric covariates are
+    dummy-coded.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``covariate, mean_treated_before, mean_control_before, smd_before`` and, with
+        ``matched``, ``mean_treated_after, mean_control_after, smd_after``.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); df = pd.DataFrame({"age": g.normal(60, 8, 60), "case": np.r_[[1] * 15, [0] * 45]})
+    >>> list(balance_table(df, "case", ["age"]).columns)
+    ['covariate', 'mean_treated_before', 'mean_control_before', 'smd_before']
+    """
+    X = _design(data, covariates)
+    t = _binary_y(data[treatment].to_numpy(), treatment)
+    rows = []
+    for c in X.columns:
+        x = X[c].to_numpy(float)
+        xt, xc = x[t == 1], x[t == 0]
+        binary = set(np.unique(x[~np.isnan(x)])) <= {0.0, 1.0}
+        sd = np.sqrt(np.nanmean(xt) * (1 - np.nanmean(xt))) if binary else np.nanstd(xt, ddof=1)
+        row = {"covariate": c, "mean_treated_before": np.nanmean(xt), "mean_control_before": np.nanmean(xc),
+               "smd_before": (np.nanmean(xt) - np.nanmean(xc)) / sd if sd > 0 else np.nan}
+        if matched is not None:
+            Xm = _design(matched, covariates).reindex(columns=X.columns, fill_value=0.0)
+            tm = _binary_y(matched[treatment].to_numpy(), treatment)
+            wm = matched["weight"].to_numpy(float) if "weight" in matched else np.ones(len(matched))
+            xm = Xm[c].to_numpy(float)
+            mt = np.average(xm[tm == 1], weights=wm[tm == 1])
+            mc = np.average(xm[tm == 0], weights=wm[tm == 0])
+            row.update(mean_treated_after=mt, mean_control_after=mc, smd_after=(mt - mc) / sd if sd > 0 else np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# nomogram
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Nomogram:
+    """rms-style nomogram of a logistic model.
+
+    Attributes
+    ----------
+    points : DataFrame
+        ``variable, value, points`` — each predictor's scale (the values drawn as ticks) and the
+        points at each value.
+    intercept : float
+        Model intercept.
+    coef : dict
+        Coefficient per predictor.
+    scale : float
+        Points per unit of linear predictor (``100 / largest effect range``).
+    lp_at_zero : float
+        Linear predictor at 0 total points (intercept + each predictor at its lowest-points value).
+    """
+
+    points: pd.DataFrame
+    intercept: float
+    coef: dict
+    scale: float
+    lp_at_zero: float
+
+    def total_points_to_lp(self, total) -> np.ndarray:
+        """Linear predictor for total points."""
+        return self.lp_at_zero + np.asarray(total, float) / self.scale
+
+    def total_points_to_probability(self, total) -> np.ndarray:
+        """Predicted probability ``plogis(lp)`` for total points."""
+        return 1 / (1 + np.exp(-self.total_points_to_lp(total)))
+
+    def probability_to_total_points(self, prob) -> np.ndarray:
+        """Total points giving probability ``prob`` (the probability axis of the drawing)."""
+        p = np.asarray(prob, float)
+        return (np.log(p / (1 - p)) - self.lp_at_zero) * self.scale
+
+    def score(self, data: pd.DataFrame) -> pd.Series:
+        """Total points of each row of ``data`` (linear in each predictor, any value allowed)."""
+        tot = np.zeros(len(data))
+        for v, b in self.coef.items():
+            vals = self.points.loc[self.points.variable == v, "value"].to_numpy(float)
+            tot += (b * data[v].to_numpy(float) - np.min(b * vals)) * self.scale
+        return pd.Series(tot, index=data.index, name="total_points")
+
+    def probability_axis(self, probs=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> pd.DataFrame:
+        """``probability, total_points`` for the tick probabilities (as rms ``fun.at``)."""
+        p = np.asarray(probs, float)
+        return pd.DataFrame({"probability": p, "total_points": self.probability_to_total_points(p)})
+
+
+def _pretty(lo: float, hi: float, n: int = 5) -> np.ndarray:
+    """Round tick values covering [lo, hi] (R ``pretty``-like), restricted to the range."""
+    if hi <= lo:
+        return np.array([lo])
+    raw = (hi - lo) / n
+    mag = 10 ** np.floor(np.log10(raw))
+    step = min((s * mag for s in (1, 2, 5, 10) if s * mag >= raw), default=10 * mag)
+    ticks = np.arange(np.ceil(lo / step) * step, hi + step * 1e-9, step)
+    return ticks if len(ticks) >= 2 else np.array([lo, hi])
+
+
+def nomogram_points(coef: Mapping[str, float], intercept: float, values: Mapping[str, Sequence[float]] | None = None,
+                    *, data: pd.DataFrame | None = None, max_points: float = 100.0) -> Nomogram:
+    """Points table of a logistic-regression nomogram, rms convention.
+
+    For predictor ``j`` with coefficient ``b_j`` and scale values ``x``, the effect is
+    ``b_j x``; the predictor whose effect range over its values is the largest gets
+    ``0..max_points`` points, the others proportionally: ``points = (b_j x - min b_j x) *
+    scale`` with ``scale = max_points / max_j range(b_j x)``. Total points map to the linear
+    predictor ``lp = lp_at_zero + total / scale`` and probability ``plogis(lp)``. This is what
+    ``rms::nomogram(lrm_fit, fun = plogis, <var> = values)`` computes.
+
+    Parameters
+    ----------
+    coef : mapping
+        Coefficient per predictor (no intercept), e.g. ``fit.params.drop("const")``.
+    intercept : float
+        Intercept of the logistic model.
+    values : mapping, optional
+        Tick values of each predictor's scale. Missing predictors are derived from ``data``:
+        ``[0, 1]`` for binary columns, otherwise round ticks between the ``q`` and ``1 - q``
+        quantiles with ``q = 10 / max(n, 200)`` (rms ``datadist`` display range).
+    data : DataFrame, optional
+        Data the model was fitted on (only needed for predictors missing from ``values``).
+    max_points : float
+        Points of the widest-range predictor (100 in rms).
+
+    Returns
+    -------
+    Nomogram
+        ``.points`` DataFrame ``variable, value, points``; conversion helpers; draw it with
+        :func:`vcfnb.plots.plot_nomogram`.
+
+    Examples
+    --------
+    >>> nomo = nomogram_points({"age": 0.05, "score": 2.0}, -4.0, {"age": [40, 60, 80], "score": [-1, 0, 1, 2]})
+    >>> nomo.points.groupby("variable").points.max().round(2).to_dict()
+    {'age': 33.33, 'score': 100.0}
+    """
+    coef = {str(k): float(v) for k, v in dict(coef).items()}
+    vals: dict[str, np.ndarray] = {}
+    for v in coef:
+        if values is not None and v in values:
+            vals[v] = np.asarray(values[v], float)
+        elif data is not None and v in data:
+            x = data[v].dropna().to_numpy(float)
+            if set(np.unique(x)) <= {0.0, 1.0}:
+                vals[v] = np.array([0.0, 1.0])
+            else:
+                q = 10 / max(len(x), 200)
+                lo, hi = np.quantile(x, [q, 1 - q])
+                vals[v] = _pretty(lo, hi)
+        else:
+            raise ValueError(f"no scale values for predictor {v!r}: pass values={{'{v}': [...]}} or data")
+    eff = {v: coef[v] * vals[v] for v in coef}
+    rng_max = max(float(np.ptp(e)) for e in eff.values())
+    if rng_max <= 0:
+        raise ValueError("all predictor effects are zero: cannot scale the nomogram")
+    scale = max_points / rng_max
+    rows = []
+    for v in coef:
+        e = eff[v]
+        for x, ei in zip(vals[v], e):
+            rows.append({"variable": v, "value": float(x), "points": float((ei - e.min()) * scale)})
+    lp0 = float(intercept) + sum(float(e.min()) for e in eff.values())
+    return Nomogram(points=pd.DataFrame(rows), intercept=float(intercept), coef=coef, scale=float(scale),
+                    lp_at_zero=lp0)
