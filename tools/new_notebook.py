@@ -7,12 +7,12 @@ import sys
 
 import nbformat as nbf
 
-COMMON = '''cohort_dir: str = ""  # cohort folder (cases.csv + rois.csv); empty = built-in simulated cohort
+COMMON = '''cohort_dir: str = ""  # cohort folder (cases.csv + rois.csv); empty means the built-in simulated cohort
 synthetic_size: str = "smoke"  # built-in cohort size: smoke or paper
-synthetic_signal: float = 1.0  # built-in cohort class-effect scale (0 = no effect, negative control)
+synthetic_signal: float = 1.0  # built-in cohort class-effect scale (0 means no effect: negative control)
 seed: int = 0  # master random seed
-out_dir: str = ""  # report folder; empty = reports/<study>/interactive
-cache_dir: str = ""  # feature cache folder; empty = data/cache
+out_dir: str = ""  # report folder; empty means reports/<study>/interactive
+cache_dir: str = ""  # feature cache folder; empty means data/cache
 n_jobs: int = 2  # worker processes for extraction and CV
 n_permutations: int = 20  # label permutations of the whole pipeline'''
 

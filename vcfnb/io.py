@@ -89,6 +89,19 @@ def _check_slice_gaps(folder: Path, files: list[str], rel_tol: float = 0.05) -> 
             "missing or the folder mixes series")
 
 
+def _check_gzip(path: Path) -> None:
+    """Decompress a .gz file once: ITK silently zero-fills a truncated gzip stream."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ImageReadError(f"{path}: truncated or corrupt compressed file ({exc})") from None
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read an image or mask: NIfTI, NRRD, MHA (any SimpleITK format) or a DICOM series folder.
 
@@ -112,6 +125,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             reader.SetFileNames(files)
             img = reader.Execute()
         else:
+            if p.name.endswith(".gz"):
+                _check_gzip(p)
             img = sitk.ReadImage(str(p))
     except ImageReadError:
         raise
@@ -421,7 +436,7 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
         mp = paths["mask"]
         if mp not in mask_values:
             try:
-                mask_values[mp] = np.unique(sitk.GetArrayViewFromImage(read_image(mp)))
+                mask_values[mp] = np.unique(sitk.GetArrayFromImage(read_image(mp)))
             except Exception as exc:
                 mask_values[mp] = exc
         vals = mask_values[mp]
@@ -443,7 +458,7 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
         ip = paths["image"]
         if ip not in image_finite:
             try:
-                arr = sitk.GetArrayViewFromImage(read_image(ip))
+                arr = sitk.GetArrayFromImage(read_image(ip))
                 image_finite[ip] = None
                 if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
                     n_bad = int((~np.isfinite(arr)).sum())

@@ -113,7 +113,7 @@ class Run:
         """Save ``df`` as ``tables/<name>.csv`` (absolute paths scrubbed) and return it."""
         clean = df.copy()
         for col in clean.columns:
-            if clean[col].dtype == object:
+            if clean[col].dtype == object or pd.api.types.is_string_dtype(clean[col]):
                 clean[col] = clean[col].map(
                     lambda v: scrub(v, self._roots()) if isinstance(v, str) else v)
         io.write_table(clean, self.out_dir / "tables" / f"{_slug(name)}.csv", index=index)

@@ -231,13 +231,15 @@ def delong_test(y_true, score_a, score_b) -> pd.Series:
 def delong_test_unpaired(y_a, score_a, y_b, score_b) -> pd.Series:
     """DeLong test for two independent ROC curves (different subjects).
 
-    ``z = (auc_a - auc_b) / sqrt(var_a + var_b)`` with DeLong variances; equals
+    ``z = (auc_a - auc_b) / sqrt(var_a + var_b)`` with DeLong variances, referred (as pROC
+    does) to Student's t with Welch–Satterthwaite degrees of freedom
+    ``(Va + Vb)² / (Va² / (Na - 1) + Vb² / (Nb - 1))``; equals
     ``pROC::roc.test(roc_a, roc_b, method = "delong", paired = FALSE)``.
 
     Returns
     -------
     pandas.Series
-        ``auc_a, auc_b, z, p_value, se_diff``.
+        ``auc_a, auc_b, z`` (pROC's ``D``), ``p_value`` (two-sided), ``df``, ``se_diff``.
 
     Examples
     --------
@@ -249,11 +251,13 @@ def delong_test_unpaired(y_a, score_a, y_b, score_b) -> pd.Series:
     a, b = _score(score_a, len(ya), "score_a"), _score(score_b, len(yb), "score_b")
     auc_a, va = _delong_cov(*[[x] for x in _split(ya, a)])
     auc_b, vb = _delong_cov(*[[x] for x in _split(yb, b)])
-    se = float(np.sqrt(va[0, 0] + vb[0, 0]))
+    sa, sb = float(va[0, 0]), float(vb[0, 0])
+    se = float(np.sqrt(sa + sb))
     diff = float(auc_a[0] - auc_b[0])
     z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff) * np.inf))
+    df = (sa + sb) ** 2 / (sa ** 2 / (len(ya) - 1) + sb ** 2 / (len(yb) - 1)) if se > 0 else float("inf")
     return pd.Series({"auc_a": float(auc_a[0]), "auc_b": float(auc_b[0]), "z": float(z),
-                      "p_value": float(2 * sps.norm.sf(abs(z))), "se_diff": se})
+                      "p_value": float(2 * sps.t.sf(abs(z), df)), "df": float(df), "se_diff": se})
 
 
 def delong_matrix(y_true, scores: Mapping[str, Sequence[float]]) -> pd.DataFrame:
@@ -471,8 +475,8 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
     p = np.clip(_prob(prob, len(y)), eps, 1 - eps)
     lp = np.log(p / (1 - p))
     fam = sm.families.Binomial()
-    fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit()
-    fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit()
+    fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
+    fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit(tol=1e-14, maxiter=200)
     ci = np.asarray(fit_s.conf_int())[1]
     return pd.Series({"intercept": float(fit_i.params[0]), "slope": float(fit_s.params[1]),
                       "intercept_slope_model": float(fit_s.params[0]),
@@ -590,7 +594,8 @@ def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None
 # baseline table
 # --------------------------------------------------------------------------------------------
 def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], categorical: Sequence[str] | None = None,
-                   *, normality_alpha: float = 0.05, equal_var: bool = True, digits: int = 1) -> pd.DataFrame:
+                   *, normality_alpha: float = 0.05, equal_var: bool = True, digits: int = 1,
+                   rng: RngLike = None) -> pd.DataFrame:
     """Baseline ("table 1") comparison of variables between the levels of ``group``.
 
     Continuous variables: if the Shapiro–Wilk test (scipy, = R ``shapiro.test``) does not reject normality
@@ -600,8 +605,9 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
     correction, as R ``wilcox.test(exact = FALSE)``; Kruskal–Wallis for > 2 groups).
     Categorical variables (non-numeric dtype, or listed in ``categorical``): ``n (%)`` per
     level, χ² test (Yates-corrected for 2×2, as R ``chisq.test``) unless an expected count is
-    < 5, then Fisher's exact test (scipy; R×C exact for larger tables). Missing values are
-    dropped per variable.
+    < 5, then Fisher's exact test: scipy for 2×2; exact enumeration for R×2 / 2×C tables (the
+    usual two-group case, as R ``fisher.test``); Monte Carlo (scipy, 9999 tables drawn with
+    ``rng``) for larger tables. Missing values are dropped per variable.
 
     Returns
     -------
@@ -668,8 +674,7 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
             else:
                 chi = sps.chi2_contingency(obs, correction=True)
                 if np.any(chi.expected_freq < 5):
-                    fr = sps.fisher_exact(obs)
-                    test, stat, p = "Fisher exact", float("nan"), float(fr.pvalue)
+                    test, stat, p = "Fisher exact", float("nan"), _fisher_exact(obs, rng=rng)
                 else:
                     test, stat, p = "chi-square", float(chi.statistic), float(chi.pvalue)
             colsum = obs.sum(0)
@@ -682,6 +687,47 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
     out = pd.DataFrame(rows, columns=["variable", "level", *cols, "summary", "test", "statistic", "p_value"])
     out["p"] = out["p_value"].map(_fmt_p)
     return out
+
+
+def _fisher_exact(obs: np.ndarray, rng: RngLike = None) -> float:
+    """Two-sided Fisher exact p: 2×2 scipy, R×2 by enumeration (R ``fisher.test``), else Monte Carlo."""
+    from scipy.special import gammaln
+
+    obs = np.asarray(obs, dtype=int)
+    obs = obs[obs.sum(1) > 0][:, obs.sum(0) > 0]
+    if obs.shape[0] < 2 or obs.shape[1] < 2:
+        return 1.0
+    if obs.shape == (2, 2):
+        return float(sps.fisher_exact(obs).pvalue)
+    if obs.shape[1] != 2 and obs.shape[0] == 2:
+        obs = obs.T
+    if obs.shape[1] != 2:
+        return float(sps.fisher_exact(obs, method=sps.MonteCarloMethod(n_resamples=9999, rng=_rng(rng))).pvalue)
+    rows, c1 = obs.sum(1), int(obs[:, 0].sum())
+
+    def logp(x):  # multivariate hypergeometric log-probability of first column x
+        return float(np.sum(gammaln(rows + 1) - gammaln(x + 1) - gammaln(rows - x + 1)))
+
+    lp_obs = logp(obs[:, 0])
+    lbinom = float(gammaln(rows.sum() + 1) - gammaln(c1 + 1) - gammaln(rows.sum() - c1 + 1))
+    total = 0.0
+    cap = np.cumsum(rows[::-1])[::-1]  # max achievable from row i onwards
+
+    def rec(i, left, acc):
+        nonlocal total
+        if i == len(rows) - 1:
+            if left <= rows[i]:
+                x = np.array(acc + [left])
+                lpx = logp(x)
+                if lpx <= lp_obs + 1e-7:  # R's relative tolerance 1 + 1e-7
+                    total += np.exp(lpx - lbinom)
+            return
+        nxt = cap[i + 1]
+        for v in range(max(0, left - nxt), min(rows[i], left) + 1):
+            rec(i + 1, left - v, acc + [v])
+
+    rec(0, c1, [])
+    return float(min(1.0, total))
 
 
 # --------------------------------------------------------------------------------------------
@@ -820,8 +866,8 @@ def propensity_match(data: pd.DataFrame, treatment: str, covariates: Sequence[st
     (``"largest"`` distance first, MatchIt's default for propensity scores; ``"smallest"``,
     ``"data"`` or ``"random"`` — the only use of ``rng``), every treated unit gets its first
     control before any gets its second (``ratio`` rounds), ties go to the control earliest in
-    ``data``. ``caliper`` is in standard deviations of the distance over all units (MatchIt's
-    ``std.caliper = TRUE``); treated units left without any control are dropped.
+    ``data``. ``caliper`` is in pooled standard deviations of the distance,
+    ``sqrt((var_treated + var_control) / 2)`` (MatchIt's ``std.caliper = TRUE``); treated units left without any control are dropped.
 
     Returns
     -------
@@ -864,7 +910,8 @@ def propensity_match(data: pd.DataFrame, treatment: str, covariates: Sequence[st
         treated = _rng(rng).permutation(treated)
     elif order != "data":
         raise ValueError(f"order must be 'largest', 'smallest', 'data' or 'random', got {order!r}")
-    cal = None if caliper is None else caliper * float(np.std(dist, ddof=1))
+    pooled_sd = float(np.sqrt((np.var(dist[t == 1], ddof=1) + np.var(dist[t == 0], ddof=1)) / 2))
+    cal = None if caliper is None else caliper * pooled_sd
     available = np.ones(len(controls), dtype=bool)
     matches: dict[int, list[int]] = {int(i): [] for i in treated}
     for _ in range(ratio):

@@ -1,0 +1,154 @@
+"""Notebook conventions and the papermill runner (params validation, skip-unchanged, HTML export)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vcfnb import io, runner
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+STUDIES = ["vcf_benign_malignant", "osteoporosis_mri", "ovf_prediction_ct",
+           "metastasis_lytic_blastic"]
+COMMON = {"cohort_dir": "str", "synthetic_size": "str", "synthetic_signal": "float",
+          "seed": "int", "out_dir": "str"}
+
+
+def test_all_study_notebooks_exist():
+    names = {p.stem for p in NOTEBOOKS}
+    assert set(STUDIES) <= names
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb_path):
+    nb = json.loads(nb_path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{nb_path.name} cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"{nb_path.name} cell {i} was executed"
+        assert "papermill" not in cell.get("metadata", {}), f"{nb_path.name} cell {i} papermill metadata"
+    assert "papermill" not in nb["metadata"]
+    assert nb["metadata"]["kernelspec"]["name"] == "vcfnb"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(nb_path):
+    """Title → parameters → imports → resolve → steps → provenance; no def/class in cells."""
+    nb = nbformat.read(str(nb_path), as_version=4)
+    cells = nb.cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+    assert "parameters" in cells[1].metadata.get("tags", []), "2nd cell must be the parameters cell"
+    assert cells[2].source.strip().startswith("import vcfnb as vc")
+    resolve = next(c for c in cells[3:6] if c.cell_type == "code")
+    assert "vc.report.start_run(" in resolve.source
+    code = [c for c in cells if c.cell_type == "code"]
+    assert "provenance()" in code[-1].source
+    for c in code:
+        for line in c.source.splitlines():
+            assert not line.lstrip().startswith(("def ", "class ")), \
+                f"{nb_path.name}: functions belong in vcfnb, not in a notebook cell: {line}"
+    # parameters: typed literals, one per line, with a comment
+    for line in cells[1].source.splitlines():
+        if line.strip():
+            assert ":" in line.split("=")[0] and "#" in line, f"untyped/undocumented: {line}"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_common_parameters(study):
+    params = runner.notebook_parameters(ROOT / "notebooks" / f"{study}.ipynb")
+    for name, tname in COMMON.items():
+        assert name in params, f"{study} lacks parameter {name}"
+        assert params[name][0] == tname
+    assert params["synthetic_size"][1].strip("'\"") == "smoke"  # defaults run small
+
+
+def test_every_params_file_matches_its_notebook():
+    assert runner.check_all(ROOT) == []
+    for study in STUDIES:
+        files = {p.stem for p in (ROOT / "params" / study).glob("*.yaml")}
+        assert {"smoke", "paper"} <= files, f"{study}: smoke.yaml and paper.yaml required"
+
+
+def test_unknown_params_key_rejected():
+    nb = ROOT / "notebooks" / "metastasis_lytic_blastic.ipynb"
+    with pytest.raises(runner.ParamsError, match="unknown parameter 'sede'.*did you mean 'seed'"):
+        runner.validate_params(nb, {"sede": 3}, source="params/x.yaml")
+    with pytest.raises(runner.ParamsError, match="'seed' must be int"):
+        runner.validate_params(nb, {"seed": "three"})
+    with pytest.raises(runner.ParamsError, match="'synthetic_signal' must be float"):
+        runner.validate_params(nb, {"synthetic_signal": True})
+    assert runner.validate_params(nb, {"seed": 3, "synthetic_signal": 0}) == {
+        "seed": 3, "synthetic_signal": 0}
+
+
+TINY = '''{"cells": [
+ {"cell_type": "markdown", "metadata": {}, "source": ["# Tiny"]},
+ {"cell_type": "code", "execution_count": null, "metadata": {"tags": ["parameters"]}, "outputs": [],
+  "source": ["seed: int = 0  # seed\\n", "out_dir: str = \\"\\"  # out\\n", "stop: bool = False  # stop early"]},
+ {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [], "source": ["import vcfnb as vc"]},
+ {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+  "source": ["run = vc.report.start_run(\\"tiny\\", globals())\\n", "if stop:\\n", "    run.stop(\\"no outcome labels\\")"]},
+ {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+  "source": ["run.metric(\\"m\\", \\"test\\", auc=0.5 + seed / 10, ci_low=0.4, ci_high=0.6, n=10)\\n", "run.provenance()"]}
+ ],
+ "metadata": {"kernelspec": {"name": "vcfnb", "display_name": "vcfnb", "language": "python"}},
+ "nbformat": 4, "nbformat_minor": 5}'''
+
+
+@pytest.mark.slow
+def test_runner_end_to_end(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "tiny").mkdir(parents=True)
+    nb = tmp_path / "notebooks" / "tiny.ipynb"
+    nb.write_text(TINY)
+    pf = tmp_path / "params" / "tiny" / "a.yaml"
+    pf.write_text("seed: 2\n")
+    rec = runner.run_notebook(nb, pf, tmp_path)
+    assert rec["status"] == "ok", rec
+    out = tmp_path / "reports" / "tiny" / "a"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["m"]["test"]["auc"] == pytest.approx(0.7)
+    assert metrics["study"] == "tiny"
+    html = (out / "tiny.html").read_text()
+    assert "run.metric" not in html  # code cells hidden from readers
+    assert (out / "tables" / "provenance.csv").is_file()
+    # unchanged → skipped; changed params → re-run
+    assert runner.run_notebook(nb, pf, tmp_path)["status"].startswith("unchanged")
+    pf.write_text("seed: 3\n")
+    assert runner.run_notebook(nb, pf, tmp_path)["status"] == "ok"
+    # a clean stop is not a failure
+    stop = tmp_path / "params" / "tiny" / "b.yaml"
+    stop.write_text("stop: true\n")
+    rec = runner.run_notebook(nb, stop, tmp_path)
+    assert rec["status"] == "stopped"
+    notes = json.loads((tmp_path / "reports" / "tiny" / "b" / "metrics.json").read_text())["notes"]
+    assert any("no outcome labels" in n for n in notes)
+    # unknown key → rejected before running
+    bad = tmp_path / "params" / "tiny" / "c.yaml"
+    bad.write_text("sed: 1\n")
+    with pytest.raises(runner.ParamsError, match="c.yaml: unknown parameter 'sed'"):
+        runner.run_notebook(nb, bad, tmp_path)
+    assert not (tmp_path / "reports" / "tiny" / "c").exists()
+
+
+def test_report_scrubs_absolute_paths(tmp_path, monkeypatch):
+    from vcfnb import report
+
+    monkeypatch.chdir(tmp_path)
+    run = report.Run(study="x", params={}, root=tmp_path, out_dir=tmp_path / "out",
+                     cache_dir=tmp_path / "cache")
+    import pandas as pd
+
+    run.table("t", pd.DataFrame({"file": [str(tmp_path / "data" / "a.nii.gz"),
+                                          str(Path.home() / "scans" / "b.nii.gz")]}))
+    text = (tmp_path / "out" / "tables" / "t.csv").read_text()
+    assert str(tmp_path) not in text and str(Path.home()) + "/" not in text
+    assert "<project>/data/a.nii.gz" in text
+
+
+def test_load_params_yaml_files_are_mappings():
+    for pf in (ROOT / "params").rglob("*.yaml"):
+        assert isinstance(io.load_yaml(pf), dict)

@@ -1,0 +1,80 @@
+"""Simulated metastasis cohort: contract, determinism, balance, and signal=0 means no class effect."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from scipy import stats
+
+from vcfnb import io, synth
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return synth.make_cohort("metastasis", tmp_path_factory.mktemp("m1"), size="smoke", seed=3)
+
+
+def _roi_means(cohort) -> pd.DataFrame:
+    rows = []
+    for r in cohort.rois.itertuples():
+        img = sitk.GetArrayFromImage(io.read_image(r.image))
+        m = sitk.GetArrayFromImage(io.read_image(r.mask)) == r.label
+        rows.append({"patient_id": r.patient_id, "sequence": r.sequence,
+                     "mean": float(img[m].mean()), "sd": float(img[m].std()),
+                     "volume": int(m.sum())})
+    return rows and pd.DataFrame(rows).pivot(index="patient_id", columns="sequence")
+
+
+def test_contract_and_balance(smoke):
+    c = io.load_cohort(smoke)
+    assert c.problems.empty and c.simulated
+    assert len(c.cases) == 36 and c.cases.outcome.sum() == 12
+    assert len(c.rois) == 3 * 36
+    assert set(c.rois.sequence) == {"T1", "T2", "FS-T2"}
+    assert "SIMULATED" in (smoke / "README.md").read_text()
+    for col in ("si_t1", "si_t2", "si_fst2", "soft_tissue_mass", "severe_compression",
+                "primary_tumor", "location", "mvr", "lesion_type"):
+        assert col in c.cases
+    assert set(c.cases.si_fst2) <= {"low", "high"}
+
+
+def test_paper_size_counts():
+    assert synth.metastasis.SIZES["paper"] == (26, 52)
+
+
+def test_deterministic(smoke, tmp_path):
+    again = synth.make_cohort("metastasis", tmp_path / "m2", size="smoke", seed=3)
+    for rel in ("cases.csv", "rois.csv", "images/M001_T2.nii.gz", "masks/M005_FST2_lesion.nii.gz"):
+        assert (smoke / rel).read_bytes() == (again / rel).read_bytes(), rel
+    other = synth.make_cohort("metastasis", tmp_path / "m3", size="smoke", seed=4)
+    assert (smoke / "cases.csv").read_bytes() != (other / "cases.csv").read_bytes()
+
+
+def test_reuses_complete_cohort(smoke):
+    stamp = (smoke / "cohort.json").stat().st_mtime_ns
+    synth.make_cohort("metastasis", smoke, size="smoke", seed=3)
+    assert (smoke / "cohort.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_signal_effect_and_negative_control(tmp_path):
+    """signal=1: blastic lesions darker on T2 and higher MVR; signal=0: no feature differs."""
+    opts = {"n_blastic": 30, "n_lytic": 30}
+    on = io.load_cohort(synth.make_cohort("metastasis", tmp_path / "on", seed=1, signal=1.0, **opts))
+    off = io.load_cohort(synth.make_cohort("metastasis", tmp_path / "off", seed=1, signal=0.0, **opts))
+    p_on, p_off = [], []
+    for c, sink in ((on, p_on), (off, p_off)):
+        feats = _roi_means(c)
+        feats.columns = [f"{a}_{b}" for a, b in feats.columns]
+        y = c.cases.set_index("patient_id").loc[feats.index, "outcome"].to_numpy()
+        table = feats.join(c.cases.set_index("patient_id")[["mvr", "soft_tissue_mass"]])
+        for col in table:
+            x = table[col].to_numpy(float)
+            sink.append(stats.mannwhitneyu(x[y == 1], x[y == 0]).pvalue)
+    assert min(p_on) < 1e-4  # a real class effect
+    assert min(p_off) > 0.05 / len(p_off)  # no feature significant after Bonferroni
+    # categorical reads carry no class information either
+    for col in ("si_t2", "primary_tumor", "location"):
+        tab = pd.crosstab(off.cases[col], off.cases.outcome)
+        assert stats.chi2_contingency(tab).pvalue > 0.001

@@ -1,0 +1,612 @@
+"""Figures of the papers, drawn from the tidy tables of :mod:`vcfnb.stats` and :mod:`vcfnb.selection`.
+
+The only vcfnb module importing matplotlib/seaborn. Every function is
+``plot_x(table, *, ax=None, **kw) -> matplotlib.axes.Axes``: it draws on ``ax`` (a new figure when
+None), never calls ``plt.show()`` and never saves (that is :mod:`vcfnb.report`). Extra keyword
+arguments go to the main matplotlib/seaborn call. The expected table columns are documented per
+function.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+__all__ = [
+    "plot_roc", "plot_lasso_path", "plot_lasso_cv", "plot_auc_vs_n_features", "plot_coefficients",
+    "plot_calibration", "plot_decision_curve", "plot_correlation_heatmap", "plot_clustered_heatmap",
+    "plot_radscore_by_group", "plot_nomogram", "plot_delong_matrix", "plot_permutation_null",
+]
+
+
+def _ax(ax: Axes | None, figsize=(5, 4.5)) -> Axes:
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _need(table: pd.DataFrame, cols: Sequence[str], fn: str) -> None:
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"{fn}: table lacks columns {missing}; it has {list(table.columns)}")
+
+
+# --------------------------------------------------------------------------------------------
+def plot_roc(curves: Mapping[str, tuple] | pd.DataFrame, *, ax: Axes | None = None, ci: bool = True,
+             diagonal: bool = True, **kw) -> Axes:
+    """Overlay of ROC curves with AUC (and DeLong 95% CI) in the legend.
+
+    Parameters
+    ----------
+    curves : mapping or DataFrame
+        ``{"model name": (y_true, score), ...}``, or a long DataFrame with columns ``model,
+        y_true, score`` (one row per subject and model).
+    ci : bool
+        Add the DeLong 95% CI (:func:`vcfnb.stats.roc_auc_ci`) to the legend labels.
+    diagonal : bool
+        Draw the chance line.
+    **kw
+        Passed to ``ax.plot`` for every curve.
+
+    Returns
+    -------
+    Axes
+        One line per model (plus the dashed diagonal); legend texts
+        ``"name: AUC 0.852 (0.781-0.923)"``.
+
+    Examples
+    --------
+    >>> y = np.r_[np.zeros(20), np.ones(20)]; s = y + np.random.default_rng(0).normal(size=40)
+    >>> ax = plot_roc({"model": (y, s)})
+    """
+    from sklearn.metrics import roc_curve
+
+    from vcfnb.stats import roc_auc_ci
+
+    if isinstance(curves, pd.DataFrame):
+        _need(curves, ["model", "y_true", "score"], "plot_roc")
+        curves = {m: (g.y_true.to_numpy(), g.score.to_numpy()) for m, g in curves.groupby("model", sort=False)}
+    ax = _ax(ax)
+    for name, (y, s) in curves.items():
+        fpr, tpr, _ = roc_curve(np.asarray(y), np.asarray(s, float))
+        r = roc_auc_ci(y, s)
+        label = f"{name}: AUC {r.auc:.3f}" + (f" ({r.ci_low:.3f}-{r.ci_high:.3f})" if ci else "")
+        ax.plot(fpr, tpr, label=label, **kw)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - Specificity", ylabel="Sensitivity")
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax
+
+
+def _feature_count_axis(ax: Axes, x: np.ndarray, counts: np.ndarray, n_ticks: int = 6) -> Axes:
+    """Top axis labelling the number of non-zero features at positions ``x``."""
+    top = ax.twiny()
+    top.set_xlim(ax.get_xlim())
+    idx = np.unique(np.linspace(0, len(x) - 1, min(n_ticks, len(x))).round().astype(int))
+    top.set_xticks(x[idx])
+    top.set_xticklabels([str(int(c)) for c in counts[idx]])
+    top.set_xlabel("number of features")
+    return top
+
+
+def plot_lasso_path(path: pd.DataFrame, *, chosen_lambda: float | None = None, ax: Axes | None = None,
+                    **kw) -> Axes:
+    """LASSO coefficient paths against log(lambda), with the feature count on a top axis.
+
+    Parameters
+    ----------
+    path : DataFrame
+        Long table with columns ``lambda, feature, coef`` (one row per lambda and feature; the
+        ``path_`` of :class:`vcfnb.selection.LassoSelector` works as is). Larger lambda =
+        stronger penalty.
+    chosen_lambda : float, optional
+        Draws a dashed vertical line at ``log(chosen_lambda)``.
+
+    Returns
+    -------
+    Axes
+        One line per feature (+1 vertical line when ``chosen_lambda`` is given); a twin top
+        axis shows the number of non-zero coefficients.
+
+    Examples
+    --------
+    >>> lam = np.logspace(-3, 0, 20)
+    >>> path = pd.DataFrame([(l, f, max(0, b - l)) for l in lam for f, b in [("a", .8), ("b", .3)]],
+    ...                     columns=["lambda", "feature", "coef"])
+    >>> ax = plot_lasso_path(path, chosen_lambda=0.1)
+    """
+    _need(path, ["lambda", "feature", "coef"], "plot_lasso_path")
+    ax = _ax(ax)
+    wide = path.pivot_table(index="lambda", columns="feature", values="coef", sort=True)
+    x = np.log(wide.index.to_numpy(float))
+    for f in wide.columns:
+        ax.plot(x, wide[f].to_numpy(), label=str(f), **kw)
+    if chosen_lambda is not None:
+        ax.axvline(np.log(chosen_lambda), ls="--", color="k", lw=1)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="log(lambda)", ylabel="coefficient")
+    counts = (wide.abs() > 0).sum(axis=1).to_numpy()
+    _feature_count_axis(ax, x, counts)
+    return ax
+
+
+def _first(table: pd.DataFrame, names: Sequence[str]) -> str | None:
+    return next((c for c in names if c in table.columns), None)
+
+
+def plot_lasso_cv(cv: pd.DataFrame, *, lambda_min: float | None = None, lambda_1se: float | None = None,
+                  metric: str | None = None, err: str | None = None, ax: Axes | None = None, **kw) -> Axes:
+    """Cross-validation curve of the LASSO: metric ± error against log(lambda), chosen lambdas marked.
+
+    Parameters
+    ----------
+    cv : DataFrame
+        Columns ``lambda``, a CV mean (``mean_auc`` or ``mean_score``, or name it with
+        ``metric``), an error column (``sd``, ``sd_score`` or ``se_score``, or ``err``) and
+        optionally the feature count ``n_features`` / ``n_nonzero`` (drawn on a top axis). The
+        ``cv_results_`` table of :class:`vcfnb.selection.LassoSelector` works as is.
+    lambda_min, lambda_1se : float, optional
+        Dashed vertical lines (best and one-SE lambda), e.g. the selector's ``lambda_min_``
+        and ``lambda_1se_``.
+
+    Returns
+    -------
+    Axes
+        One errorbar container (``ax.containers``) and one vertical line per chosen lambda.
+
+    Examples
+    --------
+    >>> cv = pd.DataFrame({"lambda": np.logspace(-3, 0, 10), "mean_auc": np.linspace(.8, .5, 10), "sd": .05})
+    >>> ax = plot_lasso_cv(cv, lambda_min=0.001)
+    """
+    metric = metric or _first(cv, ["mean_auc", "mean_score"])
+    err = err or _first(cv, ["sd", "sd_score", "se_score"])
+    if metric is None or err is None:
+        raise ValueError(f"plot_lasso_cv: need a CV mean (mean_auc/mean_score) and an error column (sd/sd_score/"
+                         f"se_score); table has {list(cv.columns)}")
+    _need(cv, ["lambda", metric, err], "plot_lasso_cv")
+    ax = _ax(ax)
+    c = cv.sort_values("lambda")
+    x = np.log(c["lambda"].to_numpy(float))
+    kw.setdefault("fmt", "o")
+    kw.setdefault("color", "tab:red")
+    kw.setdefault("ecolor", "grey")
+    kw.setdefault("ms", 3)
+    kw.setdefault("capsize", 2)
+    ax.errorbar(x, c[metric].to_numpy(float), yerr=c[err].to_numpy(float), **kw)
+    for lam, lab in ((lambda_min, "lambda.min"), (lambda_1se, "lambda.1se")):
+        if lam is not None:
+            ax.axvline(np.log(lam), ls="--", color="k", lw=1, label=lab)
+    ax.set(xlabel="log(lambda)", ylabel="CV AUC" if metric == "mean_auc" else f"CV {metric}")
+    if lambda_min is not None or lambda_1se is not None:
+        ax.legend(fontsize="small")
+    count = _first(c, ["n_features", "n_nonzero"])
+    if count is not None:
+        _feature_count_axis(ax, x, c[count].to_numpy())
+    return ax
+
+
+def plot_auc_vs_n_features(table: pd.DataFrame, *, ax: Axes | None = None, **kw) -> Axes:
+    """AUC against the number of selected features (RFE/SFS curves).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``n_features, auc``; optional ``sd`` (shaded band) and ``split`` or ``model``
+        (one line each).
+
+    Returns
+    -------
+    Axes
+        One line per split/model, legend when there is more than one; best point marked.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"n_features": range(1, 11), "auc": np.linspace(.6, .8, 10)})
+    >>> ax = plot_auc_vs_n_features(t)
+    """
+    _need(table, ["n_features", "auc"], "plot_auc_vs_n_features")
+    ax = _ax(ax)
+    key = "split" if "split" in table else ("model" if "model" in table else None)
+    groups = table.groupby(key, sort=False) if key else [(None, table)]
+    for name, g in groups:
+        g = g.sort_values("n_features")
+        (line,) = ax.plot(g.n_features, g.auc, marker="o", ms=3, label=None if name is None else str(name), **kw)
+        if "sd" in g:
+            ax.fill_between(g.n_features, g.auc - g.sd, g.auc + g.sd, alpha=0.2, color=line.get_color())
+        best = g.loc[g.auc.idxmax()]
+        ax.scatter([best.n_features], [best.auc], color=line.get_color(), s=40, zorder=3, edgecolor="k")
+    ax.set(xlabel="number of features", ylabel="AUC")
+    if key:
+        ax.legend(fontsize="small")
+    return ax
+
+
+def plot_coefficients(table: pd.DataFrame, *, ax: Axes | None = None, sort: bool = True, **kw) -> Axes:
+    """Horizontal bar chart of model coefficients (radscore formula), coloured by sign.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns ``feature, coef`` (intercept rows named ``intercept``/``const`` are dropped).
+
+    Returns
+    -------
+    Axes
+        One bar per feature, sorted by coefficient.
+
+    Examples
+    --------
+    >>> ax = plot_coefficients(pd.DataFrame({"feature": ["a", "b"], "coef": [0.5, -0.2]}))
+    """
+    _need(table, ["feature", "coef"], "plot_coefficients")
+    t = table[~table.feature.astype(str).str.lower().isin(["intercept", "const", "(intercept)"])]
+    if sort:
+        t = t.sort_values("coef")
+    ax = _ax(ax, figsize=(5, max(2.5, 0.3 * len(t) + 1)))
+    colors = np.where(t.coef.to_numpy() >= 0, "tab:red", "tab:blue")
+    ax.barh(t.feature.astype(str), t.coef, color=colors, **kw)
+    ax.axvline(0, color="k", lw=0.6)
+    ax.set(xlabel="coefficient", ylabel="")
+    return ax
+
+
+def plot_calibration(table: pd.DataFrame, *, ax: Axes | None = None, errorbars: bool = True, **kw) -> Axes:
+    """Calibration curve(s): observed event rate against mean predicted probability.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`vcfnb.stats.calibration_curve` output — columns ``mean_predicted, observed``,
+        optional ``ci_low, ci_high`` (error bars) and ``model`` (one curve each; put e.g. the
+        Hosmer–Lemeshow p in the model name).
+
+    Returns
+    -------
+    Axes
+        One line per model plus the dashed ideal diagonal; legend with model names.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"mean_predicted": [.1, .5, .9], "observed": [.15, .45, .85]})
+    >>> ax = plot_calibration(t)
+    """
+    _need(table, ["mean_predicted", "observed"], "plot_calibration")
+    ax = _ax(ax)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="Ideal")
+    groups = table.groupby("model", sort=False) if "model" in table else [("Model", table)]
+    for name, g in groups:
+        (line,) = ax.plot(g.mean_predicted, g.observed, marker="o", ms=4, label=str(name), **kw)
+        if errorbars and {"ci_low", "ci_high"} <= set(g.columns):
+            ax.vlines(g.mean_predicted, g.ci_low, g.ci_high, color=line.get_color(), lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Predicted probability", ylabel="Observed frequency")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_decision_curve(table: pd.DataFrame, *, ax: Axes | None = None, ymin: float | None = None, **kw) -> Axes:
+    """Decision curves: net benefit against threshold probability for each model.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`vcfnb.stats.decision_curve` output — columns ``model, threshold, net_benefit``;
+        rows of ``"Treat all"`` and ``"Treat none"`` are drawn grey/black.
+    ymin : float, optional
+        Lower y limit (default: a little below 0, so a steep treat-all line does not squash the
+        plot).
+
+    Returns
+    -------
+    Axes
+        One line per model, legend with the model names.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"model": ["m"] * 3 + ["Treat none"] * 3, "threshold": [.1, .2, .3] * 2,
+    ...                   "net_benefit": [.3, .2, .1, 0, 0, 0]})
+    >>> ax = plot_decision_curve(t)
+    """
+    _need(table, ["model", "threshold", "net_benefit"], "plot_decision_curve")
+    ax = _ax(ax)
+    style = {"Treat all": dict(color="grey", lw=1), "Treat none": dict(color="k", lw=1)}
+    for name, g in table.groupby("model", sort=False):
+        ax.plot(g.threshold, g.net_benefit, label=str(name), **{**kw, **style.get(name, {})})
+    top = float(table.net_benefit.max())
+    ax.set_ylim(ymin if ymin is not None else -0.05 * max(top, 0.1), top * 1.1 if top > 0 else 0.1)
+    ax.set(xlabel="Threshold probability", ylabel="Net benefit")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_correlation_heatmap(data: pd.DataFrame, *, method: str = "pearson", ax: Axes | None = None,
+                             annot: bool | None = None, **kw) -> Axes:
+    """Heatmap of the feature correlation matrix.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Numeric feature columns (rows = patients); or an already square correlation matrix
+        (index equal to columns), drawn as is.
+    method : {"pearson", "spearman", "kendall"}
+        Correlation for :meth:`DataFrame.corr`.
+    annot : bool, optional
+        Print coefficients in the cells (default when there are at most 12 features).
+
+    Returns
+    -------
+    Axes
+        The seaborn heatmap (one QuadMesh; a colorbar axis is added to the figure).
+
+    Examples
+    --------
+    >>> ax = plot_correlation_heatmap(pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=list("abc")))
+    """
+    import seaborn as sns
+
+    square = data.shape[0] == data.shape[1] and list(data.index) == list(data.columns)
+    corr = data if square else data.select_dtypes("number").corr(method=method)
+    ax = _ax(ax, figsize=(0.45 * len(corr) + 3, 0.45 * len(corr) + 2.5))
+    kw.setdefault("cmap", "RdBu_r")
+    sns.heatmap(corr, vmin=-1, vmax=1, center=0, square=True, annot=len(corr) <= 12 if annot is None else annot,
+                fmt=".2f", ax=ax, **kw)
+    return ax
+
+
+def plot_clustered_heatmap(data: pd.DataFrame, labels: pd.Series | Sequence | None = None, *,
+                           ax: Axes | None = None, z_score: int | None = 1, **kw) -> Axes:
+    """Clustered heatmap (seaborn ``clustermap``) of selected features, rows coloured by label.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Rows = patients, numeric columns = selected features.
+    labels : Series or sequence, optional
+        Class label per row (drawn as a colour strip beside the rows).
+    ax : None
+        Must be None: ``clustermap`` builds its own figure (a ``ClusterGrid``) with the
+        dendrograms; pass ``figsize=`` instead.
+    z_score : int or None
+        Standardise columns (1, default) or rows (0) before clustering, as ``clustermap``.
+
+    Returns
+    -------
+    Axes
+        The heatmap axes of the grid (``grid.ax_heatmap``); the grid is reachable as
+        ``ax.figure`` and its dendrogram axes are in the same figure.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); X = pd.DataFrame(g.normal(size=(12, 4)), columns=list("abcd"))
+    >>> ax = plot_clustered_heatmap(X, labels=[0, 1] * 6)
+    """
+    import seaborn as sns
+
+    if ax is not None:
+        raise ValueError("plot_clustered_heatmap draws its own figure (seaborn clustermap); call it with ax=None")
+    num = data.select_dtypes("number")
+    row_colors = None
+    if labels is not None:
+        lab = pd.Series(np.asarray(labels), index=num.index, name="label")
+        levels = list(pd.unique(lab))
+        pal = dict(zip(levels, sns.color_palette("Set1", len(levels))))
+        row_colors = lab.map(pal)
+    kw.setdefault("cmap", "RdBu_r")
+    kw.setdefault("figsize", (6, 6))
+    grid = sns.clustermap(num, z_score=z_score, row_colors=row_colors, center=0 if z_score is not None else None,
+                          **kw)
+    if labels is not None:
+        from matplotlib.patches import Patch
+
+        grid.ax_heatmap.legend(handles=[Patch(color=c, label=str(k)) for k, c in pal.items()], title="label",
+                               loc="upper left", bbox_to_anchor=(1.15, 1.2), fontsize="small")
+    return grid.ax_heatmap
+
+
+def plot_radscore_by_group(data: pd.DataFrame, *, score: str = "radscore", group: str = "label",
+                           kind: str = "box", ax: Axes | None = None, test: str = "mannwhitney",
+                           points: bool = True, **kw) -> Axes:
+    """Radscore distribution per group (box or violin) with the between-group p-value.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns ``score`` and ``group`` (e.g. ``radscore``, ``label``; add a ``split`` column
+        and call once per split for train/test panels).
+    kind : {"box", "violin"}
+    test : {"mannwhitney", "ttest"}
+        Two-group test (scipy) whose p is written in the title (Kruskal–Wallis / ANOVA for
+        more than two groups).
+    points : bool
+        Overlay the individual patients (strip plot).
+
+    Returns
+    -------
+    Axes
+        Title ``"p = 0.003"`` (or ``"p < 0.001"``).
+
+    Examples
+    --------
+    >>> d = pd.DataFrame({"radscore": np.r_[np.zeros(10), np.ones(10)] + np.random.default_rng(0).normal(size=20),
+    ...                   "label": [0] * 10 + [1] * 10})
+    >>> ax = plot_radscore_by_group(d)
+    """
+    import seaborn as sns
+    from scipy import stats as sps
+
+    _need(data, [score, group], "plot_radscore_by_group")
+    ax = _ax(ax, figsize=(4, 4.5))
+    d = data[[score, group]].dropna()
+    order = sorted(d[group].unique())
+    if kind == "box":
+        sns.boxplot(data=d, x=group, y=score, order=order, ax=ax, showfliers=not points, **kw)
+    elif kind == "violin":
+        sns.violinplot(data=d, x=group, y=score, order=order, ax=ax, inner="quartile" if not points else None, **kw)
+    else:
+        raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}")
+    if points:
+        sns.stripplot(data=d, x=group, y=score, order=order, ax=ax, color="k", size=3, alpha=0.6)
+    xs = [d.loc[d[group] == g, score].to_numpy(float) for g in order]
+    if len(xs) == 2:
+        p = (sps.mannwhitneyu(*xs, alternative="two-sided").pvalue if test == "mannwhitney"
+             else sps.ttest_ind(*xs).pvalue)
+    else:
+        p = sps.kruskal(*xs).pvalue if test == "mannwhitney" else sps.f_oneway(*xs).pvalue
+    ax.set_title("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
+    return ax
+
+
+def plot_nomogram(nomogram, *, ax: Axes | None = None,
+                  probs: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95),
+                  labels: Mapping[str, str] | None = None, **kw) -> Axes:
+    """Draw a points nomogram (rms style) from :func:`vcfnb.stats.nomogram_points`.
+
+    Rows from top to bottom: ``Points`` (0-100), one scale per predictor (its values placed at
+    their points), ``Total points`` and ``Probability`` (the ``probs`` ticks placed at
+    :meth:`~vcfnb.stats.Nomogram.probability_to_total_points`, within the reachable range).
+
+    Parameters
+    ----------
+    nomogram : vcfnb.stats.Nomogram
+        Output of :func:`vcfnb.stats.nomogram_points` (its ``points`` table has columns
+        ``variable, value, points``).
+    probs : sequence of float
+        Probability ticks.
+    labels : mapping, optional
+        Display names of the predictors.
+
+    Returns
+    -------
+    Axes
+        y tick labels = row names (``Points``, predictors..., ``Total points``, ``Probability``);
+        one horizontal scale line per row.
+
+    Examples
+    --------
+    >>> from vcfnb.stats import nomogram_points
+    >>> ax = plot_nomogram(nomogram_points({"age": .05, "score": 2.}, -4., {"age": [40, 60, 80], "score": [-1, 0, 1, 2]}))
+    """
+    pts = nomogram.points
+    variables = list(dict.fromkeys(pts.variable))
+    labels = dict(labels or {})
+    max_points = float(pts.points.max())
+    total_max = float(sum(pts.groupby("variable").points.max()))
+    rows = ["Points", *[labels.get(v, v) for v in variables], "Total points", "Probability"]
+    ax = _ax(ax, figsize=(8, 0.6 * len(rows) + 1))
+    ypos = np.arange(len(rows))[::-1].astype(float)
+    color = kw.pop("color", "k")
+
+    def scale(y, xs, texts, x_of=lambda x: x, above=True):
+        xs = np.asarray(xs, float)
+        ax.hlines(y, x_of(xs.min()), x_of(xs.max()), color=color, lw=1)
+        for x, t in zip(xs, texts):
+            ax.vlines(x_of(x), y, y + (0.12 if above else -0.12), color=color, lw=1)
+            ax.text(x_of(x), y + (0.18 if above else -0.2), t, ha="center", va="bottom" if above else "top",
+                    fontsize=8)
+
+    # Points row: 0..max_points, in the same units as the total points (scaled to the top width)
+    ticks = np.arange(0, max_points + 1e-9, 10)
+    scale(ypos[0], ticks, [f"{t:g}" for t in ticks])
+    for k, v in enumerate(variables):
+        sub = pts[pts.variable == v]
+        scale(ypos[k + 1], sub.points.to_numpy(), [f"{x:g}" for x in sub.value])
+    # totals are drawn on a shrunken axis so that 0..total_max spans the same width as 0..max_points
+    shrink = max_points / total_max if total_max > 0 else 1.0
+    tstep = 10 ** np.floor(np.log10(max(total_max, 1) / 2))
+    tticks = np.arange(0, total_max + 1e-9, tstep if total_max / tstep <= 12 else 2 * tstep)
+    scale(ypos[-2], tticks, [f"{t:g}" for t in tticks], x_of=lambda x: x * shrink)
+    p = np.asarray(probs, float)
+    tp = nomogram.probability_to_total_points(p)
+    keep = (tp >= 0) & (tp <= total_max)
+    if keep.sum() >= 1:
+        scale(ypos[-1], tp[keep], [f"{q:g}" for q in p[keep]], x_of=lambda x: x * shrink, above=False)
+    for y in ypos:
+        ax.axhline(y, color="0.9", lw=0.5, zorder=0)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels(rows)
+    ax.set_xticks([])
+    ax.set_xlim(-0.05 * max_points, 1.05 * max_points)
+    ax.set_ylim(ypos[-1] - 0.8, ypos[0] + 0.8)
+    for s in ("top", "right", "bottom"):
+        ax.spines[s].set_visible(False)
+    return ax
+
+
+def plot_delong_matrix(matrix: pd.DataFrame, *, ax: Axes | None = None, alpha: float = 0.05, **kw) -> Axes:
+    """Heatmap of pairwise DeLong p-values (lower triangle, annotated).
+
+    Parameters
+    ----------
+    matrix : DataFrame
+        Square p-value matrix of :func:`vcfnb.stats.delong_matrix` (model names as index and
+        columns, NaN diagonal).
+    alpha : float
+        Cells with p < alpha get a ``*``.
+
+    Returns
+    -------
+    Axes
+        Seaborn heatmap with one text annotation per lower-triangle cell.
+
+    Examples
+    --------
+    >>> m = pd.DataFrame([[np.nan, .03], [.03, np.nan]], index=["a", "b"], columns=["a", "b"])
+    >>> ax = plot_delong_matrix(m)
+    """
+    import seaborn as sns
+
+    if matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"plot_delong_matrix: matrix must be square, got {matrix.shape}")
+    ax = _ax(ax, figsize=(0.8 * len(matrix) + 2.5, 0.8 * len(matrix) + 1.5))
+    mask = np.triu(np.ones(matrix.shape, dtype=bool))
+    annot = matrix.map(lambda p: "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+                       + ("*" if p < alpha else ""))
+    kw.setdefault("cmap", "viridis_r")
+    sns.heatmap(matrix.astype(float), mask=mask, annot=annot.to_numpy(), fmt="", vmin=0, vmax=1, ax=ax,
+                cbar_kws={"label": "DeLong p"}, square=True, **kw)
+    ax.set(xlabel="", ylabel="")
+    return ax
+
+
+def plot_permutation_null(null_auc, observed: float, *, p_value: float | None = None, ax: Axes | None = None,
+                          bins: int = 30, **kw) -> Axes:
+    """Histogram of the label-permutation null AUCs with the observed AUC as a vertical line.
+
+    Parameters
+    ----------
+    null_auc : array-like or DataFrame
+        Null AUCs (a DataFrame/Series must have an ``auc`` column/name).
+    observed : float
+        AUC of the real labels.
+    p_value : float, optional
+        Permutation p; computed as ``(1 + #(null >= observed)) / (1 + n)`` when omitted.
+
+    Returns
+    -------
+    Axes
+        Histogram patches, one vertical line at ``observed``, legend with the p-value.
+
+    Examples
+    --------
+    >>> ax = plot_permutation_null(np.random.default_rng(0).normal(.5, .05, 200), 0.71)
+    """
+    if isinstance(null_auc, pd.DataFrame):
+        _need(null_auc, ["auc"], "plot_permutation_null")
+        null_auc = null_auc["auc"]
+    null = np.asarray(null_auc, float)
+    if p_value is None:
+        p_value = (1 + np.sum(null >= observed)) / (1 + len(null))
+    ax = _ax(ax)
+    kw.setdefault("color", "lightgrey")
+    kw.setdefault("edgecolor", "grey")
+    ax.hist(null, bins=bins, label=f"null (n = {len(null)})", **kw)
+    ax.axvline(observed, color="tab:red", lw=2, label=f"observed AUC {observed:.3f}, p = {p_value:.3g}")
+    ax.set(xlabel="AUC", ylabel="count")
+    ax.legend(fontsize="small")
+    return ax

@@ -1,0 +1,926 @@
+"""Leakage-free feature selection: scikit-learn transformers fitted on training rows only.
+
+Every selector here is a ``BaseEstimator``/``TransformerMixin`` whose ``__init__`` only stores
+parameters and whose learned state ends in ``_``, so the whole chain
+(scaling → filters → mRMR/LASSO/RFE/SFS → classifier) is one ``Pipeline`` that is fitted inside
+each cross-validation fold. Put the same pipeline in :func:`vcfnb.models.cv_predict` or
+:func:`vcfnb.models.permutation_test` and selection is repeated per fold, which is what makes
+leakage impossible rather than avoided by care (see ``tests/test_leakage.py``).
+
+All selectors accept a ``DataFrame`` or an array. Given a ``DataFrame`` they return a
+``DataFrame`` restricted to the selected columns (same index), and
+``get_feature_names_out()`` names them; ``set_output(transform="pandas")`` works as in
+scikit-learn. Labels must be binary; the larger of the two sorted labels is the positive class.
+
+Scalers and oversampling are the libraries' own, re-exported here:
+
+- :class:`StandardScaler` (z-score) and :class:`MaxAbsScaler` from scikit-learn;
+- :class:`RandomOverSampler` from imbalanced-learn. A sampler only acts at *fit* time, so it must
+  sit in an :class:`imblearn.pipeline.Pipeline` (also re-exported as :class:`Pipeline`), which
+  resamples the training rows of each fit and passes test rows through untouched.
+  :func:`vcfnb.models.make_radiomics_pipeline` always builds that pipeline class.
+
+References
+----------
+- Tibshirani R. Regression shrinkage and selection via the lasso. J R Stat Soc B 1996.
+- Friedman J, Hastie T, Tibshirani R. Regularization paths for generalized linear models via
+  coordinate descent. J Stat Softw 2010 (glmnet: the lambda scale and the 1-SE rule).
+- Peng H, Long F, Ding C. Feature selection based on mutual information: criteria of
+  max-dependency, max-relevance, and min-redundancy. IEEE TPAMI 2005 (mRMR).
+- Guyon I, Weston J, Barnhill S, Vapnik V. Gene selection for cancer classification using
+  support vector machines. Mach Learn 2002 (SVM-RFE).
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+from imblearn.over_sampling import RandomOverSampler
+from imblearn.pipeline import Pipeline
+from joblib import Parallel, delayed
+from scipy import stats
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_selection import RFECV
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
+from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sk_validate_data = None
+
+__all__ = [
+    "StandardScaler",
+    "MaxAbsScaler",
+    "RandomOverSampler",
+    "Pipeline",
+    "UnivariateFilter",
+    "CorrelationFilter",
+    "MRMRSelector",
+    "LassoSelector",
+    "RFESelector",
+    "SFSSelector",
+    "lambda_to_C",
+    "C_to_lambda",
+]
+
+RNGLike = int | np.random.Generator | None
+_SK_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit())
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _random_state(rng: RNGLike) -> int:
+    """An int ``random_state`` for scikit-learn from ``rng``.
+
+    An int passes through unchanged (so ``rng=seed`` gives ``random_state=seed``, the
+    convention of STUDIES.md); a Generator or ``None`` yields a fresh draw.
+    """
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        return int(rng)
+    return int(np.random.default_rng(rng).integers(0, 2**31 - 1))
+
+
+def _binary_labels(y: Any) -> np.ndarray:
+    """Labels as a 0/1 int array (the larger sorted label is 1); error unless exactly 2 classes."""
+    y = np.asarray(y).ravel()
+    classes = np.unique(y)
+    if classes.size != 2:
+        raise ValueError(
+            f"binary labels are required, got {classes.size} distinct value(s): {classes[:5].tolist()}"
+        )
+    return (y == classes[1]).astype(int)
+
+
+def _auc_from_scores(y01: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the Mann–Whitney rank formula (ties count 1/2)."""
+    n1 = int(y01.sum())
+    n0 = y01.size - n1
+    ranks = stats.rankdata(score)
+    return float((ranks[y01 == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _column_auc(X: np.ndarray, y01: np.ndarray) -> np.ndarray:
+    """Univariate AUC of every column of ``X`` (vectorised Mann–Whitney)."""
+    n1 = int(y01.sum())
+    n0 = y01.size - n1
+    ranks = stats.rankdata(X, axis=0)
+    return (ranks[y01 == 1].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def _l1_logistic(C: float, solver: str, tol: float, max_iter: int, random_state: int | None,
+                 warm_start: bool = False) -> LogisticRegression:
+    """An L1 logistic regression that works across scikit-learn versions."""
+    kw: dict[str, Any] = dict(C=C, solver=solver, tol=tol, max_iter=max_iter,
+                              random_state=random_state, warm_start=warm_start)
+    if solver == "liblinear":
+        # liblinear penalises the intercept; a large intercept_scaling makes that penalty negligible
+        kw["intercept_scaling"] = 100.0
+    if _SK_VERSION >= (1, 8):
+        return LogisticRegression(l1_ratio=1.0, **kw)
+    return LogisticRegression(penalty="l1", **kw)  # pragma: no cover - older scikit-learn
+
+
+def lambda_to_C(lam: float, n_samples: int) -> float:
+    """scikit-learn's ``C`` equivalent to glmnet's ``lambda``: ``C = 1 / (lambda · n)``.
+
+    glmnet minimises ``-loglik/n + lambda·||b||_1``; scikit-learn's L1 logistic regression
+    minimises ``C·(-loglik) + ||b||_1``. Dividing the latter by ``C·n`` gives the former with
+    ``lambda = 1/(C·n)``. The intercept is not penalised in either (solver ``saga``).
+
+    Examples
+    --------
+    >>> lambda_to_C(0.13, 112)  # doctest: +ELLIPSIS
+    0.0686...
+    """
+    if lam <= 0:
+        raise ValueError(f"lambda must be > 0, got {lam}")
+    return 1.0 / (lam * n_samples)
+
+
+def C_to_lambda(C: float, n_samples: int) -> float:
+    """glmnet's ``lambda`` equivalent to scikit-learn's ``C``: ``lambda = 1 / (C · n)``."""
+    if C <= 0:
+        raise ValueError(f"C must be > 0, got {C}")
+    return 1.0 / (C * n_samples)
+
+
+class _ColumnSelector(TransformerMixin, BaseEstimator):
+    """Base class: validation, ``support_``, DataFrame-preserving ``transform``, feature names."""
+
+    def _validate_fit(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        if _sk_validate_data is not None:
+            Xa = _sk_validate_data(self, X, reset=True, dtype=np.float64)
+        else:  # pragma: no cover - older scikit-learn
+            Xa = self._validate_data(X, reset=True, dtype=np.float64)
+        y01 = _binary_labels(y)
+        if y01.size != Xa.shape[0]:
+            raise ValueError(f"X has {Xa.shape[0]} rows but y has {y01.size} labels")
+        return Xa, y01
+
+    def _names_in(self) -> np.ndarray:
+        return _check_feature_names_in(self, None)
+
+    def get_support(self, indices: bool = False) -> np.ndarray:
+        """Boolean mask (or integer indices) of the selected input features."""
+        check_is_fitted(self, "support_")
+        return np.flatnonzero(self.support_) if indices else self.support_.copy()
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the selected features, in input order."""
+        check_is_fitted(self, "support_")
+        names = _check_feature_names_in(self, input_features)
+        return np.asarray(names, dtype=object)[self.support_]
+
+    @property
+    def selected_features_(self) -> list[str]:
+        """The selected feature names as a list (input order)."""
+        return [str(n) for n in self.get_feature_names_out()]
+
+    def transform(self, X: Any) -> Any:
+        """Keep the selected columns; a DataFrame stays a DataFrame (selected by name)."""
+        check_is_fitted(self, "support_")
+        if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_"):
+            cols = list(np.asarray(self.feature_names_in_, dtype=object)[self.support_])
+            missing = [c for c in cols if c not in X.columns]
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__}: columns seen at fit are missing: {missing[:10]}"
+                )
+            return X.loc[:, cols]
+        Xa = np.asarray(X.to_numpy() if isinstance(X, pd.DataFrame) else X)
+        if Xa.ndim != 2 or Xa.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"{type(self).__name__}: X has {Xa.shape[-1]} features, "
+                f"but it was fitted with {self.n_features_in_}"
+            )
+        return Xa[:, self.support_]
+
+    def __sklearn_tags__(self):  # pragma: no cover - only used by scikit-learn's checks
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+# --------------------------------------------------------------------------------------------
+# univariate filter
+# --------------------------------------------------------------------------------------------
+class UnivariateFilter(_ColumnSelector):
+    """Keep features whose two-group test has p < ``alpha`` (t-test, Mann–Whitney, or by normality).
+
+    Parameters
+    ----------
+    test : {"ttest", "mannwhitney", "auto"}
+        ``"ttest"``: two-sample t-test (Student's unless ``equal_var=False``);
+        ``"mannwhitney"``: two-sided Mann–Whitney U; ``"auto"``: per feature, Shapiro–Wilk in each
+        group; the t-test when both groups look normal (p > ``normality_alpha``), otherwise
+        Mann–Whitney — the rule seed 001 describes.
+    alpha : float
+        Keep features with p < alpha.
+    min_features : int
+        If fewer features pass, keep the ``min_features`` with the smallest p and warn, so that a
+        pipeline never runs out of features (on pure noise this is the usual outcome).
+    normality_alpha : float
+        Significance level of the Shapiro–Wilk tests for ``test="auto"``.
+    equal_var : bool
+        Passed to :func:`scipy.stats.ttest_ind` (``False`` = Welch).
+
+    Attributes
+    ----------
+    pvalues_ : ndarray of shape (n_features,)
+        p-value per input feature (constant features get 1.0).
+    results_ : DataFrame
+        Columns ``feature, test, statistic, p_value, selected``; ``statistic`` is t or U of
+        the positive class against the other (t > 0 when the feature is higher in class 1).
+    support_ : ndarray of bool
+        Selected features.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(60, 5)), columns=list("abcde"))
+    >>> y = np.r_[np.zeros(30), np.ones(30)]
+    >>> X["a"] += 1.5 * y
+    >>> UnivariateFilter(test="ttest", alpha=0.01).fit(X, y).get_feature_names_out().tolist()
+    ['a']
+    """
+
+    def __init__(self, test: str = "auto", alpha: float = 0.05, min_features: int = 1,
+                 normality_alpha: float = 0.05, equal_var: bool = True) -> None:
+        self.test = test
+        self.alpha = alpha
+        self.min_features = min_features
+        self.normality_alpha = normality_alpha
+        self.equal_var = equal_var
+
+    def fit(self, X: Any, y: Any) -> "UnivariateFilter":
+        """Test every feature on the training rows ``X, y``."""
+        if self.test not in ("ttest", "mannwhitney", "auto"):
+            raise ValueError(f"test must be 'ttest', 'mannwhitney' or 'auto', got {self.test!r}")
+        Xa, y01 = self._validate_fit(X, y)
+        a, b = Xa[y01 == 0], Xa[y01 == 1]
+        p = Xa.shape[1]
+        constant = np.ptp(Xa, axis=0) == 0
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # positive class first: t > 0 and U/(n1·n0) > 0.5 when the feature is higher in class 1
+            t_stat, t_p = stats.ttest_ind(b, a, axis=0, equal_var=self.equal_var)
+            u_stat, u_p = stats.mannwhitneyu(b, a, axis=0, alternative="two-sided")
+            if self.test == "auto":
+                normal = np.ones(p, dtype=bool)
+                for group in (a, b):
+                    if group.shape[0] < 3:
+                        raise ValueError("test='auto' needs at least 3 rows per class for Shapiro–Wilk")
+                    sw_p = np.array([
+                        stats.shapiro(group[:, j]).pvalue if np.ptp(group[:, j]) > 0 else 0.0
+                        for j in range(p)
+                    ])
+                    normal &= sw_p > self.normality_alpha
+                use_t = normal
+            else:
+                use_t = np.full(p, self.test == "ttest")
+        stat = np.where(use_t, t_stat, u_stat)
+        pval = np.where(use_t, t_p, u_p)
+        pval = np.where(constant | ~np.isfinite(pval), 1.0, pval)
+        support = pval < self.alpha
+        if support.sum() < self.min_features:
+            k = min(int(self.min_features), p)
+            order = np.lexsort((np.arange(p), pval))[:k]
+            support = np.zeros(p, dtype=bool)
+            support[order] = True
+            warnings.warn(
+                f"UnivariateFilter: {int((pval < self.alpha).sum())} feature(s) with p < {self.alpha}; "
+                f"keeping the {k} with the smallest p instead",
+                UserWarning, stacklevel=2,
+            )
+        self.pvalues_ = pval
+        self.support_ = support
+        self.results_ = pd.DataFrame({
+            "feature": self._names_in(),
+            "test": np.where(use_t, "ttest", "mannwhitney"),
+            "statistic": stat,
+            "p_value": pval,
+            "selected": support,
+        })
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# correlation filter
+# --------------------------------------------------------------------------------------------
+class CorrelationFilter(_ColumnSelector):
+    """Drop one feature of every pair with |Pearson r| > ``threshold``, keeping the more relevant.
+
+    Features are visited from the most to the least label-relevant (ties: input order); a feature
+    is kept unless its |r| with an already kept feature exceeds ``threshold``. So of each
+    correlated pair the more relevant survives, and the result is deterministic.
+
+    Parameters
+    ----------
+    threshold : float
+        |r| above which two features are redundant (seed 000: 0.99, seed 001: 0.9).
+    relevance : {"auc", "t"}
+        Label relevance: distance of the univariate AUC from 0.5, or |t| of a two-sample t-test.
+
+    Attributes
+    ----------
+    relevance_ : ndarray
+        Relevance of each input feature.
+    dropped_ : DataFrame
+        Columns ``feature, correlated_with, r``: each dropped feature, the kept feature it was
+        most correlated with, and that correlation.
+    support_ : ndarray of bool
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.r_[np.zeros(30), np.ones(30)]
+    >>> a = y + rng.normal(size=60)
+    >>> X = pd.DataFrame({"a": a, "a_noisy": a + 0.3 * rng.normal(size=60), "b": rng.normal(size=60)})
+    >>> sorted(CorrelationFilter(threshold=0.9).fit(X, y).get_feature_names_out())
+    ['a', 'b']
+    """
+
+    def __init__(self, threshold: float = 0.9, relevance: str = "auc") -> None:
+        self.threshold = threshold
+        self.relevance = relevance
+
+    def fit(self, X: Any, y: Any) -> "CorrelationFilter":
+        """Compute correlations and relevance on the training rows."""
+        if self.relevance not in ("auc", "t"):
+            raise ValueError(f"relevance must be 'auc' or 't', got {self.relevance!r}")
+        Xa, y01 = self._validate_fit(X, y)
+        p = Xa.shape[1]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = np.corrcoef(Xa, rowvar=False) if p > 1 else np.ones((1, 1))
+            if self.relevance == "auc":
+                rel = np.abs(_column_auc(Xa, y01) - 0.5)
+            else:
+                rel = np.abs(stats.ttest_ind(Xa[y01 == 0], Xa[y01 == 1], axis=0).statistic)
+        r = np.nan_to_num(np.atleast_2d(r), nan=0.0)
+        rel = np.nan_to_num(rel, nan=0.0)
+        order = np.lexsort((np.arange(p), -rel))
+        kept: list[int] = []
+        dropped = []
+        names = self._names_in()
+        for j in order:
+            if kept:
+                rk = np.abs(r[j, kept])
+                m = int(np.argmax(rk))
+                if rk[m] > self.threshold:
+                    dropped.append((names[j], names[kept[m]], float(r[j, kept[m]])))
+                    continue
+            kept.append(int(j))
+        support = np.zeros(p, dtype=bool)
+        support[kept] = True
+        self.relevance_ = rel
+        self.support_ = support
+        self.dropped_ = pd.DataFrame(dropped, columns=["feature", "correlated_with", "r"])
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# mRMR
+# --------------------------------------------------------------------------------------------
+class MRMRSelector(_ColumnSelector):
+    """Minimum-redundancy maximum-relevance top-``k`` (``mrmr_selection.mrmr_classif``).
+
+    Relevance is the ANOVA F statistic and redundancy the absolute Pearson correlation
+    (mrmr-selection's defaults, the "FCQ" variant). Features with zero or undefined relevance
+    are never chosen, so fewer than ``k`` may be returned. Deterministic (no randomness).
+
+    Parameters
+    ----------
+    k : int
+        Number of features to keep (seed 003: 30).
+    relevance, redundancy, denominator : str
+        Passed to ``mrmr_classif``.
+    n_jobs : int
+        Passed to ``mrmr_classif`` (1 = no worker processes).
+
+    Attributes
+    ----------
+    ranking_ : list of str
+        Selected features in mRMR order (``transform`` keeps input order).
+    relevance_ : Series
+        Relevance score of every candidate feature.
+    support_ : ndarray of bool
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(60, 6)), columns=list("abcdef"))
+    >>> y = (X["a"] + X["b"] > 0).astype(int)
+    >>> sorted(MRMRSelector(k=2).fit(X, y).ranking_)
+    ['a', 'b']
+    """
+
+    def __init__(self, k: int = 30, relevance: str = "f", redundancy: str = "c",
+                 denominator: str = "mean", n_jobs: int = 1) -> None:
+        self.k = k
+        self.relevance = relevance
+        self.redundancy = redundancy
+        self.denominator = denominator
+        self.n_jobs = n_jobs
+
+    def fit(self, X: Any, y: Any) -> "MRMRSelector":
+        """Run mRMR on the training rows."""
+        from mrmr import mrmr_classif
+
+        Xa, y01 = self._validate_fit(X, y)
+        names = [str(n) for n in self._names_in()]
+        frame = pd.DataFrame(Xa, columns=names)
+        k = int(min(self.k, len(names)))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            selected, relevance, _ = mrmr_classif(
+                X=frame, y=pd.Series(y01), K=k, relevance=self.relevance,
+                redundancy=self.redundancy, denominator=self.denominator,
+                return_scores=True, n_jobs=self.n_jobs, show_progress=False,
+            )
+        if not selected:
+            raise ValueError("MRMRSelector: no feature has a positive relevance on these rows")
+        self.ranking_ = list(selected)
+        self.relevance_ = pd.Series(relevance, dtype=float).reindex(names)
+        self.support_ = np.isin(names, selected)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# LASSO
+# --------------------------------------------------------------------------------------------
+class LassoSelector(_ColumnSelector):
+    """LASSO (L1 logistic regression) selection with lambda by k-fold CV or fixed.
+
+    Lambda is on glmnet's scale (penalty per observation): ``C = 1 / (lambda · n)`` with ``n``
+    the number of training rows of the fit (see :func:`lambda_to_C`), so a paper's glmnet lambda
+    (seed 002: 0.13, seed 003: 0.037) can be passed as ``lam``. As in ``cv.glmnet``, a grid of
+    ``n_lambdas`` values runs log-spaced from ``lambda_max`` (smallest lambda giving all-zero
+    coefficients) down to ``lambda_min_ratio · lambda_max``; each CV fold fits the whole path
+    (warm starts) and scores its held-out rows; ``rule="min"`` takes the best mean score and
+    ``rule="1se"`` the largest lambda within one standard error of it. Features are not scaled
+    here (glmnet's ``standardize=FALSE``); put a :class:`StandardScaler` before this step.
+
+    The non-zero coefficients at the chosen lambda are kept. If fewer than ``min_features`` are
+    non-zero (common on noise), the largest lambda on the grid with at least ``min_features``
+    non-zero coefficients is used instead (the first features to enter the path) and a warning
+    says so; ``lambda_cv_`` keeps the originally chosen value.
+
+    Parameters
+    ----------
+    cv : int
+        Number of stratified folds for choosing lambda (ignored when ``lam`` or ``C`` is given).
+    rule : {"min", "1se"}
+        Lambda choice from the CV curve.
+    lam : float, optional
+        Fixed glmnet lambda (no CV).
+    C : float, optional
+        Fixed scikit-learn ``C`` (no CV); converted with ``lambda = 1/(C·n)``.
+    scoring : {"roc_auc", "deviance"}
+        CV criterion (higher AUC / lower binomial deviance is better).
+    n_lambdas : int
+        Grid size.
+    lambda_min_ratio : float, optional
+        Smallest grid lambda relative to ``lambda_max``; default 0.01 if n < p else 1e-4 (glmnet's).
+    solver : {"saga", "liblinear"}
+        ``saga`` leaves the intercept unpenalised and matches glmnet to ~1e-6 at tight ``tol``;
+        ``liblinear`` is faster but (mildly) penalises the intercept.
+    tol, max_iter : solver settings.
+    min_features : int
+        Minimum number of features to keep (see above).
+    random_state : int, optional
+        Seeds the CV fold assignment (and the solver).
+    n_jobs : int
+        CV folds run in parallel.
+    compute_path : bool
+        Also fit the full-data coefficient path for plotting (``path_``).
+
+    Attributes
+    ----------
+    lambda_ : float
+        Lambda of the final fit. ``C_`` is the matching scikit-learn C.
+    lambda_min_, lambda_1se_ : float or None
+        The two CV choices (None with a fixed lambda).
+    lambdas_ : ndarray
+        The lambda grid (descending).
+    cv_results_ : DataFrame or None
+        Columns ``lambda, log_lambda, mean_score, sd_score, se_score, n_nonzero``
+        (``n_nonzero`` from the full-data path); None with a fixed lambda.
+    path_ : DataFrame or None
+        Long table ``lambda, log_lambda, feature, coef`` of the full-data path (n_lambdas × p rows).
+    coef_ : Series
+        Coefficients of the selected features (index = feature names) at ``lambda_``.
+    intercept_ : float
+    estimator_ : LogisticRegression
+        The final fit on all input features.
+    fallback_ : bool
+        True when the ``min_features`` fallback was used.
+    support_ : ndarray of bool
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(100, 8)), columns=[f"f{i}" for i in range(8)])
+    >>> y = (X["f0"] - X["f1"] + rng.normal(size=100) > 0).astype(int)
+    >>> sel = LassoSelector(cv=5, random_state=0).fit(X, y)
+    >>> {"f0", "f1"} <= set(sel.coef_.index)
+    True
+    >>> LassoSelector(lam=0.13).fit(X, y).cv_results_ is None
+    True
+    """
+
+    def __init__(self, cv: int = 10, rule: str = "min", lam: float | None = None,
+                 C: float | None = None, scoring: str = "roc_auc", n_lambdas: int = 50,
+                 lambda_min_ratio: float | None = None, solver: str = "saga", tol: float = 1e-6,
+                 max_iter: int = 20000, min_features: int = 1, random_state: int | None = None,
+                 n_jobs: int = 1, compute_path: bool = True) -> None:
+        self.cv = cv
+        self.rule = rule
+        self.lam = lam
+        self.C = C
+        self.scoring = scoring
+        self.n_lambdas = n_lambdas
+        self.lambda_min_ratio = lambda_min_ratio
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.min_features = min_features
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.compute_path = compute_path
+
+    # -- internals -----------------------------------------------------------------------
+    def _model(self, lam: float, n: int, warm: bool = False) -> LogisticRegression:
+        return _l1_logistic(lambda_to_C(lam, n), self.solver, self.tol, self.max_iter,
+                            self.random_state, warm_start=warm and self.solver != "liblinear")
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, lam: float) -> LogisticRegression:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._model(lam, X.shape[0]).fit(X, y)
+
+    def _path(self, X: np.ndarray, y: np.ndarray, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients (n_lambdas × p) and intercepts along a descending lambda grid."""
+        n, p = X.shape
+        coefs = np.zeros((lambdas.size, p))
+        inters = np.zeros(lambdas.size)
+        model = self._model(lambdas[0], n, warm=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for i, lam in enumerate(lambdas):
+                model.set_params(C=lambda_to_C(lam, n))
+                model.fit(X, y)
+                coefs[i] = model.coef_.ravel()
+                inters[i] = model.intercept_[0]
+        return coefs, inters
+
+    def _fold_scores(self, X, y, train, test, lambdas) -> np.ndarray:
+        coefs, inters = self._path(X[train], y[train], lambdas)
+        eta = X[test] @ coefs.T + inters  # (n_test, n_lambdas)
+        yt = y[test]
+        if self.scoring == "roc_auc":
+            return np.array([_auc_from_scores(yt, eta[:, i]) for i in range(lambdas.size)])
+        prob = np.clip(1.0 / (1.0 + np.exp(-eta)), 1e-15, 1 - 1e-15)
+        ll = yt[:, None] * np.log(prob) + (1 - yt[:, None]) * np.log(1 - prob)
+        return -2.0 * ll.mean(axis=0)
+
+    def _grid(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        n, p = X.shape
+        lam_max = np.max(np.abs((X - X.mean(axis=0)).T @ (y - y.mean()))) / n
+        if not np.isfinite(lam_max) or lam_max <= 0:
+            lam_max = 1.0
+        ratio = self.lambda_min_ratio
+        if ratio is None:
+            ratio = 0.01 if n < p else 1e-4
+        return np.geomspace(lam_max, lam_max * ratio, int(self.n_lambdas))
+
+    # -- public --------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any) -> "LassoSelector":
+        """Choose lambda on the training rows and keep the non-zero coefficients."""
+        if self.rule not in ("min", "1se"):
+            raise ValueError(f"rule must be 'min' or '1se', got {self.rule!r}")
+        if self.scoring not in ("roc_auc", "deviance"):
+            raise ValueError(f"scoring must be 'roc_auc' or 'deviance', got {self.scoring!r}")
+        if self.solver not in ("saga", "liblinear"):
+            raise ValueError(f"solver must be 'saga' or 'liblinear', got {self.solver!r}")
+        if self.lam is not None and self.C is not None:
+            raise ValueError("give either lam or C, not both")
+        Xa, y01 = self._validate_fit(X, y)
+        n, p = Xa.shape
+        names = self._names_in()
+        lambdas = self._grid(Xa, y01)
+        fixed = self.lam is not None or self.C is not None
+        path_coefs = None
+        if self.compute_path or not fixed:
+            path_coefs, _ = self._path(Xa, y01, lambdas)
+
+        self.lambda_min_ = self.lambda_1se_ = None
+        self.cv_results_ = None
+        if fixed:
+            lam = float(self.lam) if self.lam is not None else C_to_lambda(float(self.C), n)
+        else:
+            folds = StratifiedKFold(n_splits=int(self.cv), shuffle=True,
+                                    random_state=self.random_state).split(Xa, y01)
+            scores = np.array(Parallel(n_jobs=self.n_jobs)(
+                delayed(self._fold_scores)(Xa, y01, tr, te, lambdas) for tr, te in folds
+            ))  # (n_folds, n_lambdas)
+            mean = scores.mean(axis=0)
+            sd = scores.std(axis=0, ddof=1)
+            se = sd / np.sqrt(scores.shape[0])
+            sign = 1.0 if self.scoring == "roc_auc" else -1.0  # +: higher is better
+            best = int(np.argmax(sign * mean))  # first = largest lambda among ties
+            ok = sign * mean >= sign * mean[best] - se[best]
+            one_se = int(np.flatnonzero(ok)[0])  # largest lambda within 1 SE
+            self.lambda_min_ = float(lambdas[best])
+            self.lambda_1se_ = float(lambdas[one_se])
+            lam = self.lambda_min_ if self.rule == "min" else self.lambda_1se_
+            self.cv_results_ = pd.DataFrame({
+                "lambda": lambdas, "log_lambda": np.log(lambdas), "mean_score": mean,
+                "sd_score": sd, "se_score": se,
+                "n_nonzero": (path_coefs != 0).sum(axis=1),
+            })
+        self.lambda_cv_ = lam
+        est = self._fit_one(Xa, y01, lam)
+        support = est.coef_.ravel() != 0
+        self.fallback_ = False
+        if support.sum() < self.min_features:
+            if path_coefs is None:
+                path_coefs, _ = self._path(Xa, y01, lambdas)
+            counts = (path_coefs != 0).sum(axis=1)
+            need = min(int(self.min_features), p)
+            idx = np.flatnonzero(counts >= need)
+            if idx.size:
+                new_lam = float(lambdas[idx[0]])
+            else:  # grid too coarse: go below its end
+                new_lam = float(lambdas[-1]) / 10.0
+            warnings.warn(
+                f"LassoSelector: {int(support.sum())} non-zero coefficient(s) at lambda={lam:.4g}; "
+                f"using lambda={new_lam:.4g}, the largest on the path with >= {need} feature(s)",
+                UserWarning, stacklevel=2,
+            )
+            lam = new_lam
+            est = self._fit_one(Xa, y01, lam)
+            support = est.coef_.ravel() != 0
+            self.fallback_ = True
+            if support.sum() < need:  # still nothing: keep the largest |coef| of the path end
+                order = np.argsort(-np.abs(path_coefs[-1]), kind="stable")[:need]
+                support = np.zeros(p, dtype=bool)
+                support[order] = True
+        self.lambdas_ = lambdas
+        self.lambda_ = float(lam)
+        self.C_ = lambda_to_C(self.lambda_, n)
+        self.estimator_ = est
+        self.support_ = support
+        coef = est.coef_.ravel()
+        self.coef_ = pd.Series(coef[support], index=pd.Index(names[support], name="feature"),
+                               name="coef")
+        self.intercept_ = float(est.intercept_[0])
+        if path_coefs is not None and self.compute_path:
+            self.path_ = pd.DataFrame({
+                "lambda": np.repeat(lambdas, p),
+                "log_lambda": np.repeat(np.log(lambdas), p),
+                "feature": np.tile(np.asarray(names, dtype=object), lambdas.size),
+                "coef": path_coefs.ravel(),
+            })
+        else:
+            self.path_ = None
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# RFE with a linear SVM
+# --------------------------------------------------------------------------------------------
+class RFESelector(_ColumnSelector):
+    """Recursive feature elimination with a linear SVM; feature count by inner CV AUC.
+
+    Wraps :class:`sklearn.feature_selection.RFECV` around ``SVC(kernel="linear")`` with
+    stratified shuffled folds (seed 000: 5-fold CV AUC).
+
+    Parameters
+    ----------
+    cv : int
+        Inner stratified folds.
+    step : int
+        Features removed per elimination round.
+    min_features_to_select : int
+    C : float
+        SVM cost.
+    scoring : str
+        scikit-learn scorer (default ``"roc_auc"``).
+    random_state : int, optional
+        Seeds the fold assignment.
+    n_jobs : int
+
+    Attributes
+    ----------
+    n_features_ : int
+    ranking_ : ndarray
+        RFE ranking (1 = selected).
+    cv_results_ : DataFrame
+        Columns ``n_features, mean_score, sd_score`` ("AUC vs number of features").
+    coef_ : Series
+        Linear SVM weights of the selected features.
+    rfecv_ : RFECV
+    support_ : ndarray of bool
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(80, 6)), columns=list("abcdef"))
+    >>> y = (X["a"] + rng.normal(scale=0.5, size=80) > 0).astype(int)
+    >>> "a" in RFESelector(cv=5, random_state=0).fit(X, y).get_feature_names_out()
+    True
+    """
+
+    def __init__(self, cv: int = 5, step: int = 1, min_features_to_select: int = 1, C: float = 1.0,
+                 scoring: str = "roc_auc", random_state: int | None = None, n_jobs: int = 1) -> None:
+        self.cv = cv
+        self.step = step
+        self.min_features_to_select = min_features_to_select
+        self.C = C
+        self.scoring = scoring
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: Any, y: Any) -> "RFESelector":
+        """Run RFECV on the training rows."""
+        Xa, y01 = self._validate_fit(X, y)
+        rfecv = RFECV(
+            SVC(kernel="linear", C=self.C), step=self.step,
+            min_features_to_select=self.min_features_to_select,
+            cv=StratifiedKFold(n_splits=int(self.cv), shuffle=True, random_state=self.random_state),
+            scoring=self.scoring, n_jobs=self.n_jobs,
+        ).fit(Xa, y01)
+        res = rfecv.cv_results_
+        n_feat = res.get("n_features")
+        if n_feat is None:  # pragma: no cover - older scikit-learn
+            n_feat = np.arange(self.min_features_to_select, Xa.shape[1] + 1)
+        self.rfecv_ = rfecv
+        self.support_ = np.asarray(rfecv.support_, dtype=bool)
+        self.n_features_ = int(rfecv.n_features_)
+        self.ranking_ = np.asarray(rfecv.ranking_)
+        self.cv_results_ = pd.DataFrame({
+            "n_features": np.asarray(n_feat, dtype=int),
+            "mean_score": np.asarray(res["mean_test_score"]),
+            "sd_score": np.asarray(res["std_test_score"]),
+        })
+        names = self._names_in()
+        self.coef_ = pd.Series(rfecv.estimator_.coef_.ravel(),
+                               index=pd.Index(names[self.support_], name="feature"), name="coef")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# sequential forward selection
+# --------------------------------------------------------------------------------------------
+def _sfs_candidate_score(estimator, X, y, cols, splits, scoring) -> tuple[float, float]:
+    """Mean and SD over ``splits`` of the score of ``estimator`` on columns ``cols``."""
+    Xs = X[:, cols]
+    scores = np.empty(len(splits))
+    for i, (tr, te) in enumerate(splits):
+        est = clone(estimator).fit(Xs[tr], y[tr])
+        if scoring == "roc_auc":
+            if hasattr(est, "decision_function"):
+                s = est.decision_function(Xs[te])
+            else:
+                s = est.predict_proba(Xs[te])[:, 1]
+            scores[i] = _auc_from_scores(y[te], s)
+        else:
+            scores[i] = get_scorer(scoring)(est, Xs[te], y[te])
+    return float(scores.mean()), float(scores.std(ddof=1)) if scores.size > 1 else 0.0
+
+
+def _sfs_batch(estimator, X, y, selected, candidates, splits, scoring):
+    return [_sfs_candidate_score(estimator, X, y, selected + [j], splits, scoring) for j in candidates]
+
+
+class SFSSelector(_ColumnSelector):
+    """Sequential forward selection scored by repeated stratified k-fold CV (RBF SVM by default).
+
+    Starting from no feature, each step adds the feature that maximises the mean CV score of
+    ``estimator`` on the selected set plus that feature; selection stops when the best gain is
+    below ``tol`` (seed 004: 1e-6), when ``max_features`` is reached, or when no feature is left.
+    The same folds (``RepeatedStratifiedKFold`` seeded by ``random_state``) score every candidate,
+    which is the algorithm of scikit-learn's ``SequentialFeatureSelector(direction="forward",
+    n_features_to_select="auto", tol=tol)`` — written out here to record the history and to
+    score AUC from the decision function without per-fold overhead. Candidates are scored in
+    parallel with ``n_jobs`` (results do not depend on ``n_jobs``).
+
+    Parameters
+    ----------
+    estimator : estimator, optional
+        Default ``SVC(kernel="rbf", C=C, gamma=gamma)``.
+    n_splits, n_repeats : int
+        Repeated stratified k-fold (paper: 10 folds × 1000 repeats).
+    tol : float
+        Minimum gain in mean CV score to add a feature.
+    max_features : int, optional
+    C, gamma : SVM parameters used when ``estimator`` is None.
+    scoring : str
+        ``"roc_auc"`` (fast path) or any scikit-learn scorer name.
+    random_state : int, optional
+    n_jobs : int
+
+    Attributes
+    ----------
+    history_ : DataFrame
+        One row per step: ``step, feature, score, score_sd, gain, n_features, accepted``. The last
+        row is the best rejected candidate when selection stopped on ``tol``.
+    ranking_ : list of str
+        Selected features in order of addition.
+    support_ : ndarray of bool
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(60, 5)), columns=list("abcde"))
+    >>> y = (X["a"] + 0.5 * rng.normal(size=60) > 0).astype(int)
+    >>> sfs = SFSSelector(n_splits=5, n_repeats=2, random_state=0).fit(X, y)
+    >>> sfs.ranking_[0]
+    'a'
+    """
+
+    def __init__(self, estimator: Any = None, n_splits: int = 10, n_repeats: int = 10,
+                 tol: float = 1e-6, max_features: int | None = None, C: float = 1.0,
+                 gamma: str | float = "scale", scoring: str = "roc_auc",
+                 random_state: int | None = None, n_jobs: int = 1) -> None:
+        self.estimator = estimator
+        self.n_splits = n_splits
+        self.n_repeats = n_repeats
+        self.tol = tol
+        self.max_features = max_features
+        self.C = C
+        self.gamma = gamma
+        self.scoring = scoring
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: Any, y: Any) -> "SFSSelector":
+        """Run forward selection on the training rows."""
+        Xa, y01 = self._validate_fit(X, y)
+        n, p = Xa.shape
+        est = self.estimator if self.estimator is not None else SVC(
+            kernel="rbf", C=self.C, gamma=self.gamma)
+        splits = list(RepeatedStratifiedKFold(
+            n_splits=int(self.n_splits), n_repeats=int(self.n_repeats),
+            random_state=self.random_state).split(Xa, y01))
+        max_features = p if self.max_features is None else min(int(self.max_features), p)
+        names = self._names_in()
+        selected: list[int] = []
+        current = -np.inf
+        rows = []
+        n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
+        with Parallel(n_jobs=n_jobs) as parallel:
+            while len(selected) < max_features:
+                candidates = [j for j in range(p) if j not in selected]
+                workers = max(1, min(len(candidates), n_jobs if n_jobs > 0 else 2**16))
+                batches = [list(b) for b in np.array_split(np.array(candidates), workers)]
+                if workers == 1:
+                    results = _sfs_batch(est, Xa, y01, selected, candidates, splits, self.scoring)
+                else:
+                    parts = parallel(
+                        delayed(_sfs_batch)(est, Xa, y01, selected, [int(j) for j in b], splits,
+                                            self.scoring)
+                        for b in batches if len(b)
+                    )
+                    results = [r for part in parts for r in part]
+                means = np.array([r[0] for r in results])
+                best = int(np.argmax(means))
+                gain = means[best] - current
+                accepted = bool(gain >= self.tol)
+                rows.append({
+                    "step": len(rows) + 1, "feature": names[candidates[best]],
+                    "score": means[best], "score_sd": results[best][1],
+                    "gain": gain if np.isfinite(current) else np.nan,
+                    "n_features": len(selected) + 1, "accepted": accepted,
+                })
+                if not accepted:
+                    break
+                selected.append(candidates[best])
+                current = means[best]
+        support = np.zeros(p, dtype=bool)
+        support[selected] = True
+        self.support_ = support
+        self.ranking_ = [str(names[j]) for j in selected]
+        self.history_ = pd.DataFrame(rows, columns=["step", "feature", "score", "score_sd", "gain",
+                                                    "n_features", "accepted"])
+        return self
