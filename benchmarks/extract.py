@@ -19,7 +19,7 @@ checks equality and prints the ratio without any speed claim.
 
 Usage::
 
-    python benchmarks/extract.py [--quick] [--n-jobs 2] [--data ../shared/data]
+    python benchmarks/extract.py [--quick] [--n-jobs 2] [--cpu] [--dask] [--data ../shared/data]
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ LEVELS = {"L1": 31, "L2": 30, "L3": 29, "L4": 28}
 
 
 def build_rois(data: Path, out: Path, *, quick: bool = False, shell_mm: float = 3.0) -> pd.DataFrame:
-    """Write the benchmark's masks under ``out`` and return its rois table (10 ROIs; 4 if quick)."""
+    """Write the benchmark's masks under ``out`` and return its rois table (10 ROIs; 2 if quick)."""
     from vcfnb import io, preprocess
 
     ts = data / "totalseg"
@@ -69,7 +69,7 @@ def build_rois(data: Path, out: Path, *, quick: bool = False, shell_mm: float = 
     body = sitk.GetArrayFromImage(io.read_image(ts / "spine_report" /
                                                 "totalseg_vertebrae_body.nii.gz")) == 1
     comp = np.zeros(vert.shape, np.uint8)
-    levels = ["L1", "L2"] if quick else list(LEVELS)
+    levels = ["L1"] if quick else list(LEVELS)
     for i, level in enumerate(levels):
         m = sitk.GetImageFromArray(((vert == LEVELS[level]) & body).astype(np.uint8))
         m.CopyInformation(ct3)
@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--rtol", type=float, default=1e-6)
+    ap.add_argument("--dask", action="store_true",
+                    help="also run on a Dask LocalCluster (2 worker processes) and compare")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also time vcfnb with n_jobs=1 and compare CPU seconds (robust to load)")
     args = ap.parse_args(argv)
     import radiomics
 
@@ -143,18 +147,42 @@ def main(argv: list[str] | None = None) -> int:
         rois = build_rois(data, Path(tmp), quick=args.quick)
         print(f"{len(rois)} ROIs on {rois['image'].nunique()} scans; image types: "
               f"{', '.join(settings['imageType'])}")
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ref = naive(rois, settings)
-        t_naive = time.perf_counter() - t
+        t_naive, c_naive = time.perf_counter() - t, time.process_time() - c
         t = time.perf_counter()
         got = features.extract(rois, settings, n_jobs=args.n_jobs, progress=False)
         t_vcfnb = time.perf_counter() - t
+        if args.dask:
+            from dask.distributed import LocalCluster
+
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster:
+                t = time.perf_counter()
+                on_dask = features.extract(rois, settings, scheduler=cluster.scheduler_address,
+                                           progress=False)
+                t_dask = time.perf_counter() - t
+            same = on_dask.equals(got)
+            print(f"Dask LocalCluster (2 workers): {t_dask:.1f} s, local pool {t_vcfnb:.1f} s "
+                  f"(ratio local/dask {t_vcfnb / t_dask:.2f}); identical table: {same}")
+            if not same:
+                return 1
+        if args.cpu:
+            t, c = time.perf_counter(), time.process_time()
+            serial = features.extract(rois, settings, n_jobs=1, progress=False)
+            t_serial, c_serial = time.perf_counter() - t, time.process_time() - c
+            if float(compare(ref, serial)["worst_rel_diff"].max()) > args.rtol:
+                print("FAIL: serial and pooled extraction differ")
+                return 1
     table = compare(ref, got)
     print(table.to_string(index=False))
     worst = float(table["worst_rel_diff"].max())
     print(f"naive pyradiomics loop: {t_naive:.1f} s ({t_naive / len(rois):.2f} s per ROI)")
     print(f"vcfnb.features.extract (n_jobs={args.n_jobs}): {t_vcfnb:.1f} s")
     print(f"speed ratio: {t_naive / t_vcfnb:.2f}x; worst relative difference {worst:.2e}")
+    if args.cpu:
+        print(f"CPU seconds: naive {c_naive:.1f}, vcfnb n_jobs=1 {c_serial:.1f} "
+              f"(wall {t_serial:.1f} s): work ratio {c_naive / c_serial:.2f}x")
     if got.attrs["failures"]:
         print("failures:", got.attrs["failures"])
         return 1

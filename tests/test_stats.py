@@ -4,6 +4,7 @@ The data sets are the small CSV files in tests/r_reference/ and every reference 
 printed by tests/r_reference/reference.R (R 4, pROC 1.18.0, rms 6.5.0, MatchIt 4.5.1; output in
 reference_output.txt). The exact R call is repeated in a comment next to each value.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,17 +44,26 @@ def psm():
 # ---------------------------------------------------------------------------------------------
 # R: r <- roc(d$y, d$sX, direction = "<", levels = c(0, 1)); c(auc(r), ci.auc(r, method = "delong")[c(1, 3)])
 #    var(r, method = "delong")
-@pytest.mark.parametrize("col, auc, lo, hi, var", [
-    ("s1", 0.788461538461538, 0.673316461284637, 0.903606615638440, 0.00345139422727924),
-    ("s2", 0.850678733031674, 0.753077800058196, 0.948279666005152, 0.00247977202462164),
-    ("s3", 0.566176470588235, 0.425301943776358, 0.707050997400113, 0.00516617077802864),  # many ties
-])
+@pytest.mark.parametrize(
+    "col, auc, lo, hi, var",
+    [
+        ("s1", 0.788461538461538, 0.673316461284637, 0.903606615638440, 0.00345139422727924),
+        ("s2", 0.850678733031674, 0.753077800058196, 0.948279666005152, 0.00247977202462164),
+        (
+            "s3",
+            0.566176470588235,
+            0.425301943776358,
+            0.707050997400113,
+            0.00516617077802864,
+        ),  # many ties
+    ],
+)
 def test_roc_auc_ci_delong_matches_proc(roc, col, auc, lo, hi, var):
     r = st.roc_auc_ci(roc.y, roc[col])
     assert r.auc == pytest.approx(auc, abs=TOL)
     assert r.ci_low == pytest.approx(lo, abs=TOL)
     assert r.ci_high == pytest.approx(hi, abs=TOL)
-    assert r.se ** 2 == pytest.approx(var, abs=1e-10)
+    assert r.se**2 == pytest.approx(var, abs=1e-10)
     assert (r.n, r.n_pos, r.n_neg) == (60, 26, 34)
 
 
@@ -64,6 +74,7 @@ def test_roc_auc_ci_conf_level_and_p(roc):
     # p vs 0.5: z = (auc - 0.5) / sqrt(var) with the pROC DeLong variance above
     z = (0.788461538461538 - 0.5) / np.sqrt(0.00345139422727924)
     from scipy.stats import norm
+
     assert r.p_value == pytest.approx(2 * norm.sf(z), rel=1e-6)
 
 
@@ -87,11 +98,14 @@ def test_roc_auc_ci_errors(roc):
 
 
 # R: roc.test(rA, rB, method = "delong", paired = TRUE); c(statistic, p.value)
-@pytest.mark.parametrize("a, b, z, p", [
-    ("s1", "s2", -1.315747030121200, 0.188258963338727),
-    ("s1", "s3", 2.3094211677643206, 0.0209202215228327),
-    ("s2", "s3", 2.94427119527429326, 0.00323716204952026),
-])
+@pytest.mark.parametrize(
+    "a, b, z, p",
+    [
+        ("s1", "s2", -1.315747030121200, 0.188258963338727),
+        ("s1", "s3", 2.3094211677643206, 0.0209202215228327),
+        ("s2", "s3", 2.94427119527429326, 0.00323716204952026),
+    ],
+)
 def test_delong_paired_matches_proc(roc, a, b, z, p):
     r = st.delong_test(roc.y, roc[a], roc[b])
     assert r.z == pytest.approx(z, abs=TOL)
@@ -166,7 +180,9 @@ def test_calibration_slope_intercept_matches_glm(calib):
     # R: glm(y ~ qlogis(p), binomial, control = glm.control(epsilon = 1e-14)) -> coef; confint.default
     assert r.slope == pytest.approx(1.0825639181639761, abs=TOL)
     assert r.intercept_slope_model == pytest.approx(-0.0571702069196559, abs=TOL)
-    assert (r.slope_ci_low, r.slope_ci_high) == pytest.approx((0.691272982768824, 1.473854853559128), abs=TOL)
+    assert (r.slope_ci_low, r.slope_ci_high) == pytest.approx(
+        (0.691272982768824, 1.473854853559128), abs=TOL
+    )
     # R: glm(y ~ offset(qlogis(p)), binomial) -> intercept
     assert r.intercept == pytest.approx(-0.0747788150643443, abs=TOL)
     # R: rms::val.prob(p, y, pl = FALSE)[c("Intercept", "Slope")] (lrm, looser convergence)
@@ -174,11 +190,14 @@ def test_calibration_slope_intercept_matches_glm(calib):
 
 
 # R: explicit hoslem.test-style implementation in reference.R: hl(y, p, g)
-@pytest.mark.parametrize("g, rounded, stat, dof, p", [
-    (10, False, 3.35204444228168, 8, 0.91036430101003),
-    (8, False, 5.822121282972513, 6, 0.443408468315819),
-    (10, True, 3.75859471990297, 5, 0.58466885189484),  # ties merge quantile groups
-])
+@pytest.mark.parametrize(
+    "g, rounded, stat, dof, p",
+    [
+        (10, False, 3.35204444228168, 8, 0.91036430101003),
+        (8, False, 5.822121282972513, 6, 0.443408468315819),
+        (10, True, 3.75859471990297, 5, 0.58466885189484),  # ties merge quantile groups
+    ],
+)
 def test_hosmer_lemeshow_matches_r(calib, g, rounded, stat, dof, p):
     prob = calib.p.round(1) if rounded else calib.p
     r = st.hosmer_lemeshow(calib.y, prob, groups=g)
@@ -201,7 +220,9 @@ def test_net_benefit_and_decision_curve(calib):
     t = [0.1, 0.2, 0.4, 0.6]
     nb = st.net_benefit(calib.y, calib.p, t)
     # R: tp/n - fp/n * t/(1-t) with pr >= t (reference.R nb())
-    assert nb.net_benefit.to_numpy() == pytest.approx([0.351666666666667, 0.27875, 0.143333333333333, 0.0775], abs=TOL)
+    assert nb.net_benefit.to_numpy() == pytest.approx(
+        [0.351666666666667, 0.27875, 0.143333333333333, 0.0775], abs=TOL
+    )
     dc = st.decision_curve(calib.y, {"model": calib.p}, t)
     assert list(dc.columns) == ["model", "threshold", "net_benefit"]
     prev = calib.y.mean()
@@ -209,7 +230,9 @@ def test_net_benefit_and_decision_curve(calib):
     assert ta == pytest.approx(prev - (1 - prev) * np.array(t) / (1 - np.array(t)))
     assert (dc[dc.model == "Treat none"].net_benefit == 0).all()
     # treat-all equals a model that calls everybody positive
-    assert ta == pytest.approx(st.net_benefit(calib.y, np.ones(len(calib)), t).net_benefit.to_numpy())
+    assert ta == pytest.approx(
+        st.net_benefit(calib.y, np.ones(len(calib)), t).net_benefit.to_numpy()
+    )
     with pytest.raises(ValueError):
         st.net_benefit(calib.y, calib.p, [1.0])
 
@@ -218,7 +241,9 @@ def test_net_benefit_and_decision_curve(calib):
 # baseline and logistic tables
 # ---------------------------------------------------------------------------------------------
 def test_baseline_table_matches_r(base):
-    tb = st.baseline_table(base, "group", ["age", "bmi", "vbmd", "sex", "site"]).set_index(["variable", "level"])
+    tb = st.baseline_table(base, "group", ["age", "bmi", "vbmd", "sex", "site"]).set_index(
+        ["variable", "level"]
+    )
     # R: shapiro.test per group: age 0.23/0.78 (normal) -> t.test(age ~ group, var.equal = TRUE)
     age = tb.loc[("age", "")]
     assert age.test == "t-test" and age.summary == "mean ± SD"
@@ -249,7 +274,10 @@ def test_baseline_table_fisher_rx2(base):
     assert tb.p_value.iloc[0] == pytest.approx(0.0927442786632724, abs=TOL)
     # R: fisher.test(matrix(c(3, 0, 1, 5, 2, 4), 2))$p.value = 0.08391608
     from vcfnb.stats import _fisher_exact
-    assert _fisher_exact(np.array([[3, 1, 2], [0, 5, 4]])) == pytest.approx(0.0839160839160839, abs=TOL)
+
+    assert _fisher_exact(np.array([[3, 1, 2], [0, 5, 4]])) == pytest.approx(
+        0.0839160839160839, abs=TOL
+    )
 
 
 def test_baseline_table_does_not_mutate(base):
@@ -263,15 +291,26 @@ def test_logistic_table_matches_glm(base):
     #    exp(coef(fm))[-1]; exp(confint.default(fm))[-1, ]; summary(fm)$coefficients[-1, 4]
     t = st.logistic_table(base, "group", ["age", "bmi", "sex"]).set_index("term")
     assert list(t.index) == ["age", "bmi", "sex[M]"]
-    assert t["or"].to_numpy() == pytest.approx([1.053327920559677, 0.947832243223529, 0.890049078475599], abs=TOL)
-    assert t.ci_low.to_numpy() == pytest.approx([1.012938855455192, 0.891286178616341, 0.411100391664352], abs=TOL)
-    assert t.ci_high.to_numpy() == pytest.approx([1.09532742500236, 1.00796577221564, 1.92699247716128], abs=TOL)
-    assert t.p_value.to_numpy() == pytest.approx([0.00920325570895976, 0.08779322985389139, 0.76757414690125014],
-                                                 abs=TOL)
+    assert t["or"].to_numpy() == pytest.approx(
+        [1.053327920559677, 0.947832243223529, 0.890049078475599], abs=TOL
+    )
+    assert t.ci_low.to_numpy() == pytest.approx(
+        [1.012938855455192, 0.891286178616341, 0.411100391664352], abs=TOL
+    )
+    assert t.ci_high.to_numpy() == pytest.approx(
+        [1.09532742500236, 1.00796577221564, 1.92699247716128], abs=TOL
+    )
+    assert t.p_value.to_numpy() == pytest.approx(
+        [0.00920325570895976, 0.08779322985389139, 0.76757414690125014], abs=TOL
+    )
     # R: fu <- glm(group ~ age, binomial); exp(coef), exp(confint.default), p
-    u = st.logistic_table(base, "group", ["age", "bmi", "sex"], multivariable=False).set_index("term")
+    u = st.logistic_table(base, "group", ["age", "bmi", "sex"], multivariable=False).set_index(
+        "term"
+    )
     assert [u.loc["age", c] for c in ("or", "ci_low", "ci_high", "p_value")] == pytest.approx(
-        [1.05648844338874670, 1.01675050162009328, 1.09777947415366106, 0.00496659546527045], abs=TOL)
+        [1.05648844338874670, 1.01675050162009328, 1.09777947415366106, 0.00496659546527045],
+        abs=TOL,
+    )
 
 
 def test_univariate_multivariate(base):
@@ -280,7 +319,9 @@ def test_univariate_multivariate(base):
     assert np.isnan(t.loc["sex[M]", "or_multi"]) and t.loc["sex[M]", "or_95ci_multi"] == ""
     two = st.logistic_table(base, "group", ["age", "bmi"]).set_index("term")
     assert t.loc["age", "or_multi"] == pytest.approx(two.loc["age", "or"])
-    allin = st.univariate_multivariate(base, "group", ["age", "bmi", "sex"], enter_p=None).set_index("term")
+    allin = st.univariate_multivariate(
+        base, "group", ["age", "bmi", "sex"], enter_p=None
+    ).set_index("term")
     assert allin.loc["sex[M]", "or_multi"] == pytest.approx(0.890049078475599, abs=TOL)
 
 
@@ -288,7 +329,10 @@ def test_univariate_multivariate(base):
 # propensity matching
 # ---------------------------------------------------------------------------------------------
 def _sets(m: pd.DataFrame) -> dict[int, list[int]]:
-    return {int(g.id[g.treat == 1].iloc[0]): sorted(g.id[g.treat == 0].tolist()) for _, g in m.groupby("match_id")}
+    return {
+        int(g.id[g.treat == 1].iloc[0]): sorted(g.id[g.treat == 0].tolist())
+        for _, g in m.groupby("match_id")
+    }
 
 
 def _r_sets(treated, col1, col2):
@@ -312,25 +356,37 @@ def test_propensity_match_equals_matchit(psm):
     #    m$match.matrix
     col1 = [75, 13, 61, 73, 45, 36, 4, 6, 28, 81, 2, 35, 20, 56, 27, 7, 31, 43, 38, 5]
     col2 = [55, 84, 70, 48, 88, 24, 68, 29, 44, 19, 90, 62, 67, 83, 15, 58, 9, 11, 53, 32]
+    before = psm.copy()
     m = st.propensity_match(psm, "treat", ["age", "sex"], ratio=2)
+    pd.testing.assert_frame_equal(psm, before)  # input untouched
     assert _sets(m) == _r_sets(R_TREATED, col1, col2)
-    assert m.distance.iloc[:1].tolist() == pytest.approx([-1.05998], abs=1e-4)  # largest treated first
-    # R: lp[1:5]
-    full = psm.assign(lp=np.nan)
-    first = m.set_index("id").distance
-    assert first.loc[[2, 3]].to_numpy() == pytest.approx([-1.05788523606784, -1.06679047393391], abs=TOL)
-    assert len(full) == len(psm)  # input untouched
-    assert "match_id" not in psm.columns
+    assert m.id.iloc[0] == 51  # m.order = "largest": treated unit with the largest score first
+    # R: lp[1:5] (linear predictor of glm(treat ~ age + sex, binomial)); ids 2 and 3 are matched
+    dist = m.set_index("id").distance
+    assert dist.loc[[2, 3]].to_numpy() == pytest.approx(
+        [-1.05788523606784, -1.06679047393391], abs=TOL
+    )
+    assert (m.groupby("match_id").treat.sum() == 1).all()
+    assert (m.groupby("match_id").size() == 3).all()
     # R: m3 with distance = fitted PS * 1e6 gives the same matches here
     assert _sets(st.propensity_match(psm, "treat", ["age", "sex"], distance="ps")) == _sets(m)
 
 
-@pytest.mark.parametrize("cal, col1, col2", [
-    (0.02, [75, NA, NA, NA, NA, 61, NA, NA, NA, NA, 2, NA, 20, NA, 27, NA, 31, NA, NA, 5],
-     [NA, NA, NA, NA, NA, 36, NA, NA, NA, NA, NA, NA, 67, NA, 4, NA, NA, NA, NA, 32]),
-    (0.005, [75, NA, NA, NA, NA, 61, NA, NA, NA, NA, NA, NA, 20, NA, NA, NA, 31, NA, NA, 5],
-     [NA, NA, NA, NA, NA, 36, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA]),
-])
+@pytest.mark.parametrize(
+    "cal, col1, col2",
+    [
+        (
+            0.02,
+            [75, NA, NA, NA, NA, 61, NA, NA, NA, NA, 2, NA, 20, NA, 27, NA, 31, NA, NA, 5],
+            [NA, NA, NA, NA, NA, 36, NA, NA, NA, NA, NA, NA, 67, NA, 4, NA, NA, NA, NA, 32],
+        ),
+        (
+            0.005,
+            [75, NA, NA, NA, NA, 61, NA, NA, NA, NA, NA, NA, 20, NA, NA, NA, 31, NA, NA, 5],
+            [NA, NA, NA, NA, NA, 36, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA, NA],
+        ),
+    ],
+)
 def test_propensity_match_caliper_equals_matchit(psm, cal, col1, col2):
     # R: matchit(treat ~ age + sex, data, method = "nearest", distance = lp * 1e6, ratio = 2, caliper = cal)
     m = st.propensity_match(psm, "treat", ["age", "sex"], ratio=2, caliper=cal)
@@ -341,7 +397,9 @@ def test_balance_table_matches_matchit_summary(psm):
     m = st.propensity_match(psm, "treat", ["age", "sex"], ratio=2)
     b = st.balance_table(psm, "treat", ["age", "sex"], m).set_index("covariate")
     # R: summary(m)$sum.all[c("age", "sex"), "Std. Mean Diff."]
-    assert b.smd_before.to_numpy() == pytest.approx([0.0713791224810536, 0.1292191476761845], abs=TOL)
+    assert b.smd_before.to_numpy() == pytest.approx(
+        [0.0713791224810536, 0.1292191476761845], abs=TOL
+    )
     # R: summary(m)$sum.matched[c("age", "sex"), c("Std. Mean Diff.", "Means Control")]
     assert b.smd_after.to_numpy() == pytest.approx([-0.00565970880051784, 0.0], abs=TOL)
     assert b.mean_control_after.to_numpy() == pytest.approx([66.065, 0.55], abs=TOL)
@@ -378,18 +436,39 @@ def test_nomogram_points_match_rms():
     nomo = st.nomogram_points(LRM_COEF, LRM_INTERCEPT, VALUES)
     pts = nomo.points.groupby("variable").points.apply(list)
     assert pts["age"] == pytest.approx([0, 20, 40, 60, 80, 100], abs=TOL)
-    assert pts["bmi"] == pytest.approx([51.5620857405928, 41.2496685924742, 30.9372514443557, 20.6248342962371,
-                                        10.3124171481185, 0.0], abs=TOL)
+    assert pts["bmi"] == pytest.approx(
+        [
+            51.5620857405928,
+            41.2496685924742,
+            30.9372514443557,
+            20.6248342962371,
+            10.3124171481185,
+            0.0,
+        ],
+        abs=TOL,
+    )
     assert pts["male"] == pytest.approx([4.48386371781883, 0.0], abs=TOL)
     # R: nom$lp$x at nom$lp$x.real = -2.5, -2, ..., 2 (linear axis, exact)
-    lp_x = [0.95482076224527, 20.20239452851142, 39.44996829477758, 58.69754206104373, 77.94511582730989,
-            97.19268959357603, 116.44026335984219, 135.68783712610835, 154.93541089237451, 174.18298465864066]
+    lp_x = [
+        0.95482076224527,
+        20.20239452851142,
+        39.44996829477758,
+        58.69754206104373,
+        77.94511582730989,
+        97.19268959357603,
+        116.44026335984219,
+        135.68783712610835,
+        154.93541089237451,
+        174.18298465864066,
+    ]
     lp_real = np.arange(-2.5, 2.01, 0.5)
     assert (lp_real - nomo.lp_at_zero) * nomo.scale == pytest.approx(lp_x, abs=TOL)
     # R: nom[["Predicted Value"]]$x at 0.1, 0.3, 0.5, 0.7 (rms inverts plogis by interpolation,
     # hence the looser tolerance; p = 0.5 sits on a grid point and agrees to 1e-9)
     tp = nomo.probability_to_total_points([0.1, 0.3, 0.5, 0.7])
-    assert tp == pytest.approx([12.6101524205752, 64.57581935764, 97.192689593576, 129.809559829512], abs=1e-3)
+    assert tp == pytest.approx(
+        [12.6101524205752, 64.57581935764, 97.192689593576, 129.809559829512], abs=1e-3
+    )
     assert tp[2] == pytest.approx(97.192689593576, abs=1e-8)
     assert nomo.total_points_to_probability(tp) == pytest.approx([0.1, 0.3, 0.5, 0.7])
 

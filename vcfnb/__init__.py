@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "io", "synth", "preprocess", "morphometry", "filters", "features", "reliability",
-    "selection", "models", "stats", "plots", "report", "deep", "runner",
+    "selection", "models", "stats", "plots", "report", "deep", "runner", "studies",
+    "conformance",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -216,7 +216,7 @@ def _deterministic(n_threads: int | None) -> Iterator[None]:
 def _progress(iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
@@ -720,7 +720,6 @@ def _finetune(model: ResNet50, inputs: torch.Tensor, y: np.ndarray, p: DeepParam
     n_frozen = _FROZEN[p.frozen_layers]
     tr, va = _inner_split(y, p.val_fraction, rng)
     gen = torch.Generator().manual_seed(_seed(rng))
-    torch.manual_seed(_seed(rng))
     model = copy.deepcopy(model).to(device)
     source = model.weights_source
     flat = inputs.reshape(n_cases * n_img, *inputs.shape[2:])
@@ -1079,7 +1078,8 @@ class DeepResult:
     params : DeepParams
         Parameters used.
     timings : dict
-        Seconds for ``stacks``, ``finetune``, ``features`` and ``total``.
+        Wall-clock seconds for ``stacks``, ``finetune``, ``features`` and ``total``, and the
+        process CPU seconds ``cpu_total`` (all threads; less sensitive to other load).
     train_ids : list of str
         Training patient ids the network was fine-tuned on.
     best_epoch : int
@@ -1157,7 +1157,7 @@ def deep_features_for_cohort(rois: pd.DataFrame, labels: pd.Series | dict,
     >>> #                                train_ids, params="fast")
     >>> # res.features.filter(like="DL_").shape   # (n_cases, 6144)
     """
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     p = preset(params)
     g = _rng(rng)
     lab = pd.Series(labels)
@@ -1205,6 +1205,7 @@ def deep_features_for_cohort(rois: pd.DataFrame, labels: pd.Series | dict,
                        index=features.index, name="dl_probability")
     t_end = time.perf_counter()
     timings = {"stacks": t_stack - t_start, "finetune": t_ft - t_stack,
-               "features": t_end - t_ft, "total": t_end - t_start}
+               "features": t_end - t_ft, "total": t_end - t_start,
+               "cpu_total": time.process_time() - c_start}
     return DeepResult(features, scores, ft.log, stacks, slices, ft.model, ft.weights_source, p,
                       timings, train_ids, ft.best_epoch)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ from vcfnb import filters as _filters
 
 __all__ = [
     "extract", "extract_with_failures", "load_settings", "packaged_settings", "file_digest",
-    "failures_table", "FAILURE_COLUMNS", "ID_COLUMNS",
+    "failures_table", "shutdown_workers", "FAILURE_COLUMNS", "ID_COLUMNS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,8 @@ def load_settings(settings: Mapping | str | os.PathLike | None) -> dict:
     opts = dict(raw.pop("vcfnb", None) or {})
     bad = set(opts) - set(_VCFNB_KEYS)
     if bad:
-        raise ValueError(f"{source}: unknown vcfnb key(s) {sorted(bad)}; known: {sorted(_VCFNB_KEYS)}")
+        raise ValueError(f"{source}: unknown vcfnb key(s) {sorted(bad)}; "
+                         f"known: {sorted(_VCFNB_KEYS)}")
     for key, (typ, default) in _VCFNB_KEYS.items():
         val = opts.setdefault(key, default)
         if not isinstance(val, typ) or (typ is not bool and isinstance(val, bool)):
@@ -230,7 +232,7 @@ def file_digest(path: str | os.PathLike) -> str:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = p.write_bytes(b"abc")
     >>> file_digest(p)[:12]
-    'bddfb8a2b85a'
+    '384264f676f3'
     """
     p = Path(path)
     st = p.stat()
@@ -361,45 +363,132 @@ class _Roi:
     error: str | None = None
 
 
+def _extractor(settings: dict):
+    """A RadiomicsFeatureExtractor for settings already validated by :func:`load_settings`.
+
+    Same state as ``RadiomicsFeatureExtractor(params)`` without re-running the schema
+    validation (a third of a second per work unit).
+    """
+    from radiomics import featureextractor
+
+    ex = featureextractor.RadiomicsFeatureExtractor()
+    params = _pyrad_params(settings)
+    ex.settings = {**ex._getDefaultSettings(), **params["setting"], **params["voxelSetting"]}
+    ex.enabledImagetypes = params["imageType"] or {"Original": {}}
+    ex.enabledFeatures = {k: (list(v) if v else []) for k, v in params["featureClass"].items()}
+    ex._setTolerance()
+    return ex
+
+
 def _pyrad_params(settings: dict) -> dict:
     types = {n: a for n, a in settings["imageType"].items() if not _filters.is_vcfnb_image_type(n)}
     return {"setting": dict(settings["setting"]), "imageType": types,
             "featureClass": settings["featureClass"], "voxelSetting": settings["voxelSetting"]}
 
 
-def _prepare_roi(ex, image: sitk.Image, mask: sitk.Image, roi: _Roi, settings: dict,
+@dataclass
+class _MaskInfo:
+    """A mask file cast once for every ROI that uses it (pyradiomics' ``getMask``, done once)."""
+
+    image: sitk.Image                # UInt32 label image (or the raw image for vector masks)
+    labels: np.ndarray | None         # unique values (None for vector masks)
+    boxes: list | None                # scipy.ndimage.find_objects slices per label
+
+
+def _mask_info(mask: sitk.Image) -> _MaskInfo:
+    from scipy import ndimage
+
+    if "vector" in mask.GetPixelIDTypeAsString().lower():
+        return _MaskInfo(mask, None, None)
+    cast = sitk.Cast(mask, sitk.sitkUInt32)
+    arr = sitk.GetArrayViewFromImage(cast)
+    if int(arr.max()) >= 100000:
+        return _MaskInfo(cast, np.unique(arr), None)
+    boxes = ndimage.find_objects(arr)  # one pass: bounding slices of every label present
+    present = [i + 1 for i, b in enumerate(boxes) if b is not None]
+    has_zero = np.count_nonzero(arr) < arr.size
+    labels = np.array(([0] if has_zero or not present else []) + present, dtype=np.uint32)
+    return _MaskInfo(cast, labels, boxes)
+
+
+def _get_mask(info: _MaskInfo, settings: dict) -> sitk.Image:
+    """``imageoperations.getMask`` on a pre-cast mask: same checks, same messages."""
+    from radiomics import imageoperations
+
+    if info.labels is None:
+        return imageoperations.getMask(info.image, **settings)
+    label = settings.get("label", 1)
+    labels = info.labels
+    if len(labels) == 1 and labels[0] == 0:
+        raise ValueError("No labels found in this mask (i.e. nothing is segmented)!")
+    if label not in labels:
+        raise ValueError("Label (%g) not present in mask. Choose from %s"
+                         % (label, labels[labels != 0]))
+    return info.image
+
+
+def _check_mask(image: sitk.Image, mask: sitk.Image, info: _MaskInfo | None, settings: dict):
+    """``imageoperations.checkMask``, run on a crop around the label when image and mask share a
+    grid (same bounding box, same checks; ~100x less work on a large scan), else on the whole."""
+    from radiomics import imageoperations
+
+    label = int(settings.get("label", 1))
+    box = None
+    if info is not None and info.boxes is not None and mask is info.image \
+            and image.GetSize() == mask.GetSize() and 0 < label <= len(info.boxes):
+        box = info.boxes[label - 1]
+    if box is not None:
+        nd = image.GetDimension()
+        size = image.GetSize()
+        lo = [max(box[nd - 1 - ax].start - 1, 0) for ax in range(nd)]
+        hi = [min(box[nd - 1 - ax].stop, size[ax] - 1) for ax in range(nd)]
+        try:
+            bb, corrected = imageoperations.checkMask(_crop(image, lo, hi), _crop(mask, lo, hi),
+                                                      **settings)
+            if corrected is None:
+                bb = np.asarray(bb).copy()
+                bb[0::2] += lo
+                bb[1::2] += lo
+                return bb, None
+        except Exception:  # noqa: BLE001 - let the whole-image check give pyradiomics' answer
+            pass
+    return imageoperations.checkMask(image, mask, **settings)
+
+
+def _prepare_roi(ex, image: sitk.Image, info: _MaskInfo, roi: _Roi, settings: dict,
                  per_roi: bool) -> None:
     """Steps 1-5 of ``RadiomicsFeatureExtractor.execute`` for one ROI (same calls, same order)."""
     from radiomics import generalinfo, imageoperations
 
     _settings = dict(ex.settings)
     _settings["label"] = roi.label
-    info = None
+    gi = None
     if settings["vcfnb"]["diagnostics"]:
-        info = generalinfo.GeneralInfo()
-        info.addGeneralSettings(_settings)
-        info.addEnabledImageTypes(settings["imageType"])
+        gi = generalinfo.GeneralInfo()
+        gi.addGeneralSettings(_settings)
+        gi.addEnabledImageTypes(settings["imageType"])
     if per_roi:
-        image, mask = ex.loadImage(image, mask, info, **_settings)
+        image, mask = ex.loadImage(image, info.image, gi, **_settings)
         roi.image = image
+        bbox, corrected = imageoperations.checkMask(image, mask, **_settings)
     else:
-        mask = imageoperations.getMask(mask, **_settings)
-        if info is not None:
-            info.addImageElements(image)
-            info.addMaskElements(None, mask, roi.label)
-    bbox, corrected = imageoperations.checkMask(image, mask, **_settings)
+        mask = _get_mask(info, _settings)
+        if gi is not None:
+            gi.addImageElements(image)
+            gi.addMaskElements(None, mask, roi.label)
+        bbox, corrected = _check_mask(image, mask, info, _settings)
     if corrected is not None:
-        if info is not None:
-            info.addMaskElements(image, corrected, roi.label, "corrected")
+        if gi is not None:
+            gi.addMaskElements(image, corrected, roi.label, "corrected")
         mask = corrected
     reseg = None
     if _settings.get("resegmentRange", None) is not None:
         reseg = imageoperations.resegmentMask(image, mask, **_settings)
         bbox, corrected = imageoperations.checkMask(image, reseg, **_settings)
-        if info is not None:
-            info.addMaskElements(image, reseg, roi.label, "resegmented")
-    if info is not None:
-        roi.diagnostics = {k: _to_float(v) for k, v in info.getGeneralInfo().items()}
+        if gi is not None:
+            gi.addMaskElements(image, reseg, roi.label, "resegmented")
+    if gi is not None:
+        roi.diagnostics = {k: _to_float(v) for k, v in gi.getGeneralInfo().items()}
     shape_mask = reseg if (_settings.get("resegmentShape", False) and reseg is not None) else mask
     roi.shape_mask = shape_mask
     roi.feat_mask = reseg if reseg is not None else shape_mask
@@ -430,14 +519,24 @@ def _region(rois: list[_Roi], size: tuple, margin: list[int] | None, periodic: b
     return lo, hi
 
 
-def _pointwise_images(kind: str, full: sitk.Image, lo: list[int], hi: list[int], kwargs: dict):
+def _abs_extremes(full: sitk.Image, memo: dict) -> tuple[float, np.ndarray]:
+    """max |x| over the whole image and the distinct voxel values reaching it (memoised)."""
+    key = ("absmax", id(full))
+    if key not in memo:
+        arr = sitk.GetArrayViewFromImage(full).astype("float64")
+        im_max = np.max(np.abs(arr))
+        memo[key] = (im_max, np.unique(arr[np.abs(arr) == im_max]), full)
+    return memo[key][0], memo[key][1].copy()
+
+
+def _pointwise_images(kind: str, full: sitk.Image, lo: list[int], hi: list[int], kwargs: dict,
+                      memo: dict):
     """pyradiomics' square/squareroot/logarithm/exponential maps with whole-image scale, on a crop.
 
     The expressions are those of ``radiomics.imageoperations.get<Kind>Image``; only the scale
     constant is taken from the whole image, so values equal the whole-image map bit for bit.
     """
-    arr_full = sitk.GetArrayViewFromImage(full)
-    im_max = np.max(np.abs(arr_full.astype("float64")))
+    im_max, ext = _abs_extremes(full, memo)
     crop = _crop(full, lo, hi)
     im = sitk.GetArrayFromImage(crop).astype("float64")
     if kind == "square":
@@ -449,8 +548,6 @@ def _pointwise_images(kind: str, full: sitk.Image, lo: list[int], hi: list[int],
         im[im < 0] = - np.sqrt(-im[im < 0] * coeff)
     elif kind == "logarithm":
         # max |log-transformed| over the whole image is reached where |x| is largest
-        ext = arr_full[np.abs(arr_full.astype("float64")) == im_max].astype("float64")
-        ext = np.unique(ext)
         ext[ext > 0] = np.log(ext[ext > 0] + 1)
         ext[ext < 0] = - np.log(- (ext[ext < 0] - 1))
         im[im > 0] = np.log(im[im > 0] + 1)
@@ -465,7 +562,7 @@ def _pointwise_images(kind: str, full: sitk.Image, lo: list[int], hi: list[int],
 
 
 def _family_images(family: str, args: dict, image: sitk.Image, mask: sitk.Image, rois: list[_Roi],
-                   settings: dict, base: dict, crop: bool):
+                   settings: dict, base: dict, crop: bool, memo: dict):
     """Yield (filtered crop, image-type name, kwargs, crop lower corner) for one image type."""
     from radiomics import imageoperations
 
@@ -483,15 +580,59 @@ def _family_images(family: str, args: dict, image: sitk.Image, mask: sitk.Image,
             kwargs.pop(key, None)
         yield out, spec.prefix, kwargs, lo
         return
+    if family.lower() == "log" and len(kwargs.get("sigma") or []) > 1:
+        # one crop per sigma: a small sigma needs a small margin
+        for sigma in kwargs["sigma"]:
+            yield from _family_images(family, dict(args, sigma=[sigma]), image, mask, rois,
+                                      settings, dict(base, sigma=[sigma]), crop, memo)
+        return
     rule = _filters.builtin_margin(family, args, spacing, sigma_margin=sm)
     lo, hi = _region(rois, image.GetSize(), rule["margin"], rule["periodic"], crop)
     if rule["global_stats"]:
-        gen = _pointwise_images(family.lower(), image, lo, hi, kwargs)
+        gen = _pointwise_images(family.lower(), image, lo, hi, kwargs, memo)
     else:
         gen = getattr(imageoperations, f"get{family}Image")(_crop(image, lo, hi),
                                                            _crop(mask, lo, hi), **kwargs)
     for img, name, kw in gen:
         yield img, name, kw, lo
+
+
+_SCANS: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
+_SCANS_MAX = 2  # scans kept per worker process (image + prepared ROIs), least recently used out
+
+
+def _stamp(path: str) -> tuple:
+    p = Path(path)
+    st = p.stat()
+    if p.is_dir():
+        return (str(p), st.st_mtime_ns, tuple(sorted((f.name, f.stat().st_size)
+                                                     for f in p.iterdir())))
+    return (str(p), st.st_size, st.st_mtime_ns)
+
+
+def _scan_state(unit: dict, ex, per_roi: bool) -> dict:
+    """The scan's image (read and normalised once) and its prepared ROIs, kept per worker."""
+    from radiomics import imageoperations
+
+    st = ex.settings
+    key = _canonical([_stamp(unit["image"]), unit["settings"]["setting"],
+                      unit["settings"]["vcfnb"]["diagnostics"],
+                      unit["settings"]["imageType"] if unit["settings"]["vcfnb"]["diagnostics"]
+                      else None])
+    state = _SCANS.get(key)
+    if state is None:
+        try:
+            image = _read(unit["image"])
+        except Exception as exc:  # noqa: BLE001
+            raise _UnitError(f"unreadable file: image {unit['image']}: {_short(exc)}") from None
+        if st.get("normalize", False) and not per_roi:
+            image = imageoperations.normalizeImage(image, **st)
+        state = {"image": image, "masks": {}, "rois": {}}
+        _SCANS[key] = state
+        while len(_SCANS) > _SCANS_MAX:
+            _SCANS.popitem(last=False)
+    _SCANS.move_to_end(key)
+    return state
 
 
 def _run_unit(unit: dict) -> dict:
@@ -501,38 +642,47 @@ def _run_unit(unit: dict) -> dict:
 
     t0 = time.perf_counter()
     level = radiomics.logger.level
-    radiomics.setVerbosity(logging.ERROR)
+    radiomics.logger.setLevel(logging.ERROR)  # pyradiomics' per-ROI chatter; restored below
+    limiter = None
     if unit.get("itk_threads"):
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(unit["itk_threads"]))
+    try:  # BLAS threads only add overhead to pyradiomics' small eigenvalue problems (glcm MCC)
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(1, user_api="blas")
+    except ImportError:  # pragma: no cover
+        pass
     settings = unit["settings"]
     results: dict[str, dict] = {}  # "<pos>|<family>" -> {"features": {...}} or {"error": str}
     try:
-        ex = featureextractor.RadiomicsFeatureExtractor(_pyrad_params(settings))
+        ex = _extractor(settings)
         st = ex.settings
-        per_roi = (st.get("interpolator") is not None and st.get("resampledPixelSpacing") is not None) \
-            or bool(st.get("preCrop", False))
+        per_roi = (st.get("interpolator") is not None
+                   and st.get("resampledPixelSpacing") is not None) or bool(st.get("preCrop", False))
         crop = bool(settings["vcfnb"]["crop"]) and not per_roi
-        try:
-            image = _read(unit["image"])
-        except Exception as exc:  # noqa: BLE001
-            raise _UnitError(f"cannot read image {unit['image']}: {_short(exc)}") from None
-        if st.get("normalize", False) and not per_roi:
-            image = imageoperations.normalizeImage(image, **st)
-        masks: dict[str, sitk.Image] = {}
+        state = _scan_state(unit, ex, per_roi)
+        image = state["image"]
         rois: list[_Roi] = []
         for pos, label, mask_path in unit["rois"]:
-            roi = _Roi(int(pos), int(label), mask_path)
-            rois.append(roi)
             try:
-                if mask_path not in masks:
-                    try:
-                        masks[mask_path] = _read(mask_path)
-                    except Exception as exc:  # noqa: BLE001
-                        raise ValueError(f"cannot read mask {mask_path}: {_short(exc)}") from None
-                _prepare_roi(ex, image, masks[mask_path], roi, settings, per_roi)
-            except Exception as exc:  # noqa: BLE001
-                roi.error = _roi_reason(exc, roi)
-        masks.clear()
+                mkey = _stamp(mask_path)
+            except OSError:
+                mkey = (mask_path,)
+            prepared = state["rois"].get((mkey, int(label)))
+            if prepared is None:
+                prepared = _Roi(int(pos), int(label), mask_path)
+                try:
+                    if mkey not in state["masks"]:
+                        try:
+                            state["masks"][mkey] = _mask_info(_read(mask_path))
+                        except Exception as exc:  # noqa: BLE001
+                            raise ValueError(f"cannot read mask {mask_path}: {_short(exc)}") \
+                                from None
+                    _prepare_roi(ex, image, state["masks"][mkey], prepared, settings, per_roi)
+                except Exception as exc:  # noqa: BLE001
+                    prepared.error = _roi_reason(exc, prepared)
+                state["rois"][(mkey, int(label))] = prepared
+            rois.append(dataclasses.replace(prepared, pos=int(pos)))
         for family, positions in unit["families"].items():
             todo = [r for r in rois if r.pos in positions]
             for r in todo:
@@ -561,7 +711,8 @@ def _run_unit(unit: dict) -> dict:
                     feats = {r.pos: collections.OrderedDict() for r in group}
                     cropped: dict[tuple, sitk.Image] = {}
                     for fimg, name, kw, lo in _family_images(family, args, img, group[0].feat_mask,
-                                                             group, settings, base, crop):
+                                                             group, settings, base, crop,
+                                                             state.setdefault("memo", {})):
                         for r in group:
                             bb = r.bbox.copy()
                             bb[0::2] -= lo
@@ -570,8 +721,8 @@ def _run_unit(unit: dict) -> dict:
                             if ck not in cropped:
                                 cropped[ck] = _crop(r.feat_mask, lo, [a + b - 1 for a, b in
                                                                       zip(lo, fimg.GetSize())])
-                            m = cropped[ck]
-                            cimg, cmask = imageoperations.cropToTumorMask(fimg, m, bb, padDistance=0)
+                            cimg, cmask = imageoperations.cropToTumorMask(fimg, cropped[ck], bb,
+                                                                          padDistance=0)
                             kw_r = dict(kw, label=r.label)
                             feats[r.pos].update(ex.computeFeatures(cimg, cmask, name, **kw_r))
                     for r in group:
@@ -595,6 +746,8 @@ def _run_unit(unit: dict) -> dict:
                         "error": f"{type(exc).__name__}: {_short(exc)}", "deterministic": False})
     finally:
         radiomics.logger.setLevel(level)
+        if limiter is not None:
+            limiter.unregister()
     return {"results": results, "seconds": time.perf_counter() - t0}
 
 
@@ -684,10 +837,55 @@ def _scheduler_address(scheduler: Any) -> Any:
     return scheduler
 
 
-def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, on_result) -> None:
-    from tqdm.auto import tqdm
+_POOL: Any = None
+_POOL_SIZE = 0
 
-    bar = tqdm(total=len(units), desc="features", unit="unit", disable=not progress or not units,
+
+def _pool(n_jobs: int):
+    """vcfnb's own process pool (not joblib's shared loky executor, which scikit-learn reuses).
+
+    Workers are forked from a forkserver that has pyradiomics and SimpleITK imported already,
+    so starting them is cheap and no thread state of the caller is inherited. The pool is kept
+    for the next call and shut down at exit (or with :func:`shutdown_workers`).
+    """
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE != n_jobs:
+        shutdown_workers()
+        import atexit
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["vcfnb.features", "radiomics.featureextractor"])
+        except ValueError:  # pragma: no cover - platforms without fork (Windows)
+            ctx = mp.get_context("spawn")
+        _POOL = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx)
+        _POOL_SIZE = n_jobs
+        atexit.register(shutdown_workers)
+    return _POOL
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes :func:`extract` keeps for the next call (frees their memory)."""
+    global _POOL, _POOL_SIZE
+    if _POOL is not None:
+        _POOL.shutdown(wait=True, cancel_futures=True)
+    _POOL, _POOL_SIZE = None, 0
+
+
+def _crashed(unit: dict, exc: BaseException) -> dict:
+    reason = f"worker failed: {type(exc).__name__}: {_short(exc)}"
+    return {"results": {f"{pos}|{fam}": {"error": reason, "deterministic": False}
+                        for fam, positions in unit["families"].items() for pos in positions},
+            "seconds": 0.0}
+
+
+def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, on_result,
+               desc: str = "features") -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(units), desc=desc, unit="unit", disable=not progress or not units,
                leave=False)
     try:
         if scheduler is not None:
@@ -698,26 +896,41 @@ def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, o
                 futures = [client.submit(_run_unit, u, pure=False) for u in units]
                 index = {f.key: i for i, f in enumerate(futures)}
                 for fut in as_completed(futures):
-                    on_result(units[index[fut.key]], fut.result())
+                    unit = units[index[fut.key]]
+                    try:
+                        out = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a lost worker fails its unit only
+                        out = _crashed(unit, exc)
+                    on_result(unit, out)
                     bar.update()
             finally:
                 if client is not scheduler:
                     client.close()
         elif n_jobs <= 1 or len(units) <= 1:
-            for u in units:
-                on_result(u, _run_unit(u))
-                bar.update()
+            try:
+                for u in units:
+                    on_result(u, _run_unit(u))
+                    bar.update()
+            finally:
+                _SCANS.clear()  # do not keep scans in the caller's memory
         else:
             from concurrent.futures import as_completed as cf_completed
+            from concurrent.futures.process import BrokenProcessPool
 
-            from joblib.externals.loky import get_reusable_executor
-
-            executor = get_reusable_executor(max_workers=n_jobs, timeout=300)
+            executor = _pool(n_jobs)
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             futures = {executor.submit(_run_unit, {**u, "itk_threads": threads}): u for u in units}
+            broken = False
             for fut in cf_completed(futures):
-                on_result(futures[fut], fut.result())
+                try:
+                    out = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed for memory
+                    broken = broken or isinstance(exc, BrokenProcessPool)
+                    out = _crashed(futures[fut], exc)
+                on_result(futures[fut], out)
                 bar.update()
+            if broken:
+                shutdown_workers()
     finally:
         bar.close()
 
@@ -733,7 +946,7 @@ def extract_with_failures(rois: pd.DataFrame, settings: Mapping | str | os.PathL
 
 
 def failures_table(features: pd.DataFrame) -> pd.DataFrame:
-    """The failures of an :func:`extract` result as a DataFrame (columns :data:`FAILURE_COLUMNS`)."""
+    """The failures of an :func:`extract` result as a DataFrame (:data:`FAILURE_COLUMNS`)."""
     return pd.DataFrame(features.attrs.get("failures", []), columns=FAILURE_COLUMNS)
 
 
@@ -810,6 +1023,7 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
     labels = (rois["label"] if "label" in rois.columns else pd.Series(1, index=rois.index))
     n = len(rois)
     values: list[dict[str, float]] = [dict() for _ in range(n)]
+    names_of: list[dict[str, list[str]]] = [dict() for _ in range(n)]  # family -> feature names
     errors: list[dict[str, str]] = [dict() for _ in range(n)]
     keys: dict[tuple[int, str], str] = {}
     todo: dict[str, dict[str, list[int]]] = {}
@@ -845,10 +1059,13 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
                     errors[pos][fam] = entry["error"]
                 else:
                     values[pos].update(entry["features"])
+                    names_of[pos][fam] = list(entry["features"])
                 continue
             todo.setdefault(image, {}).setdefault(fam, []).append(pos)
 
     rois_extracted = {p for fams in todo.values() for ps in fams.values() for p in ps}
+    hits = sum(1 for pos in range(n) if pos not in rois_extracted
+               and all((pos, f) in keys for f in families))
     units = _make_units(todo, rows, settings, n_workers)
     written = 0
 
@@ -865,25 +1082,22 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
                         written += 1
                 else:
                     values[pos].update(res["features"])
+                    names_of[pos][fam] = list(res["features"])
                     cache.put(keys[(pos, fam)], {"features": res["features"]})
                     written += 1
 
     if units:
-        _run_units(units, min(n_workers, len(units)), scheduler, progress, on_result)
+        where = "dask" if scheduler is not None else f"{min(n_workers, len(units))} process(es)"
+        _run_units(units, min(n_workers, len(units)), scheduler, progress, on_result,
+                   desc=f"features: {hits}/{n} ROIs cached, "
+                        f"extracting {len(rois_extracted)} on {where}")
 
     # assemble: id columns, then features in family order (pyradiomics order within a family)
+    # (independent of the order in which work units finish)
     columns: dict[str, None] = {}
     for fam in families:
         for pos in range(n):
-            if fam == "shape":
-                names = [k for k in values[pos] if k.startswith("original_shape")]
-            elif fam == "diagnostics":
-                names = [k for k in values[pos] if k.startswith("diagnostics_")]
-            else:
-                continue
-            columns.update(dict.fromkeys(names))
-    for pos in range(n):
-        columns.update(dict.fromkeys(k for k in values[pos] if k not in columns))
+            columns.update(dict.fromkeys(names_of[pos].get(fam, [])))
     feature_cols = list(columns)
     ids = [c for c in ID_COLUMNS if c in rois.columns]
     data = pd.DataFrame(
@@ -918,7 +1132,6 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
             if rec["image_type"] == "all":
                 break
     n_fail = len({f["row"] for f in failures})
-    hits = n - len(rois_extracted)
     out.attrs["failures"] = failures
     out.attrs["cache"] = {"hits": int(hits), "misses": int(len(rois_extracted)),
                           "entries_read": int(hits_entries), "entries_written": int(written)}

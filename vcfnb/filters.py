@@ -320,7 +320,9 @@ def apply_filter(image: sitk.Image, name: str, **params: Any) -> sitk.Image:
     if other:
         raise ValueError(f"unknown parameter(s) {sorted(other)} for image type {spec.name}; "
                          f"known: {sorted(spec.defaults)}")
-    return spec._run(sitk.Cast(image, sitk.sitkFloat64), p)
+    out = spec._run(sitk.Cast(image, sitk.sitkFloat64), p)
+    # some SimpleITK filters (recursive Gaussian) compute in 32-bit float; return float64 always
+    return out if out.GetPixelID() == sitk.sitkFloat64 else sitk.Cast(out, sitk.sitkFloat64)
 
 
 def filter_margin(name: str, params: dict, spacing: Sequence[float], *,

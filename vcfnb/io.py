@@ -171,8 +171,12 @@ def geometry_mismatch(a: ImageInfo, b: ImageInfo, tol: float = 1e-3) -> list[str
     for name in ("spacing", "origin", "direction"):
         va, vb = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
         if va.shape != vb.shape or not np.allclose(va, vb, atol=tol, rtol=0):
-            out.append(f"{name} {tuple(np.round(va, 4))} vs {tuple(np.round(vb, 4))}")
+            out.append(f"{name} {_fmt(va)} vs {_fmt(vb)}")
     return out
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.ravel(values)) + ")"
 
 
 def _same_physical_extent(img: ImageInfo, msk: ImageInfo, tol: float) -> bool:

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from vcfnb.preprocess import grid_differences
+
 __all__ = [
     "HEIGHT_KEYS", "vertebral_heights", "spine_morphometry", "height_ratios", "height_loss",
     "genant_grade", "semantic_from_morphometry",
@@ -137,15 +139,11 @@ def _measure_plane(full: np.ndarray, eroded: np.ndarray, js: int, ja: int, res: 
     heights = []
     for p in positions:
         x = a_post + p * (a_ant - a_post)
-        ja_p = int(np.clip(round(x), 0, full.shape[1] - 1))
         # interpolate the height profile between the two nearest AP columns
         j0 = int(np.clip(np.floor(x), 0, full.shape[1] - 1))
         j1 = min(j0 + 1, full.shape[1] - 1)
         w = float(np.clip(x - j0, 0.0, 1.0))
-        column = (1 - w) * full[:, j0] + w * full[:, j1]
-        e = _extent(column, js)
-        if e is None:
-            e = _extent(full[:, ja_p], js)
+        e = _extent((1 - w) * full[:, j0] + w * full[:, j1], js)
         if e is None:
             return None
         heights.append((e[1] - e[0]) * res)
@@ -193,6 +191,11 @@ def vertebral_heights(mask: sitk.Image, label: int | None = None, *,
         ``{"anterior_mm", "middle_mm", "posterior_mm"}`` (NaN when no plane gives three valid
         heights).
 
+    Notes
+    -----
+    A mask drawn on only a few sagittal slices (thinner than twice ``erosion_mm``) erodes to
+    nothing; the mask itself then anchors the AP line and only the centroid plane is measured.
+
     Examples
     --------
     >>> m = sitk.Image(30, 30, 30, sitk.sitkUInt8)
@@ -203,7 +206,8 @@ def vertebral_heights(mask: sitk.Image, label: int | None = None, *,
     (15.0, 20.0, 20.0)
     """
     if slice_selection not in ("max_spread", "centroid"):
-        raise ValueError(f"slice_selection must be 'max_spread' or 'centroid', got {slice_selection!r}")
+        raise ValueError("slice_selection must be 'max_spread' or 'centroid', "
+                         f"got {slice_selection!r}")
     if len(positions) != 3 or not all(0.0 <= p <= 1.0 for p in positions):
         raise ValueError(f"positions must be three fractions in [0, 1], got {positions!r}")
     region = _region(mask, label)
@@ -307,8 +311,6 @@ def spine_morphometry(vertebra_mask: sitk.Image, labels: Mapping[str, int], *,
     arr = sitk.GetArrayViewFromImage(vertebra_mask)
     body = None
     if body_mask is not None:
-        from vcfnb.preprocess import grid_differences
-
         diff = grid_differences(body_mask, vertebra_mask)
         if diff:
             raise ValueError("body mask is not on the vertebra mask grid: " + "; ".join(diff))
@@ -334,7 +336,8 @@ def spine_morphometry(vertebra_mask: sitk.Image, labels: Mapping[str, int], *,
     rows = []
     for name in measure:
         if name not in regions:
-            raise ValueError(f"vertebra {name!r} (label {labels.get(name)}) is absent from the mask")
+            raise ValueError(f"vertebra {name!r} (label {labels.get(name)}) is absent from the "
+                             "mask")
         i = present.index(name)
         prev_c = centroids[present[i - 1]] if i > 0 else None
         next_c = centroids[present[i + 1]] if i < len(present) - 1 else None
@@ -389,7 +392,8 @@ def height_ratios(heights: Mapping[str, float]) -> dict[str, float]:
         }
 
 
-def height_loss(heights: Mapping[str, float], reference: Mapping[str, float] | None = None) -> float:
+def height_loss(heights: Mapping[str, float],
+                reference: Mapping[str, float] | None = None) -> float:
     """Fractional vertebral height loss used for grading.
 
     Without ``reference``: ``1 - min(h) / max(h)`` over the anterior, middle and posterior

@@ -6,6 +6,7 @@ None), never calls ``plt.show()`` and never saves (that is :mod:`vcfnb.report`).
 arguments go to the main matplotlib/seaborn call. The expected table columns are documented per
 function.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -16,9 +17,19 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 __all__ = [
-    "plot_roc", "plot_lasso_path", "plot_lasso_cv", "plot_auc_vs_n_features", "plot_coefficients",
-    "plot_calibration", "plot_decision_curve", "plot_correlation_heatmap", "plot_clustered_heatmap",
-    "plot_radscore_by_group", "plot_nomogram", "plot_delong_matrix", "plot_permutation_null",
+    "plot_auc_vs_n_features",
+    "plot_calibration",
+    "plot_clustered_heatmap",
+    "plot_coefficients",
+    "plot_correlation_heatmap",
+    "plot_decision_curve",
+    "plot_delong_matrix",
+    "plot_lasso_cv",
+    "plot_lasso_path",
+    "plot_nomogram",
+    "plot_permutation_null",
+    "plot_radscore_by_group",
+    "plot_roc",
 ]
 
 
@@ -35,8 +46,14 @@ def _need(table: pd.DataFrame, cols: Sequence[str], fn: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-def plot_roc(curves: Mapping[str, tuple] | pd.DataFrame, *, ax: Axes | None = None, ci: bool = True,
-             diagonal: bool = True, **kw) -> Axes:
+def plot_roc(
+    curves: Mapping[str, tuple] | pd.DataFrame,
+    *,
+    ax: Axes | None = None,
+    ci: bool = True,
+    diagonal: bool = True,
+    **kw,
+) -> Axes:
     """Overlay of ROC curves with AUC (and DeLong 95% CI) in the legend.
 
     Parameters
@@ -68,7 +85,10 @@ def plot_roc(curves: Mapping[str, tuple] | pd.DataFrame, *, ax: Axes | None = No
 
     if isinstance(curves, pd.DataFrame):
         _need(curves, ["model", "y_true", "score"], "plot_roc")
-        curves = {m: (g.y_true.to_numpy(), g.score.to_numpy()) for m, g in curves.groupby("model", sort=False)}
+        curves = {
+            m: (g.y_true.to_numpy(), g.score.to_numpy())
+            for m, g in curves.groupby("model", sort=False)
+        }
     ax = _ax(ax)
     for name, (y, s) in curves.items():
         fpr, tpr, _ = roc_curve(np.asarray(y), np.asarray(s, float))
@@ -94,8 +114,9 @@ def _feature_count_axis(ax: Axes, x: np.ndarray, counts: np.ndarray, n_ticks: in
     return top
 
 
-def plot_lasso_path(path: pd.DataFrame, *, chosen_lambda: float | None = None, ax: Axes | None = None,
-                    **kw) -> Axes:
+def plot_lasso_path(
+    path: pd.DataFrame, *, chosen_lambda: float | None = None, ax: Axes | None = None, **kw
+) -> Axes:
     """LASSO coefficient paths against log(lambda), with the feature count on a top axis.
 
     Parameters
@@ -139,8 +160,16 @@ def _first(table: pd.DataFrame, names: Sequence[str]) -> str | None:
     return next((c for c in names if c in table.columns), None)
 
 
-def plot_lasso_cv(cv: pd.DataFrame, *, lambda_min: float | None = None, lambda_1se: float | None = None,
-                  metric: str | None = None, err: str | None = None, ax: Axes | None = None, **kw) -> Axes:
+def plot_lasso_cv(
+    cv: pd.DataFrame,
+    *,
+    lambda_min: float | None = None,
+    lambda_1se: float | None = None,
+    metric: str | None = None,
+    err: str | None = None,
+    ax: Axes | None = None,
+    **kw,
+) -> Axes:
     """Cross-validation curve of the LASSO: metric ± error against log(lambda), chosen lambdas marked.
 
     Parameters
@@ -167,8 +196,10 @@ def plot_lasso_cv(cv: pd.DataFrame, *, lambda_min: float | None = None, lambda_1
     metric = metric or _first(cv, ["mean_auc", "mean_score"])
     err = err or _first(cv, ["sd", "sd_score", "se_score"])
     if metric is None or err is None:
-        raise ValueError(f"plot_lasso_cv: need a CV mean (mean_auc/mean_score) and an error column (sd/sd_score/"
-                         f"se_score); table has {list(cv.columns)}")
+        raise ValueError(
+            f"plot_lasso_cv: need a CV mean (mean_auc/mean_score) and an error column (sd/sd_score/"
+            f"se_score); table has {list(cv.columns)}"
+        )
     _need(cv, ["lambda", metric, err], "plot_lasso_cv")
     ax = _ax(ax)
     c = cv.sort_values("lambda")
@@ -216,18 +247,26 @@ def plot_auc_vs_n_features(table: pd.DataFrame, *, ax: Axes | None = None, **kw)
     groups = table.groupby(key, sort=False) if key else [(None, table)]
     for name, g in groups:
         g = g.sort_values("n_features")
-        (line,) = ax.plot(g.n_features, g.auc, marker="o", ms=3, label=None if name is None else str(name), **kw)
+        (line,) = ax.plot(
+            g.n_features, g.auc, marker="o", ms=3, label=None if name is None else str(name), **kw
+        )
         if "sd" in g:
-            ax.fill_between(g.n_features, g.auc - g.sd, g.auc + g.sd, alpha=0.2, color=line.get_color())
+            ax.fill_between(
+                g.n_features, g.auc - g.sd, g.auc + g.sd, alpha=0.2, color=line.get_color()
+            )
         best = g.loc[g.auc.idxmax()]
-        ax.scatter([best.n_features], [best.auc], color=line.get_color(), s=40, zorder=3, edgecolor="k")
+        ax.scatter(
+            [best.n_features], [best.auc], color=line.get_color(), s=40, zorder=3, edgecolor="k"
+        )
     ax.set(xlabel="number of features", ylabel="AUC")
     if key:
         ax.legend(fontsize="small")
     return ax
 
 
-def plot_coefficients(table: pd.DataFrame, *, ax: Axes | None = None, sort: bool = True, **kw) -> Axes:
+def plot_coefficients(
+    table: pd.DataFrame, *, ax: Axes | None = None, sort: bool = True, **kw
+) -> Axes:
     """Horizontal bar chart of model coefficients (radscore formula), coloured by sign.
 
     Parameters
@@ -256,7 +295,9 @@ def plot_coefficients(table: pd.DataFrame, *, ax: Axes | None = None, sort: bool
     return ax
 
 
-def plot_calibration(table: pd.DataFrame, *, ax: Axes | None = None, errorbars: bool = True, **kw) -> Axes:
+def plot_calibration(
+    table: pd.DataFrame, *, ax: Axes | None = None, errorbars: bool = True, **kw
+) -> Axes:
     """Calibration curve(s): observed event rate against mean predicted probability.
 
     Parameters
@@ -290,7 +331,9 @@ def plot_calibration(table: pd.DataFrame, *, ax: Axes | None = None, errorbars: 
     return ax
 
 
-def plot_decision_curve(table: pd.DataFrame, *, ax: Axes | None = None, ymin: float | None = None, **kw) -> Axes:
+def plot_decision_curve(
+    table: pd.DataFrame, *, ax: Axes | None = None, ymin: float | None = None, **kw
+) -> Axes:
     """Decision curves: net benefit against threshold probability for each model.
 
     Parameters
@@ -315,7 +358,7 @@ def plot_decision_curve(table: pd.DataFrame, *, ax: Axes | None = None, ymin: fl
     """
     _need(table, ["model", "threshold", "net_benefit"], "plot_decision_curve")
     ax = _ax(ax)
-    style = {"Treat all": dict(color="grey", lw=1), "Treat none": dict(color="k", lw=1)}
+    style = {"Treat all": {"color": "grey", "lw": 1}, "Treat none": {"color": "k", "lw": 1}}
     for name, g in table.groupby("model", sort=False):
         ax.plot(g.threshold, g.net_benefit, label=str(name), **{**kw, **style.get(name, {})})
     top = float(table.net_benefit.max())
@@ -325,8 +368,14 @@ def plot_decision_curve(table: pd.DataFrame, *, ax: Axes | None = None, ymin: fl
     return ax
 
 
-def plot_correlation_heatmap(data: pd.DataFrame, *, method: str = "pearson", ax: Axes | None = None,
-                             annot: bool | None = None, **kw) -> Axes:
+def plot_correlation_heatmap(
+    data: pd.DataFrame,
+    *,
+    method: str = "pearson",
+    ax: Axes | None = None,
+    annot: bool | None = None,
+    **kw,
+) -> Axes:
     """Heatmap of the feature correlation matrix.
 
     Parameters
@@ -354,13 +403,28 @@ def plot_correlation_heatmap(data: pd.DataFrame, *, method: str = "pearson", ax:
     corr = data if square else data.select_dtypes("number").corr(method=method)
     ax = _ax(ax, figsize=(0.45 * len(corr) + 3, 0.45 * len(corr) + 2.5))
     kw.setdefault("cmap", "RdBu_r")
-    sns.heatmap(corr, vmin=-1, vmax=1, center=0, square=True, annot=len(corr) <= 12 if annot is None else annot,
-                fmt=".2f", ax=ax, **kw)
+    sns.heatmap(
+        corr,
+        vmin=-1,
+        vmax=1,
+        center=0,
+        square=True,
+        annot=len(corr) <= 12 if annot is None else annot,
+        fmt=".2f",
+        ax=ax,
+        **kw,
+    )
     return ax
 
 
-def plot_clustered_heatmap(data: pd.DataFrame, labels: pd.Series | Sequence | None = None, *,
-                           ax: Axes | None = None, z_score: int | None = 1, **kw) -> Axes:
+def plot_clustered_heatmap(
+    data: pd.DataFrame,
+    labels: pd.Series | Sequence | None = None,
+    *,
+    ax: Axes | None = None,
+    z_score: int | None = 1,
+    **kw,
+) -> Axes:
     """Clustered heatmap (seaborn ``clustermap``) of selected features, rows coloured by label.
 
     Parameters
@@ -389,7 +453,9 @@ def plot_clustered_heatmap(data: pd.DataFrame, labels: pd.Series | Sequence | No
     import seaborn as sns
 
     if ax is not None:
-        raise ValueError("plot_clustered_heatmap draws its own figure (seaborn clustermap); call it with ax=None")
+        raise ValueError(
+            "plot_clustered_heatmap draws its own figure (seaborn clustermap); call it with ax=None"
+        )
     num = data.select_dtypes("number")
     row_colors = None
     if labels is not None:
@@ -399,19 +465,33 @@ def plot_clustered_heatmap(data: pd.DataFrame, labels: pd.Series | Sequence | No
         row_colors = lab.map(pal)
     kw.setdefault("cmap", "RdBu_r")
     kw.setdefault("figsize", (6, 6))
-    grid = sns.clustermap(num, z_score=z_score, row_colors=row_colors, center=0 if z_score is not None else None,
-                          **kw)
+    grid = sns.clustermap(
+        num, z_score=z_score, row_colors=row_colors, center=0 if z_score is not None else None, **kw
+    )
     if labels is not None:
         from matplotlib.patches import Patch
 
-        grid.ax_heatmap.legend(handles=[Patch(color=c, label=str(k)) for k, c in pal.items()], title="label",
-                               loc="upper left", bbox_to_anchor=(1.15, 1.2), fontsize="small")
+        grid.ax_heatmap.legend(
+            handles=[Patch(color=c, label=str(k)) for k, c in pal.items()],
+            title="label",
+            loc="upper left",
+            bbox_to_anchor=(1.15, 1.2),
+            fontsize="small",
+        )
     return grid.ax_heatmap
 
 
-def plot_radscore_by_group(data: pd.DataFrame, *, score: str = "radscore", group: str = "label",
-                           kind: str = "box", ax: Axes | None = None, test: str = "mannwhitney",
-                           points: bool = True, **kw) -> Axes:
+def plot_radscore_by_group(
+    data: pd.DataFrame,
+    *,
+    score: str = "radscore",
+    group: str = "label",
+    kind: str = "box",
+    ax: Axes | None = None,
+    test: str = "mannwhitney",
+    points: bool = True,
+    **kw,
+) -> Axes:
     """Radscore distribution per group (box or violin) with the between-group p-value.
 
     Parameters
@@ -447,24 +527,40 @@ def plot_radscore_by_group(data: pd.DataFrame, *, score: str = "radscore", group
     if kind == "box":
         sns.boxplot(data=d, x=group, y=score, order=order, ax=ax, showfliers=not points, **kw)
     elif kind == "violin":
-        sns.violinplot(data=d, x=group, y=score, order=order, ax=ax, inner="quartile" if not points else None, **kw)
+        sns.violinplot(
+            data=d,
+            x=group,
+            y=score,
+            order=order,
+            ax=ax,
+            inner="quartile" if not points else None,
+            **kw,
+        )
     else:
         raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}")
     if points:
         sns.stripplot(data=d, x=group, y=score, order=order, ax=ax, color="k", size=3, alpha=0.6)
     xs = [d.loc[d[group] == g, score].to_numpy(float) for g in order]
     if len(xs) == 2:
-        p = (sps.mannwhitneyu(*xs, alternative="two-sided").pvalue if test == "mannwhitney"
-             else sps.ttest_ind(*xs).pvalue)
+        p = (
+            sps.mannwhitneyu(*xs, alternative="two-sided").pvalue
+            if test == "mannwhitney"
+            else sps.ttest_ind(*xs).pvalue
+        )
     else:
         p = sps.kruskal(*xs).pvalue if test == "mannwhitney" else sps.f_oneway(*xs).pvalue
     ax.set_title("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
     return ax
 
 
-def plot_nomogram(nomogram, *, ax: Axes | None = None,
-                  probs: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95),
-                  labels: Mapping[str, str] | None = None, **kw) -> Axes:
+def plot_nomogram(
+    nomogram,
+    *,
+    ax: Axes | None = None,
+    probs: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95),
+    labels: Mapping[str, str] | None = None,
+    **kw,
+) -> Axes:
     """Draw a points nomogram (rms style) from :func:`vcfnb.stats.nomogram_points`.
 
     Rows from top to bottom: ``Points`` (0-100), one scale per predictor (its values placed at
@@ -507,8 +603,14 @@ def plot_nomogram(nomogram, *, ax: Axes | None = None,
         ax.hlines(y, x_of(xs.min()), x_of(xs.max()), color=color, lw=1)
         for x, t in zip(xs, texts):
             ax.vlines(x_of(x), y, y + (0.12 if above else -0.12), color=color, lw=1)
-            ax.text(x_of(x), y + (0.18 if above else -0.2), t, ha="center", va="bottom" if above else "top",
-                    fontsize=8)
+            ax.text(
+                x_of(x),
+                y + (0.18 if above else -0.2),
+                t,
+                ha="center",
+                va="bottom" if above else "top",
+                fontsize=8,
+            )
 
     # Points row: 0..max_points, in the same units as the total points (scaled to the top width)
     ticks = np.arange(0, max_points + 1e-9, 10)
@@ -525,7 +627,9 @@ def plot_nomogram(nomogram, *, ax: Axes | None = None,
     tp = nomogram.probability_to_total_points(p)
     keep = (tp >= 0) & (tp <= total_max)
     if keep.sum() >= 1:
-        scale(ypos[-1], tp[keep], [f"{q:g}" for q in p[keep]], x_of=lambda x: x * shrink, above=False)
+        scale(
+            ypos[-1], tp[keep], [f"{q:g}" for q in p[keep]], x_of=lambda x: x * shrink, above=False
+        )
     for y in ypos:
         ax.axhline(y, color="0.9", lw=0.5, zorder=0)
     ax.set_yticks(ypos)
@@ -538,7 +642,9 @@ def plot_nomogram(nomogram, *, ax: Axes | None = None,
     return ax
 
 
-def plot_delong_matrix(matrix: pd.DataFrame, *, ax: Axes | None = None, alpha: float = 0.05, **kw) -> Axes:
+def plot_delong_matrix(
+    matrix: pd.DataFrame, *, ax: Axes | None = None, alpha: float = 0.05, **kw
+) -> Axes:
     """Heatmap of pairwise DeLong p-values (lower triangle, annotated).
 
     Parameters
@@ -564,18 +670,44 @@ def plot_delong_matrix(matrix: pd.DataFrame, *, ax: Axes | None = None, alpha: f
     if matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"plot_delong_matrix: matrix must be square, got {matrix.shape}")
     ax = _ax(ax, figsize=(0.8 * len(matrix) + 2.5, 0.8 * len(matrix) + 1.5))
-    mask = np.triu(np.ones(matrix.shape, dtype=bool))
-    annot = matrix.map(lambda p: "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
-                       + ("*" if p < alpha else ""))
+    if len(matrix) > 2:  # drop the empty first row and last column of the lower triangle
+        matrix = matrix.iloc[1:, :-1]
+        mask = np.triu(np.ones(matrix.shape, dtype=bool), k=1)
+    else:
+        mask = np.triu(np.ones(matrix.shape, dtype=bool))
+    annot = matrix.map(
+        lambda p: (
+            ""
+            if pd.isna(p)
+            else ("<0.001" if p < 0.001 else f"{p:.3f}") + ("*" if p < alpha else "")
+        )
+    )
     kw.setdefault("cmap", "viridis_r")
-    sns.heatmap(matrix.astype(float), mask=mask, annot=annot.to_numpy(), fmt="", vmin=0, vmax=1, ax=ax,
-                cbar_kws={"label": "DeLong p"}, square=True, **kw)
+    sns.heatmap(
+        matrix.astype(float),
+        mask=mask,
+        annot=annot.to_numpy(),
+        fmt="",
+        vmin=0,
+        vmax=1,
+        ax=ax,
+        cbar_kws={"label": "DeLong p"},
+        square=True,
+        **kw,
+    )
     ax.set(xlabel="", ylabel="")
     return ax
 
 
-def plot_permutation_null(null_auc, observed: float, *, p_value: float | None = None, ax: Axes | None = None,
-                          bins: int = 30, **kw) -> Axes:
+def plot_permutation_null(
+    null_auc,
+    observed: float,
+    *,
+    p_value: float | None = None,
+    ax: Axes | None = None,
+    bins: int = 30,
+    **kw,
+) -> Axes:
     """Histogram of the label-permutation null AUCs with the observed AUC as a vertical line.
 
     Parameters
@@ -606,7 +738,59 @@ def plot_permutation_null(null_auc, observed: float, *, p_value: float | None = 
     kw.setdefault("color", "lightgrey")
     kw.setdefault("edgecolor", "grey")
     ax.hist(null, bins=bins, label=f"null (n = {len(null)})", **kw)
-    ax.axvline(observed, color="tab:red", lw=2, label=f"observed AUC {observed:.3f}, p = {p_value:.3g}")
+    ax.axvline(
+        observed, color="tab:red", lw=2, label=f"observed AUC {observed:.3f}, p = {p_value:.3g}"
+    )
     ax.set(xlabel="AUC", ylabel="count")
     ax.legend(fontsize="small")
     return ax
+
+
+def plot_scatter_grid(data: pd.DataFrame, x: str, ys: Sequence[str], *, hue: str | None = None,
+                      ncols: int = 3, axes=None, **kw) -> np.ndarray:
+    """Scatter of ``x`` against each of ``ys`` with Pearson r in each title (seed 004 fig 3).
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per subject with columns ``x``, ``ys`` and optionally ``hue`` (e.g. the class).
+    x : str
+        The reference quantity (e.g. ``"mvr"``).
+    ys : sequence of str
+        Features to plot, one panel each.
+    hue : str, optional
+        Column coloring the points (categorical).
+    axes : array of Axes, optional
+        Panels to draw into (at least ``len(ys)``); created when omitted.
+
+    Returns
+    -------
+    ndarray of Axes
+        One panel per feature (title ``"<feature>\\nr = 0.88"``), unused panels hidden.
+
+    Examples
+    --------
+    >>> d = pd.DataFrame({"m": [1, 2, 3, 4.0], "a": [2, 4, 5, 9.0], "b": [1, 0, 1, 0.0]})
+    >>> axs = plot_scatter_grid(d, "m", ["a", "b"])
+    """
+    _need(data, [x, *ys] + ([hue] if hue else []), "plot_scatter_grid")
+    n = max(len(ys), 1)
+    if axes is None:
+        nrows = int(np.ceil(n / ncols))
+        _, axes = plt.subplots(nrows, min(ncols, n), figsize=(3.6 * min(ncols, n), 3.2 * nrows),
+                               squeeze=False)
+    axes = np.ravel(axes)
+    groups = [(None, data)] if hue is None else list(data.groupby(hue))
+    for ax, col in zip(axes, ys):
+        for name, part in groups:
+            ax.scatter(part[x], part[col], s=14, alpha=0.8,
+                       label=None if name is None else str(name), **kw)
+        ok = data[[x, col]].dropna()
+        r = np.corrcoef(ok[x], ok[col])[0, 1] if len(ok) > 2 else np.nan
+        ax.set_title(f"{col}\nr = {r:.2f}", fontsize="small")
+        ax.set_xlabel(x)
+    for ax in axes[len(ys):]:
+        ax.set_visible(False)
+    if hue is not None and len(ys):
+        axes[0].legend(fontsize="x-small", title=hue)
+    return axes[: len(ys)]

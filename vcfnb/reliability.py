@@ -197,7 +197,8 @@ def feature_icc(reader_a: pd.DataFrame, reader_b: pd.DataFrame, *more_readers: p
     readers = [reader_a, reader_b, *more_readers]
     for i, r in enumerate(readers):
         if not isinstance(r, pd.DataFrame):
-            raise TypeError(f"reader {i} must be a DataFrame (cases x features), got {type(r).__name__}")
+            raise TypeError(f"reader {i} must be a DataFrame (cases x features), "
+                            f"got {type(r).__name__}")
         if r.index.has_duplicates:
             dup = r.index[r.index.duplicated()].unique().tolist()[:5]
             raise ValueError(f"reader {i} has duplicate case ids: {dup}")

@@ -137,11 +137,15 @@ class Run:
 
     def metrics_from_table(self, table: pd.DataFrame, *, model: str = "model",
                            split: str = "split") -> pd.DataFrame:
-        """Record every row of a tidy performance table (columns model, split, auc, ci_low,
-        ci_high, n) and return the table."""
+        """Record every row of a tidy performance table and return the table.
+
+        Columns: ``model, split, auc, n`` and the CI as ``ci_low, ci_high`` or
+        ``auc_ci_low, auc_ci_high`` (the columns of :func:`vcfnb.stats.model_report`)."""
+        lo, hi = (("auc_ci_low", "auc_ci_high") if "auc_ci_low" in table
+                  else ("ci_low", "ci_high"))
         for _, row in table.iterrows():
-            self.metric(str(row[model]), str(row[split]), auc=row["auc"], ci_low=row["ci_low"],
-                        ci_high=row["ci_high"], n=row["n"])
+            self.metric(str(row[model]), str(row[split]), auc=row["auc"], ci_low=row[lo],
+                        ci_high=row[hi], n=row["n"])
         return table
 
     def note(self, text: str) -> str:
@@ -300,7 +304,8 @@ def start_run(study: str, namespace: dict, *, load: bool = True) -> Run:
         run.simulated = bool(run.cohort.simulated)
     else:
         run.simulated = False
-    io.write_json(params, out_dir / "params.json")
+    io.write_json({k: scrub(v, run._roots()) if isinstance(v, str) else v
+                   for k, v in params.items()}, out_dir / "params.json")
     run.write_metrics()
     return run
 

@@ -104,7 +104,9 @@ def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force:
     params.update(extra or {})
     validate_params(notebook, params, source=str(params_file or notebook))
     out_dir = root / "reports" / study / run_name
-    params = {**params, "out_dir": str(out_dir)}
+    # relative to the project root (start_run resolves it there): no absolute path of this
+    # machine ends up in the executed notebook or the report
+    params = {**params, "out_dir": f"reports/{study}/{run_name}"}
     stamp = run_stamp(notebook, params)
     stamp_file = out_dir / ".run-stamp.json"
     if not force and stamp_file.is_file():

@@ -28,6 +28,7 @@ Ho DE, Imai K, King G, Stuart EA. MatchIt: nonparametric preprocessing for param
 inference. J Stat Softw 2011;42(8).
 Harrell FE. Regression Modeling Strategies (rms::nomogram). Springer, 2015.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -38,13 +39,25 @@ import pandas as pd
 from scipy import stats as sps
 
 __all__ = [
-    "roc_auc_ci", "delong_test", "delong_test_unpaired", "delong_matrix",
-    "youden_cutoff", "binary_metrics", "model_report",
-    "calibration_curve", "calibration_slope_intercept", "hosmer_lemeshow",
-    "net_benefit", "decision_curve",
-    "baseline_table", "logistic_table", "univariate_multivariate",
-    "propensity_match", "balance_table",
-    "Nomogram", "nomogram_points",
+    "Nomogram",
+    "balance_table",
+    "baseline_table",
+    "binary_metrics",
+    "calibration_curve",
+    "calibration_slope_intercept",
+    "decision_curve",
+    "delong_matrix",
+    "delong_test",
+    "delong_test_unpaired",
+    "hosmer_lemeshow",
+    "logistic_table",
+    "model_report",
+    "net_benefit",
+    "nomogram_points",
+    "propensity_match",
+    "roc_auc_ci",
+    "univariate_multivariate",
+    "youden_cutoff",
 ]
 
 RngLike = int | np.random.Generator | None
@@ -59,9 +72,13 @@ def _binary_y(y_true, name: str = "y_true") -> np.ndarray:
         raise ValueError(f"{name} must be one-dimensional, got shape {y.shape}")
     if y.dtype == bool:
         return y.astype(int)
-    vals = set(np.unique(y[~pd.isna(y)]).tolist()) if y.dtype == object else set(np.unique(y).tolist())
+    vals = (
+        set(np.unique(y[~pd.isna(y)]).tolist()) if y.dtype == object else set(np.unique(y).tolist())
+    )
     if not vals <= {0, 1}:
-        raise ValueError(f"{name} must contain only 0/1 (negative/positive), got values {sorted(vals)[:5]}")
+        raise ValueError(
+            f"{name} must contain only 0/1 (negative/positive), got values {sorted(vals)[:5]}"
+        )
     return y.astype(int)
 
 
@@ -77,7 +94,9 @@ def _score(score, n: int, name: str = "score") -> np.ndarray:
 def _split(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cases, controls = s[y == 1], s[y == 0]
     if len(cases) < 2 or len(controls) < 2:
-        raise ValueError(f"need at least 2 positives and 2 negatives, got {len(cases)} and {len(controls)}")
+        raise ValueError(
+            f"need at least 2 positives and 2 negatives, got {len(cases)} and {len(controls)}"
+        )
     return cases, controls
 
 
@@ -85,7 +104,9 @@ def _placements(cases: np.ndarray, controls: np.ndarray) -> tuple[float, np.ndar
     """DeLong structural components: V10 (one per case) and V01 (one per control); ties count 1/2."""
     sc = np.sort(controls)
     sx = np.sort(cases)
-    v10 = (np.searchsorted(sc, cases, "left") + np.searchsorted(sc, cases, "right")) / (2.0 * len(sc))
+    v10 = (np.searchsorted(sc, cases, "left") + np.searchsorted(sc, cases, "right")) / (
+        2.0 * len(sc)
+    )
     # share of cases above each control (+1/2 tie)
     above = len(sx) - np.searchsorted(sx, controls, "right")
     ties = np.searchsorted(sx, controls, "right") - np.searchsorted(sx, controls, "left")
@@ -132,8 +153,15 @@ def _fmt_p(p: float) -> str:
 # --------------------------------------------------------------------------------------------
 # ROC
 # --------------------------------------------------------------------------------------------
-def roc_auc_ci(y_true, score, method: str = "delong", *, n_boot: int = 1000, rng: RngLike = None,
-               alpha: float = 0.05) -> pd.Series:
+def roc_auc_ci(
+    y_true,
+    score,
+    method: str = "delong",
+    *,
+    n_boot: int = 1000,
+    rng: RngLike = None,
+    alpha: float = 0.05,
+) -> pd.Series:
     """ROC AUC with a (1 - alpha) confidence interval and a p-value against AUC = 0.5.
 
     Higher scores are taken to indicate the positive class (pROC ``direction = "<"``); ties
@@ -190,8 +218,19 @@ def roc_auc_ci(y_true, score, method: str = "delong", *, n_boot: int = 1000, rng
     else:
         raise ValueError(f"method must be 'delong' or 'bootstrap', got {method!r}")
     p = float(2 * sps.norm.sf(abs(auc - 0.5) / se)) if se > 0 else (0.0 if auc != 0.5 else 1.0)
-    return pd.Series({"auc": auc, "ci_low": lo, "ci_high": hi, "se": se, "p_value": p,
-                      "n": len(y), "n_pos": len(cases), "n_neg": len(controls), "method": method})
+    return pd.Series(
+        {
+            "auc": auc,
+            "ci_low": lo,
+            "ci_high": hi,
+            "se": se,
+            "p_value": p,
+            "n": len(y),
+            "n_pos": len(cases),
+            "n_neg": len(controls),
+            "method": method,
+        }
+    )
 
 
 def delong_test(y_true, score_a, score_b) -> pd.Series:
@@ -223,9 +262,16 @@ def delong_test(y_true, score_a, score_b) -> pd.Series:
         z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
     else:
         z = float(diff / np.sqrt(var))
-    return pd.Series({"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "z": z,
-                      "p_value": float(2 * sps.norm.sf(abs(z))), "se_diff": float(np.sqrt(max(var, 0))),
-                      "n": len(y)})
+    return pd.Series(
+        {
+            "auc_a": float(aucs[0]),
+            "auc_b": float(aucs[1]),
+            "z": z,
+            "p_value": float(2 * sps.norm.sf(abs(z))),
+            "se_diff": float(np.sqrt(max(var, 0))),
+            "n": len(y),
+        }
+    )
 
 
 def delong_test_unpaired(y_a, score_a, y_b, score_b) -> pd.Series:
@@ -255,9 +301,19 @@ def delong_test_unpaired(y_a, score_a, y_b, score_b) -> pd.Series:
     se = float(np.sqrt(sa + sb))
     diff = float(auc_a[0] - auc_b[0])
     z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff) * np.inf))
-    df = (sa + sb) ** 2 / (sa ** 2 / (len(ya) - 1) + sb ** 2 / (len(yb) - 1)) if se > 0 else float("inf")
-    return pd.Series({"auc_a": float(auc_a[0]), "auc_b": float(auc_b[0]), "z": float(z),
-                      "p_value": float(2 * sps.t.sf(abs(z), df)), "df": float(df), "se_diff": se})
+    df = (
+        (sa + sb) ** 2 / (sa**2 / (len(ya) - 1) + sb**2 / (len(yb) - 1)) if se > 0 else float("inf")
+    )
+    return pd.Series(
+        {
+            "auc_a": float(auc_a[0]),
+            "auc_b": float(auc_b[0]),
+            "z": float(z),
+            "p_value": float(2 * sps.t.sf(abs(z), df)),
+            "df": float(df),
+            "se_diff": se,
+        }
+    )
 
 
 def delong_matrix(y_true, scores: Mapping[str, Sequence[float]]) -> pd.DataFrame:
@@ -279,7 +335,7 @@ def delong_matrix(y_true, scores: Mapping[str, Sequence[float]]) -> pd.DataFrame
     names = list(scores)
     out = pd.DataFrame(np.nan, index=names, columns=names)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             p = delong_test(y_true, scores[a], scores[b]).p_value
             out.loc[a, b] = out.loc[b, a] = p
     out.index.name = "model"
@@ -317,7 +373,9 @@ def youden_cutoff(y_true, score) -> float:
     return float(cut[best[-1]])
 
 
-def binary_metrics(y_true, score, cutoff: float, *, alpha: float = 0.05, ci: str = "wilson") -> pd.DataFrame:
+def binary_metrics(
+    y_true, score, cutoff: float, *, alpha: float = 0.05, ci: str = "wilson"
+) -> pd.DataFrame:
     """Accuracy, sensitivity, specificity, PPV and NPV at ``cutoff`` with counts and CIs.
 
     Positive call: ``score >= cutoff``. CIs: Wilson score (``ci = "wilson"``, as R
@@ -342,20 +400,45 @@ def binary_metrics(y_true, score, cutoff: float, *, alpha: float = 0.05, ci: str
     tn = int(np.sum(~pred & (y == 0)))
     fp = int(np.sum(pred & (y == 0)))
     fn = int(np.sum(~pred & (y == 1)))
-    parts = {"accuracy": (tp + tn, len(y)), "sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
-             "ppv": (tp, tp + fp), "npv": (tn, tn + fn)}
+    parts = {
+        "accuracy": (tp + tn, len(y)),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
+    }
     rows = []
     for name, (k, n) in parts.items():
         lo, hi = _prop_ci(k, n, alpha, ci)
-        rows.append({"metric": name, "estimate": k / n if n else float("nan"), "numerator": k,
-                     "denominator": n, "count": f"{k}/{n}", "ci_low": lo, "ci_high": hi})
+        rows.append(
+            {
+                "metric": name,
+                "estimate": k / n if n else float("nan"),
+                "numerator": k,
+                "denominator": n,
+                "count": f"{k}/{n}",
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     return pd.DataFrame(rows).set_index("metric")
 
 
-def model_report(y_train, s_train, y_test=None, s_test=None, *, model: str | None = None,
-                 cutoff: float | None = None, method: str = "delong", alpha: float = 0.05,
-                 n_boot: int = 1000, rng: RngLike = None, ci: str = "wilson",
-                 extra: Mapping[str, tuple] | None = None) -> pd.DataFrame:
+def model_report(
+    y_train,
+    s_train,
+    y_test=None,
+    s_test=None,
+    *,
+    model: str | None = None,
+    cutoff: float | None = None,
+    method: str = "delong",
+    alpha: float = 0.05,
+    n_boot: int = 1000,
+    rng: RngLike = None,
+    ci: str = "wilson",
+    extra: Mapping[str, tuple] | None = None,
+) -> pd.DataFrame:
     """One tidy row per split: AUC with CI, the training Youden cutoff and the metrics at it.
 
     The cutoff is fitted on the training split only (unless given) and applied unchanged to
@@ -385,9 +468,17 @@ def model_report(y_train, s_train, y_test=None, s_test=None, *, model: str | Non
     rows = []
     for split, (y, s) in splits.items():
         r = roc_auc_ci(y, s, method=method, n_boot=n_boot, rng=g, alpha=alpha)
-        row = {"model": model, "split": split, "n": int(r.n), "auc": r.auc, "auc_ci_low": r.ci_low,
-               "auc_ci_high": r.ci_high, "auc_p_value": r.p_value,
-               "auc_95ci": f"{r.auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})", "cutoff": cutoff}
+        row = {
+            "model": model,
+            "split": split,
+            "n": int(r.n),
+            "auc": r.auc,
+            "auc_ci_low": r.ci_low,
+            "auc_ci_high": r.ci_high,
+            "auc_p_value": r.p_value,
+            "auc_95ci": f"{r.auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})",
+            "cutoff": cutoff,
+        }
         bm = binary_metrics(y, s, cutoff, alpha=alpha, ci=ci)
         for m, v in bm.iterrows():
             row[m] = v.estimate
@@ -408,8 +499,9 @@ def _prob(prob, n: int) -> np.ndarray:
     return p
 
 
-def calibration_curve(y_true, prob, *, n_bins: int = 10, strategy: str = "quantile",
-                      alpha: float = 0.05) -> pd.DataFrame:
+def calibration_curve(
+    y_true, prob, *, n_bins: int = 10, strategy: str = "quantile", alpha: float = 0.05
+) -> pd.DataFrame:
     """Binned calibration table: mean predicted probability vs observed event rate per bin.
 
     Parameters
@@ -443,8 +535,17 @@ def calibration_curve(y_true, prob, *, n_bins: int = 10, strategy: str = "quanti
         m = groups == gi
         k, n = int(y[m].sum()), int(m.sum())
         lo, hi = _prop_ci(k, n, alpha, "wilson")
-        rows.append({"bin": int(gi), "n": n, "events": k, "mean_predicted": float(p[m].mean()),
-                     "observed": k / n, "ci_low": lo, "ci_high": hi})
+        rows.append(
+            {
+                "bin": int(gi),
+                "n": n,
+                "events": k,
+                "mean_predicted": float(p[m].mean()),
+                "observed": k / n,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -478,9 +579,16 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
     fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
     fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit(tol=1e-14, maxiter=200)
     ci = np.asarray(fit_s.conf_int())[1]
-    return pd.Series({"intercept": float(fit_i.params[0]), "slope": float(fit_s.params[1]),
-                      "intercept_slope_model": float(fit_s.params[0]),
-                      "slope_ci_low": float(ci[0]), "slope_ci_high": float(ci[1]), "n": len(y)})
+    return pd.Series(
+        {
+            "intercept": float(fit_i.params[0]),
+            "slope": float(fit_s.params[1]),
+            "intercept_slope_model": float(fit_s.params[0]),
+            "slope_ci_low": float(ci[0]),
+            "slope_ci_high": float(ci[1]),
+            "n": len(y),
+        }
+    )
 
 
 def _quantile_groups(p: np.ndarray, groups: int) -> np.ndarray:
@@ -525,7 +633,9 @@ def hosmer_lemeshow(y_true, prob, groups: int = 10) -> pd.Series:
         stat += (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
     dof = ng - 2
     pval = float(sps.chi2.sf(stat, dof)) if dof > 0 else float("nan")
-    return pd.Series({"statistic": float(stat), "dof": int(dof), "p_value": pval, "groups": int(ng)})
+    return pd.Series(
+        {"statistic": float(stat), "dof": int(dof), "p_value": pval, "groups": int(ng)}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,9 +693,16 @@ def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None
     """
     y = _binary_y(y_true)
     t = _thresholds(np.arange(0.01, 1.0, 0.01) if thresholds is None else thresholds)
-    parts = [net_benefit(y, p, t)[["threshold", "net_benefit"]].assign(model=name) for name, p in probs.items()]
+    parts = [
+        net_benefit(y, p, t)[["threshold", "net_benefit"]].assign(model=name)
+        for name, p in probs.items()
+    ]
     prev = y.mean()
-    parts.append(pd.DataFrame({"threshold": t, "net_benefit": prev - (1 - prev) * t / (1 - t), "model": "Treat all"}))
+    parts.append(
+        pd.DataFrame(
+            {"threshold": t, "net_benefit": prev - (1 - prev) * t / (1 - t), "model": "Treat all"}
+        )
+    )
     parts.append(pd.DataFrame({"threshold": t, "net_benefit": 0.0, "model": "Treat none"}))
     return pd.concat(parts, ignore_index=True)[["model", "threshold", "net_benefit"]]
 
@@ -593,9 +710,17 @@ def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None
 # --------------------------------------------------------------------------------------------
 # baseline table
 # --------------------------------------------------------------------------------------------
-def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], categorical: Sequence[str] | None = None,
-                   *, normality_alpha: float = 0.05, equal_var: bool = True, digits: int = 1,
-                   rng: RngLike = None) -> pd.DataFrame:
+def baseline_table(
+    data: pd.DataFrame,
+    group: str,
+    variables: Sequence[str],
+    categorical: Sequence[str] | None = None,
+    *,
+    normality_alpha: float = 0.05,
+    equal_var: bool = True,
+    digits: int = 1,
+    rng: RngLike = None,
+) -> pd.DataFrame:
     """Baseline ("table 1") comparison of variables between the levels of ``group``.
 
     Continuous variables: if the Shapiro–Wilk test (scipy, = R ``shapiro.test``) does not reject normality
@@ -636,11 +761,17 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
         if var not in data:
             raise KeyError(f"variable {var!r} not in data")
         d = data[[group, var]].dropna()
-        is_cat = var in categorical or not pd.api.types.is_numeric_dtype(d[var]) or pd.api.types.is_bool_dtype(d[var])
+        is_cat = (
+            var in categorical
+            or not pd.api.types.is_numeric_dtype(d[var])
+            or pd.api.types.is_bool_dtype(d[var])
+        )
         if not is_cat:
             xs = [d.loc[d[group] == lv, var].to_numpy(float) for lv in levels]
-            normal = all(len(x) >= 3 and np.ptp(x) > 0 and
-                         float(sps.shapiro(x).pvalue) >= normality_alpha for x in xs)
+            normal = all(
+                len(x) >= 3 and np.ptp(x) > 0 and float(sps.shapiro(x).pvalue) >= normality_alpha
+                for x in xs
+            )
             row = {"variable": var, "level": ""}
             if normal:
                 for c, x in zip(cols, xs):
@@ -657,14 +788,24 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
                     q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75])
                     row[c] = f"{med:.{digits}f} [{q1:.{digits}f}, {q3:.{digits}f}]"
                 if len(xs) == 2:
-                    res = sps.mannwhitneyu(xs[0], xs[1], alternative="two-sided", use_continuity=True,
-                                           method="asymptotic")
+                    res = sps.mannwhitneyu(
+                        xs[0],
+                        xs[1],
+                        alternative="two-sided",
+                        use_continuity=True,
+                        method="asymptotic",
+                    )
                     test = "Mann-Whitney U"
                 else:
                     res = sps.kruskal(*xs)
                     test = "Kruskal-Wallis"
                 summary = "median [IQR]"
-            row.update(summary=summary, test=test, statistic=float(res.statistic), p_value=float(res.pvalue))
+            row.update(
+                summary=summary,
+                test=test,
+                statistic=float(res.statistic),
+                p_value=float(res.pvalue),
+            )
             rows.append(row)
         else:
             tab = pd.crosstab(d[var], d[group]).reindex(columns=levels, fill_value=0)
@@ -681,10 +822,16 @@ def baseline_table(data: pd.DataFrame, group: str, variables: Sequence[str], cat
             for i, lv in enumerate(tab.index):
                 row = {"variable": var, "level": str(lv)}
                 for j, c in enumerate(cols):
-                    row[c] = f"{obs[i, j]} ({100 * obs[i, j] / colsum[j]:.{digits}f}%)" if colsum[j] else "0"
+                    row[c] = (
+                        f"{obs[i, j]} ({100 * obs[i, j] / colsum[j]:.{digits}f}%)"
+                        if colsum[j]
+                        else "0"
+                    )
                 row.update(summary="n (%)", test=test, statistic=stat, p_value=p)
                 rows.append(row)
-    out = pd.DataFrame(rows, columns=["variable", "level", *cols, "summary", "test", "statistic", "p_value"])
+    out = pd.DataFrame(
+        rows, columns=["variable", "level", *cols, "summary", "test", "statistic", "p_value"]
+    )
     out["p"] = out["p_value"].map(_fmt_p)
     return out
 
@@ -702,7 +849,11 @@ def _fisher_exact(obs: np.ndarray, rng: RngLike = None) -> float:
     if obs.shape[1] != 2 and obs.shape[0] == 2:
         obs = obs.T
     if obs.shape[1] != 2:
-        return float(sps.fisher_exact(obs, method=sps.MonteCarloMethod(n_resamples=9999, rng=_rng(rng))).pvalue)
+        return float(
+            sps.fisher_exact(
+                obs, method=sps.MonteCarloMethod(n_resamples=9999, rng=_rng(rng))
+            ).pvalue
+        )
     rows, c1 = obs.sum(1), int(obs[:, 0].sum())
 
     def logp(x):  # multivariate hypergeometric log-probability of first column x
@@ -757,14 +908,28 @@ def _logit_fit(data: pd.DataFrame, outcome: str, predictors: Sequence[str], alph
     X = sm.add_constant(_design(d, predictors), has_constant="add")
     fit = sm.Logit(y, X).fit(disp=0, method="newton", maxiter=100)
     ci = np.exp(fit.conf_int(alpha))
-    tab = pd.DataFrame({"term": X.columns, "coef": fit.params.to_numpy(), "se": fit.bse.to_numpy(),
-                        "or": np.exp(fit.params.to_numpy()), "ci_low": ci.iloc[:, 0].to_numpy(),
-                        "ci_high": ci.iloc[:, 1].to_numpy(), "p_value": fit.pvalues.to_numpy()})
+    tab = pd.DataFrame(
+        {
+            "term": X.columns,
+            "coef": fit.params.to_numpy(),
+            "se": fit.bse.to_numpy(),
+            "or": np.exp(fit.params.to_numpy()),
+            "ci_low": ci.iloc[:, 0].to_numpy(),
+            "ci_high": ci.iloc[:, 1].to_numpy(),
+            "p_value": fit.pvalues.to_numpy(),
+        }
+    )
     return tab[tab.term != "const"].reset_index(drop=True), len(d)
 
 
-def logistic_table(data: pd.DataFrame, outcome: str, predictors: Sequence[str], multivariable: bool = True,
-                   *, alpha: float = 0.05) -> pd.DataFrame:
+def logistic_table(
+    data: pd.DataFrame,
+    outcome: str,
+    predictors: Sequence[str],
+    multivariable: bool = True,
+    *,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """Odds ratios with Wald (1 - alpha) CIs and p-values from logistic regression (statsmodels Logit).
 
     ``multivariable=True``: one model with all predictors; ``False``: one model per predictor.
@@ -793,12 +958,20 @@ def logistic_table(data: pd.DataFrame, outcome: str, predictors: Sequence[str], 
             t, n = _logit_fit(data, outcome, [p], alpha)
             parts.append(t.assign(n=n))
         tab = pd.concat(parts, ignore_index=True)
-    tab["or_95ci"] = [f"{o:.2f} ({lo:.2f}-{hi:.2f})" for o, lo, hi in zip(tab["or"], tab.ci_low, tab.ci_high)]
+    tab["or_95ci"] = [
+        f"{o:.2f} ({lo:.2f}-{hi:.2f})" for o, lo, hi in zip(tab["or"], tab.ci_low, tab.ci_high)
+    ]
     return tab
 
 
-def univariate_multivariate(data: pd.DataFrame, outcome: str, predictors: Sequence[str], *,
-                            enter_p: float | None = 0.05, alpha: float = 0.05) -> pd.DataFrame:
+def univariate_multivariate(
+    data: pd.DataFrame,
+    outcome: str,
+    predictors: Sequence[str],
+    *,
+    enter_p: float | None = 0.05,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """Univariate then multivariable logistic regression side by side (supplementary table 1 style).
 
     Predictors whose univariate p (smallest over their terms) is below ``enter_p`` enter the
@@ -828,14 +1001,28 @@ def univariate_multivariate(data: pd.DataFrame, outcome: str, predictors: Sequen
             terms = uni[(uni.term == p) | uni.term.str.startswith(f"{p}[")]
             if (terms.p_value < enter_p).any():
                 entered.append(p)
-    uni = uni.rename(columns={"or": "or_uni", "ci_low": "ci_low_uni", "ci_high": "ci_high_uni",
-                              "p_value": "p_uni", "or_95ci": "or_95ci_uni"})
+    uni = uni.rename(
+        columns={
+            "or": "or_uni",
+            "ci_low": "ci_low_uni",
+            "ci_high": "ci_high_uni",
+            "p_value": "p_uni",
+            "or_95ci": "or_95ci_uni",
+        }
+    )
     if entered:
         multi = logistic_table(data, outcome, entered, multivariable=True, alpha=alpha)[keep]
     else:
         multi = pd.DataFrame(columns=keep)
-    multi = multi.rename(columns={"or": "or_multi", "ci_low": "ci_low_multi", "ci_high": "ci_high_multi",
-                                  "p_value": "p_multi", "or_95ci": "or_95ci_multi"})
+    multi = multi.rename(
+        columns={
+            "or": "or_multi",
+            "ci_low": "ci_low_multi",
+            "ci_high": "ci_high_multi",
+            "p_value": "p_multi",
+            "or_95ci": "or_95ci_multi",
+        }
+    )
     out = uni.merge(multi, on="term", how="left")
     out["or_95ci_multi"] = out["or_95ci_multi"].fillna("")
     return out
@@ -844,7 +1031,9 @@ def univariate_multivariate(data: pd.DataFrame, outcome: str, predictors: Sequen
 # --------------------------------------------------------------------------------------------
 # propensity-score matching
 # --------------------------------------------------------------------------------------------
-def _ps_logit(data: pd.DataFrame, treatment: str, covariates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _ps_logit(
+    data: pd.DataFrame, treatment: str, covariates: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     import statsmodels.api as sm
 
     t = _binary_y(data[treatment].to_numpy(), treatment)
@@ -853,9 +1042,17 @@ def _ps_logit(data: pd.DataFrame, treatment: str, covariates: Sequence[str]) -> 
     return t, np.asarray(X @ fit.params, dtype=float)
 
 
-def propensity_match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], ratio: int = 2,
-                     caliper: float | None = None, rng: RngLike = None, *, distance: str = "logit",
-                     order: str = "largest") -> pd.DataFrame:
+def propensity_match(
+    data: pd.DataFrame,
+    treatment: str,
+    covariates: Sequence[str],
+    ratio: int = 2,
+    caliper: float | None = None,
+    rng: RngLike = None,
+    *,
+    distance: str = "logit",
+    order: str = "largest",
+) -> pd.DataFrame:
     """Greedy 1:``ratio`` nearest-neighbour propensity-score matching without replacement.
 
     The propensity score is a logistic regression of ``treatment`` (1 = treated, e.g. fracture
@@ -947,8 +1144,12 @@ def propensity_match(data: pd.DataFrame, treatment: str, covariates: Sequence[st
     return out
 
 
-def balance_table(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
-                  matched: pd.DataFrame | None = None) -> pd.DataFrame:
+def balance_table(
+    data: pd.DataFrame,
+    treatment: str,
+    covariates: Sequence[str],
+    matched: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Covariate balance before and after matching: means and standardised mean differences.
 
     SMD = (mean treated - mean control) / SD of the treated group in the full (unmatched)
@@ -977,8 +1178,12 @@ def balance_table(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
         xt, xc = x[t == 1], x[t == 0]
         binary = set(np.unique(x[~np.isnan(x)])) <= {0.0, 1.0}
         sd = np.sqrt(np.nanmean(xt) * (1 - np.nanmean(xt))) if binary else np.nanstd(xt, ddof=1)
-        row = {"covariate": c, "mean_treated_before": np.nanmean(xt), "mean_control_before": np.nanmean(xc),
-               "smd_before": (np.nanmean(xt) - np.nanmean(xc)) / sd if sd > 0 else np.nan}
+        row = {
+            "covariate": c,
+            "mean_treated_before": np.nanmean(xt),
+            "mean_control_before": np.nanmean(xc),
+            "smd_before": (np.nanmean(xt) - np.nanmean(xc)) / sd if sd > 0 else np.nan,
+        }
         if matched is not None:
             Xm = _design(matched, covariates).reindex(columns=X.columns, fill_value=0.0)
             tm = _binary_y(matched[treatment].to_numpy(), treatment)
@@ -986,7 +1191,11 @@ def balance_table(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
             xm = Xm[c].to_numpy(float)
             mt = np.average(xm[tm == 1], weights=wm[tm == 1])
             mc = np.average(xm[tm == 0], weights=wm[tm == 0])
-            row.update(mean_treated_after=mt, mean_control_after=mc, smd_after=(mt - mc) / sd if sd > 0 else np.nan)
+            row.update(
+                mean_treated_after=mt,
+                mean_control_after=mc,
+                smd_after=(mt - mc) / sd if sd > 0 else np.nan,
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -1040,7 +1249,9 @@ class Nomogram:
             tot += (b * data[v].to_numpy(float) - np.min(b * vals)) * self.scale
         return pd.Series(tot, index=data.index, name="total_points")
 
-    def probability_axis(self, probs=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> pd.DataFrame:
+    def probability_axis(
+        self, probs=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+    ) -> pd.DataFrame:
         """``probability, total_points`` for the tick probabilities (as rms ``fun.at``)."""
         p = np.asarray(probs, float)
         return pd.DataFrame({"probability": p, "total_points": self.probability_to_total_points(p)})
@@ -1057,8 +1268,14 @@ def _pretty(lo: float, hi: float, n: int = 5) -> np.ndarray:
     return ticks if len(ticks) >= 2 else np.array([lo, hi])
 
 
-def nomogram_points(coef: Mapping[str, float], intercept: float, values: Mapping[str, Sequence[float]] | None = None,
-                    *, data: pd.DataFrame | None = None, max_points: float = 100.0) -> Nomogram:
+def nomogram_points(
+    coef: Mapping[str, float],
+    intercept: float,
+    values: Mapping[str, Sequence[float]] | None = None,
+    *,
+    data: pd.DataFrame | None = None,
+    max_points: float = 100.0,
+) -> Nomogram:
     """Points table of a logistic-regression nomogram, rms convention.
 
     For predictor ``j`` with coefficient ``b_j`` and scale values ``x``, the effect is
@@ -1109,7 +1326,9 @@ def nomogram_points(coef: Mapping[str, float], intercept: float, values: Mapping
                 lo, hi = np.quantile(x, [q, 1 - q])
                 vals[v] = _pretty(lo, hi)
         else:
-            raise ValueError(f"no scale values for predictor {v!r}: pass values={{'{v}': [...]}} or data")
+            raise ValueError(
+                f"no scale values for predictor {v!r}: pass values={{'{v}': [...]}} or data"
+            )
     eff = {v: coef[v] * vals[v] for v in coef}
     rng_max = max(float(np.ptp(e)) for e in eff.values())
     if rng_max <= 0:
@@ -1121,5 +1340,10 @@ def nomogram_points(coef: Mapping[str, float], intercept: float, values: Mapping
         for x, ei in zip(vals[v], e):
             rows.append({"variable": v, "value": float(x), "points": float((ei - e.min()) * scale)})
     lp0 = float(intercept) + sum(float(e.min()) for e in eff.values())
-    return Nomogram(points=pd.DataFrame(rows), intercept=float(intercept), coef=coef, scale=float(scale),
-                    lp_at_zero=lp0)
+    return Nomogram(
+        points=pd.DataFrame(rows),
+        intercept=float(intercept),
+        coef=coef,
+        scale=float(scale),
+        lp_at_zero=lp0,
+    )

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -95,17 +95,27 @@ def _split_one(mask_path: str, rows: list[tuple[int, str, int]], shell_mm: float
     Returns ``{row position: (cortical label, cancellous label, n cortical, n cancellous)}``.
     """
     mask = io.read_image(mask_path)
-    arr = sitk.GetArrayViewFromImage(mask)
+    arr = sitk.GetArrayFromImage(mask)
     out = np.zeros(arr.shape, np.uint8)
     result = {}
     for i, (pos, _roi, label) in enumerate(rows):
-        cort, canc = preprocess.split_cortical_cancellous(mask, shell_mm, label=int(label),
+        region = arr == int(label)
+        if not region.any():
+            raise ValueError(f"{mask_path}: label {label} is absent")
+        # split inside the label's bounding box + 1 voxel (identical result, much faster):
+        # the image border stays a surface because the box is clipped to the image
+        sl = preprocess.bbox_slices(region, margin=1)
+        sub = sitk.GetImageFromArray(region[sl].astype(np.uint8))
+        sub.SetSpacing(mask.GetSpacing())
+        sub.SetDirection(mask.GetDirection())
+        sub.SetOrigin(mask.TransformIndexToPhysicalPoint([int(s.start) for s in sl[::-1]]))
+        cort, canc = preprocess.split_cortical_cancellous(sub, shell_mm, label=1,
                                                           slice_axis=slice_axis)
         c = sitk.GetArrayViewFromImage(cort) != 0
         k = sitk.GetArrayViewFromImage(canc) != 0
         lc, lk = 2 * i + 1, 2 * i + 2
-        out[c] = lc
-        out[k] = lk
+        out[sl][c] = lc
+        out[sl][k] = lk
         result[pos] = (lc, lk, int(c.sum()), int(k.sum()))
     img = sitk.GetImageFromArray(out)
     img.CopyInformation(mask)
@@ -113,6 +123,26 @@ def _split_one(mask_path: str, rows: list[tuple[int, str, int]], shell_mm: float
     sitk.WriteImage(img, tmp, useCompression=True)
     os.replace(tmp, target)  # atomic: a killed run never leaves a half-written mask
     return result
+
+
+def _split_job(args):
+    (mask_path, rows, target), shell_mm, slice_axis = args
+    if Path(target).is_file():  # reuse: labels follow the row order, voxels counted
+        arr = sitk.GetArrayFromImage(io.read_image(target))
+        return target, {pos: (2 * i + 1, 2 * i + 2, int((arr == 2 * i + 1).sum()),
+                              int((arr == 2 * i + 2).sum()))
+                        for i, (pos, _, _) in enumerate(rows)}
+    return target, _split_one(mask_path, rows, shell_mm, target, slice_axis)
+
+
+def _pmap(fn, items: list, n_jobs: int | None) -> list:
+    """``[fn(x) for x in items]``, in ``n_jobs`` spawned processes when > 1 (order kept)."""
+    if not n_jobs or n_jobs <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(int(n_jobs), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, items, chunksize=max(1, len(items) // (4 * int(n_jobs)))))
 
 
 def compartment_rois(rois: pd.DataFrame, out_dir: str | os.PathLike, *, shell_mm: float = 2.0,
@@ -181,20 +211,9 @@ def compartment_rois(rois: pd.DataFrame, out_dir: str | os.PathLike, *, shell_mm
             target = str(out_dir / f"{grp.patient_id.iat[0]}_compartments_{key}.nii.gz")
             jobs.append((mask_path, rows, target))
 
-        def work(job):
-            mask_path, rows, target = job
-            if Path(target).is_file():  # reuse: labels follow the row order, voxels counted
-                arr = sitk.GetArrayViewFromImage(io.read_image(target))
-                return target, {pos: (2 * i + 1, 2 * i + 2, int((arr == 2 * i + 1).sum()),
-                                      int((arr == 2 * i + 2).sum()))
-                                for i, (pos, _, _) in enumerate(rows)}
-            return target, _split_one(mask_path, rows, shell_mm, target, slice_axis)
-
-        if n_jobs and n_jobs > 1 and len(jobs) > 1:
-            from joblib import Parallel, delayed
-            results = Parallel(n_jobs=n_jobs)(delayed(work)(j) for j in jobs)
-        else:
-            results = [work(j) for j in jobs]
+        # each split takes milliseconds: worker start-up only pays off for many masks
+        results = _pmap(_split_job, [(j, shell_mm, slice_axis) for j in jobs],
+                        n_jobs if len(jobs) >= 200 else 1)
         for target, res in results:
             for pos, (lc, lk, nc, nk) in res.items():
                 src = whole.loc[pos]
@@ -236,7 +255,7 @@ def density_readout(voi: pd.DataFrame, *, slope: float, intercept: float,
     rows = []
     sub = voi[voi["compartment"] == compartment]
     for image_path, grp in sub.groupby("image", sort=False):
-        img = sitk.GetArrayViewFromImage(io.read_image(image_path)).astype(float)
+        img = sitk.GetArrayFromImage(io.read_image(image_path)).astype(float)
         masks: dict[str, np.ndarray] = {}
         for _, r in grp.iterrows():
             if r["mask"] not in masks:
@@ -288,6 +307,77 @@ def _usable(X: pd.DataFrame) -> list[str]:
     return list(X.columns[ok])
 
 
+_MRMR_FLOOR = 0.001  # mrmr-selection's floor for |correlation|
+
+
+def mrmr_rank(X: pd.DataFrame, y, k: int) -> list[str]:
+    """mRMR (F-statistic relevance / mean |Pearson r| redundancy), vectorised.
+
+    The same algorithm, constants and tie-breaking as ``mrmr_selection.mrmr_classif`` with its
+    defaults (relevance ``"f"``, redundancy ``"c"``, denominator ``"mean"``), whose pandas
+    ``apply`` loops take O(k × p) Python calls (tens of seconds for 1000 features under
+    pandas 3). ``tests/test_synth_ovf.py`` checks the ranking equals ``mrmr_classif``'s.
+    Columns must be finite (see :func:`patient_features`).
+    """
+    from sklearn.feature_selection import f_classif
+
+    A = np.asarray(X, float)
+    rel = np.nan_to_num(f_classif(A, np.asarray(y))[0], nan=0.0)
+    cand = np.flatnonzero(rel > 0)
+    A, rel = A[:, cand], rel[cand]
+    names = np.asarray(X.columns)[cand]
+    Z = A - A.mean(axis=0)
+    norm = np.sqrt((Z ** 2).sum(axis=0))
+    red_sum = np.zeros(len(cand))
+    free = np.ones(len(cand), bool)
+    chosen: list[int] = []
+    for i in range(min(int(k), len(cand))):
+        if i == 0:
+            score = rel.copy()
+        else:
+            last = chosen[-1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = (Z.T @ Z[:, last]) / (norm * norm[last])
+            r = np.clip(np.abs(np.nan_to_num(r, nan=_MRMR_FLOOR)), _MRMR_FLOOR, None)
+            red_sum += r
+            den = red_sum / i
+            den = np.where(den == 1.0, np.inf, den)
+            score = rel / den
+        score = np.where(free, score, -np.inf)
+        best = int(np.argmax(score))
+        chosen.append(best)
+        free[best] = False
+    return [str(names[j]) for j in chosen]
+
+
+class FastMRMR(TransformerMixin, BaseEstimator):
+    """mRMR top-``k`` selector using :func:`mrmr_rank` (same result as
+    :class:`vcfnb.selection.MRMRSelector`, much faster on wide tables).
+
+    Attributes
+    ----------
+    ranking_ : list of str
+        Selected features in mRMR order.
+    """
+
+    def __init__(self, k: int = 30):
+        self.k = k
+
+    def fit(self, X, y):
+        X = pd.DataFrame(X)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.ranking_ = mrmr_rank(X, y, self.k)
+        if not self.ranking_:
+            raise ValueError("FastMRMR: no feature has a positive relevance on these rows")
+        return self
+
+    def transform(self, X):
+        return pd.DataFrame(X)[self.ranking_]
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(self.ranking_, dtype=object)
+
+
 class CompartmentRadscore(TransformerMixin, BaseEstimator):
     """One compartment's radscore: max-abs scaling → mRMR top ``k`` → LASSO with CV.
 
@@ -308,6 +398,10 @@ class CompartmentRadscore(TransformerMixin, BaseEstimator):
     lam : float, optional
         Fixed lambda instead of CV (seed 003 reported 0.037 cortical, 0.032 cancellous).
     random_state : int, optional
+    solver : {"liblinear", "saga"}
+        LASSO solver (:class:`vcfnb.selection.LassoSelector`). ``liblinear`` is ~20× faster on
+        these small, nearly separable problems (it penalises the intercept mildly); ``saga``
+        matches glmnet to ~1e-6.
 
     Attributes
     ----------
@@ -328,7 +422,9 @@ class CompartmentRadscore(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, compartment: str = "cortical", k: int = 30, cv: int = 10,
-                 rule: str = "min", lam: float | None = None, random_state: int | None = None):
+                 rule: str = "min", lam: float | None = None, random_state: int | None = None,
+                 solver: str = "liblinear"):
+        self.solver = solver
         self.compartment = compartment
         self.k = k
         self.cv = cv
@@ -348,9 +444,11 @@ class CompartmentRadscore(TransformerMixin, BaseEstimator):
         self.columns_ = _usable(X[self._cols(X)])
         self.pipeline_ = Pipeline([
             ("maxabs", selection.MaxAbsScaler()),
-            ("mrmr", selection.MRMRSelector(k=self.k)),
+            ("mrmr", FastMRMR(k=self.k)),
             ("lasso", selection.LassoSelector(cv=self.cv, rule=self.rule, lam=self.lam,
-                                              random_state=self.random_state, min_features=1)),
+                                              random_state=self.random_state, min_features=1,
+                                              solver=self.solver, lambda_min_ratio=0.01,
+                                              n_lambdas=40, tol=1e-4, max_iter=2000)),
         ]).set_output(transform="pandas")
         self.pipeline_.fit(X[self.columns_], np.asarray(y))
         lasso = self.pipeline_.named_steps["lasso"]
@@ -443,8 +541,7 @@ def ovf_models(*, k: int = 30, cv: int = 10, rule: str = "min",
                 parts.append((comp, CompartmentRadscore(comp, k=k, cv=cv, rule=rule,
                                                         lam=lam.get(comp),
                                                         random_state=random_state),
-                              lambda X, c=comp: [col for col in X.columns
-                                                 if str(col).startswith(f"{c}__")]))
+                              make_column_selector(pattern=f"^{comp}__")))
         if "vbmd" in inputs:
             parts.append(("vbmd", _Passthrough(("vbmd",)), ["vbmd"]))
         ct = ColumnTransformer([(n, t, cols) for n, t, cols in parts], remainder="drop",
@@ -541,4 +638,365 @@ def real_ct_cohort(shared_data: str | os.PathLike, out_dir: str | os.PathLike, *
                   "label maps are stored here. There is no outcome: these scans test the "
                   "compartment split, extraction and density read-out on real bone.\n",
                   out / "README.md")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# cohort construction, split, models, evaluation
+# --------------------------------------------------------------------------------------------
+def has_outcome(cases: pd.DataFrame, outcome: str = "outcome") -> bool:
+    """True when ``cases`` carries a usable 0/1 outcome with both classes."""
+    return outcome in cases and cases[outcome].notna().all() and cases[outcome].nunique() == 2
+
+
+def match_controls(cases: pd.DataFrame, *, outcome: str = "outcome",
+                   covariates: Sequence[str] = ("age", "sex"), ratio: int = 2,
+                   caliper: float | None = 0.2, rng=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Propensity-score matching of fracture patients to controls from the pool.
+
+    Nearest neighbour on the logit of the propensity score (logistic regression of the outcome
+    on ``covariates``), 1:``ratio`` without replacement, caliper in SDs of the logit
+    (:func:`vcfnb.stats.propensity_match`, checked against ``MatchIt``). Without an outcome
+    (real scans) every case is kept and the balance table is empty.
+
+    Returns
+    -------
+    (DataFrame, DataFrame)
+        The matched cases (with ``propensity``, ``match_id``) and the balance table
+        (:func:`vcfnb.stats.balance_table`: SMD before/after).
+    """
+    from vcfnb import stats
+
+    if not has_outcome(cases, outcome):
+        return cases.copy(), pd.DataFrame(columns=["covariate", "smd_before", "smd_after"])
+    matched = stats.propensity_match(cases, outcome, list(covariates), ratio=ratio,
+                                     caliper=caliper, rng=rng)
+    balance = stats.balance_table(cases, outcome, list(covariates), matched=matched)
+    n_t = int((matched[outcome] == 1).sum())
+    balance["n_treated_before"] = int((cases[outcome] == 1).sum())
+    balance["n_control_before"] = int((cases[outcome] == 0).sum())
+    balance["n_treated_after"] = n_t
+    balance["n_control_after"] = int((matched[outcome] == 0).sum())
+    return matched.reset_index(drop=True), balance
+
+
+def split_patients(cases: pd.DataFrame, *, outcome: str = "outcome", test_size: float = 0.3,
+                   random_state: int | None = None) -> pd.Series:
+    """Stratified 7:3 split by patient → Series ``split`` (train/test) indexed by patient_id.
+
+    One row per patient, so no patient's vertebrae straddle train and test. Without an
+    outcome every patient is ``"unlabelled"``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    ids = cases["patient_id"].astype(str).to_numpy()
+    if not has_outcome(cases, outcome):
+        return pd.Series("unlabelled", index=pd.Index(ids, name="patient_id"), name="split")
+    tr, te = train_test_split(ids, test_size=test_size, stratify=cases[outcome].to_numpy(),
+                              random_state=random_state)
+    s = pd.Series("train", index=pd.Index(ids, name="patient_id"), name="split")
+    s[list(te)] = "test"
+    return s
+
+
+def fit_radscores(table: pd.DataFrame, y, *, k: int = 30, cv: int = 10, rule: str = "min",
+                  lam: dict | None = None, random_state: int | None = None
+                  ) -> dict[str, CompartmentRadscore]:
+    """Fit one :class:`CompartmentRadscore` per compartment on the training patients."""
+    lam = lam or {}
+    return {c: CompartmentRadscore(c, k=k, cv=cv, rule=rule, lam=lam.get(c),
+                                   random_state=random_state).fit(table, y)
+            for c in COMPARTMENTS}
+
+
+def model_inputs(table: pd.DataFrame, radscores: dict[str, CompartmentRadscore]) -> pd.DataFrame:
+    """Per-patient model inputs: ``radscore_cortical, radscore_cancellous, vbmd``."""
+    parts = [m.transform(table) for m in radscores.values()]
+    out = pd.concat(parts, axis=1)
+    if "vbmd" in table:
+        out["vbmd"] = table["vbmd"].to_numpy(float)
+    return out
+
+
+def fit_predict_models(inputs: pd.DataFrame, y, split: pd.Series,
+                       models: Sequence[str] = tuple(MODEL_INPUTS)) -> pd.DataFrame:
+    """Fit each logistic model on the training patients; predicted probabilities for all.
+
+    Returns a long table ``patient_id, split, outcome, model, prob``.
+    """
+    y = pd.Series(np.asarray(y), index=inputs.index)
+    tr = (split.reindex(inputs.index) == "train").to_numpy()
+    rows = []
+    for name in models:
+        cols = MODEL_INPUTS[name]
+        lr = LogisticRegression(C=np.inf, max_iter=5000).fit(inputs.loc[tr, cols], y[tr])
+        p = lr.predict_proba(inputs[cols])[:, 1]
+        rows.append(pd.DataFrame({"patient_id": inputs.index, "split": split.reindex(inputs.index).to_numpy(),
+                                  "outcome": y.to_numpy(), "model": name, "prob": p}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def performance_table(pred: pd.DataFrame, *, models: Sequence[str] | None = None,
+                      rng=None) -> pd.DataFrame:
+    """Tables 2-5: per model and split AUC (DeLong CI), accuracy, sensitivity, specificity,
+    PPV, NPV at the training Youden cutoff (:func:`vcfnb.stats.model_report`)."""
+    from vcfnb import stats
+
+    out = []
+    for name in (models or pred["model"].unique()):
+        d = pred[pred.model == name]
+        tr, te = d[d.split == "train"], d[d.split == "test"]
+        out.append(stats.model_report(tr.outcome.to_numpy(), tr.prob.to_numpy(),
+                                      te.outcome.to_numpy(), te.prob.to_numpy(), model=name,
+                                      rng=rng))
+    return pd.concat(out, ignore_index=True)
+
+
+def delong_table(pred: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Table 6: paired DeLong p-values between models on the training and the test cohort."""
+    from vcfnb import stats
+
+    rows = []
+    for a, b in pairs:
+        row = {"comparison": f"{a} vs {b}"}
+        for split in ("train", "test"):
+            da = pred[(pred.model == a) & (pred.split == split)].sort_values("patient_id")
+            db = pred[(pred.model == b) & (pred.split == split)].sort_values("patient_id")
+            r = stats.delong_test(da.outcome.to_numpy(), da.prob.to_numpy(), db.prob.to_numpy())
+            row[f"auc_a_{split}"] = r.auc_a
+            row[f"auc_b_{split}"] = r.auc_b
+            row[f"p_{split}"] = r.p_value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def calibration_and_dca(pred: pd.DataFrame, split: str, models: Sequence[str], *,
+                        n_bins: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibration curves (model name carries the Hosmer-Lemeshow p) and decision curves."""
+    from vcfnb import stats
+
+    cal, probs, y = [], {}, None
+    for name in models:
+        d = pred[(pred.model == name) & (pred.split == split)].sort_values("patient_id")
+        y = d.outcome.to_numpy()
+        hl = stats.hosmer_lemeshow(y, d.prob.to_numpy(), groups=min(10, max(3, len(d) // 8)))
+        c = stats.calibration_curve(y, d.prob.to_numpy(), n_bins=n_bins)
+        c["model"] = f"{name} (HL p = {hl.p_value:.2f})"
+        cal.append(c)
+        probs[name] = d.prob.to_numpy()
+    dca = stats.decision_curve(y, probs, np.linspace(0.01, 0.8, 80))
+    return pd.concat(cal, ignore_index=True), dca
+
+
+def permutation_test(table: pd.DataFrame, y, split: pd.Series, *, model: str = "vertebral",
+                     n_permutations: int = 20, k: int = 30, cv: int = 10, rule: str = "min",
+                     lam: dict | None = None, random_state: int | None = None, rng=None,
+                     n_jobs: int = 1) -> pd.DataFrame:
+    """Whole-pipeline label-permutation test of one model's test AUC.
+
+    The training labels are shuffled and everything label-dependent (max-abs scaling, mRMR,
+    LASSO CV, logistic regression) is refitted on the training patients; the test AUC against
+    the true test labels forms the null distribution. Uses
+    :func:`vcfnb.models.permutation_test` when available.
+
+    Returns
+    -------
+    DataFrame
+        ``permutation, auc`` (``permutation = 0`` is the real labels).
+    """
+    g = np.random.default_rng(rng)
+    y = np.asarray(y)
+    tr = (split.reindex(table.index) == "train").to_numpy()
+    pipe = ovf_models(k=k, cv=cv, rule=rule, lam=lam, random_state=random_state)[model]
+    Xtr, Xte, ytr, yte = table[tr], table[~tr], y[tr], y[~tr]
+
+    perms = [ytr] + [g.permutation(ytr) for _ in range(int(n_permutations))]
+    aucs = _pmap(_perm_auc, [(pipe, Xtr, labels, Xte, yte) for labels in perms], n_jobs)
+    return pd.DataFrame({"permutation": np.arange(len(perms)), "auc": aucs})
+
+
+def _perm_auc(args) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    pipe, Xtr, labels, Xte, yte = args
+    fitted = clone(pipe).fit(Xtr, labels)
+    return float(roc_auc_score(yte, fitted.predict_proba(Xte)[:, 1]))
+
+
+# --------------------------------------------------------------------------------------------
+# notebook helpers: cohort resolution, tables
+# --------------------------------------------------------------------------------------------
+#: (table name, models, split) of seed 003's tables 2-5
+EFFICIENCY_TABLES = (
+    ("table2_radscore_models_train", ["vertebral", "cancellous", "cortical"], "train"),
+    ("table3_radscore_models_test", ["vertebral", "cancellous", "cortical"], "test"),
+    ("table4_vbmd_models_train", ["combined", "vertebral", "vBMD"], "train"),
+    ("table5_vbmd_models_test", ["combined", "vertebral", "vBMD"], "test"),
+)
+
+
+def resolve_cohort(run):
+    """The run's cohort: as resolved by :func:`vcfnb.report.start_run`, or -- with the
+    ``real_ct`` parameter -- the real-CT cohort built by :func:`real_ct_cohort` under
+    ``data/cohorts/ovf-real-ct`` (no outcome; ``run.simulated`` is False)."""
+    p = run.params
+    if not p.get("real_ct"):
+        return run.cohort
+    shared = Path(p.get("shared_data") or "../shared/data")
+    if not shared.is_absolute():
+        shared = (run.root / shared).resolve()
+    if not (shared / "tptbox" / "sample_ct").is_dir() or not (shared / "totalseg").is_dir():
+        raise FileNotFoundError(f"real_ct needs {shared}/tptbox/sample_ct and {shared}/totalseg "
+                                "(the shared real-data folder); it is absent on this machine")
+    folder = Path(p.get("cohort_dir") or run.root / "data" / "cohorts" / "ovf-real-ct")
+    if not folder.is_absolute():
+        folder = run.root / folder
+    real_ct_cohort(shared, folder)
+    run.cohort = io.load_cohort(folder, require_outcome=False)
+    run.simulated = False
+    run.note("real CT vertebrae (TPTBox sample CT, TotalSegmentator example CT): no outcome labels")
+    return run.cohort
+
+
+def table1(cases: pd.DataFrame, variables: Sequence[str], *, outcome: str = "outcome") -> pd.DataFrame:
+    """Table 1: baseline characteristics by group (fracture vs non-fracture)."""
+    from vcfnb import stats
+
+    if not has_outcome(cases, outcome):
+        return pd.DataFrame({"note": ["no outcome labels: no group comparison"]})
+    d = cases.copy()
+    d["group"] = np.where(d[outcome] == 1, "fracture", "non-fracture")
+    vars_ = [v for v in variables if v in d]
+    return stats.baseline_table(d, "group", vars_)
+
+
+def split_counts(cases: pd.DataFrame, split: pd.Series, *, outcome: str = "outcome") -> pd.DataFrame:
+    """Patients per split and outcome."""
+    d = cases.assign(split=split.reindex(cases.patient_id.astype(str)).to_numpy())
+    if outcome not in d:
+        return d.groupby("split").size().rename("patients").reset_index()
+    return (d.groupby(["split", outcome]).size().rename("patients").reset_index()
+            .sort_values(["split", outcome], ascending=[False, True], ignore_index=True))
+
+
+def select_rois(rois: pd.DataFrame, cases: pd.DataFrame, *, reader: str = "1") -> pd.DataFrame:
+    """ROI rows of the (matched) patients and one reader."""
+    r = rois[rois["patient_id"].isin(set(cases["patient_id"].astype(str)))]
+    if "reader" in r and (r["reader"].astype(str) == str(reader)).any():
+        r = r[r["reader"].astype(str) == str(reader)]
+    return r.reset_index(drop=True)
+
+
+def feature_summary(features: pd.DataFrame, voi: pd.DataFrame) -> pd.DataFrame:
+    """Feature counts per image type and class, and VOIs extracted, per compartment."""
+    cols = [c for c in features.columns if c not in ("patient_id", "roi", "sequence", "reader")]
+    rows = []
+    for c in cols:
+        parts = c.split("_")
+        image_type = parts[0].split("-")[0] if parts else c
+        rows.append({"image_type": image_type, "feature_class": parts[1] if len(parts) > 2 else ""})
+    t = pd.DataFrame(rows).value_counts().rename("features").reset_index()
+    t = t.sort_values(["image_type", "feature_class"], ignore_index=True)
+    ok = features[cols].notna().all(axis=1).to_numpy()
+    t.attrs["vois"] = int(len(voi))
+    total = pd.DataFrame([{"image_type": "all", "feature_class": f"{len(voi)} VOIs, "
+                           f"{int(ok.sum())} complete", "features": len(cols)}])
+    return pd.concat([t, total], ignore_index=True)
+
+
+def vbmd_agreement(density: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient image-derived vBMD beside the cohort's own ``vbmd`` column (when present)."""
+    v = patient_vbmd(density).reset_index()
+    v = v.rename(columns={"vbmd": "vbmd_image"})
+    if "vbmd" in cases:
+        v = v.merge(cases[["patient_id", "vbmd"]].rename(columns={"vbmd": "vbmd_cohort"}),
+                    on="patient_id", how="left")
+        d = v.vbmd_image - v.vbmd_cohort
+        r = float(np.corrcoef(v.vbmd_image, v.vbmd_cohort)[0, 1]) if len(v) > 2 else np.nan
+        return pd.DataFrame([{"patients": len(v), "mean_image": v.vbmd_image.mean(),
+                              "mean_cohort": v.vbmd_cohort.mean(), "mean_difference": d.mean(),
+                              "sd_difference": d.std(ddof=1), "pearson_r": r}])
+    return v
+
+
+def require_outcome(run, cases: pd.DataFrame, outcome: str = "outcome") -> None:
+    """Stop the run cleanly (:meth:`vcfnb.report.Run.stop`) when there are no outcome labels."""
+    if not has_outcome(cases, outcome):
+        run.stop("no outcome labels in this cohort (real scans without incident-fracture "
+                 "follow-up): compartments, features and vBMD are computed above; the radscore "
+                 "and logistic models need a 0/1 outcome per patient")
+
+
+def patient_table(features: pd.DataFrame, voi: pd.DataFrame, density: pd.DataFrame,
+                  cases: pd.DataFrame, split: pd.Series, *, outcome: str = "outcome"
+                  ) -> pd.DataFrame:
+    """One row per patient: compartment features (means over vertebrae), ``vbmd`` (from the
+    images), ``outcome`` and ``split``; index ``patient_id``."""
+    t = patient_features(features, voi)
+    t["vbmd"] = patient_vbmd(density).reindex(t.index)
+    c = cases.set_index(cases.patient_id.astype(str))
+    t["outcome"] = c[outcome].reindex(t.index).astype(int)
+    t["split"] = split.reindex(t.index)
+    return t
+
+
+def selected_features(radscores: dict[str, CompartmentRadscore]) -> pd.DataFrame:
+    """The LASSO-selected features per compartment with coefficients and the chosen lambda."""
+    rows = []
+    for name, rs in radscores.items():
+        for f, c in rs.coef_.items():
+            rows.append({"compartment": name, "feature": f, "coef": c, "lambda": rs.lasso_.lambda_,
+                         "n_candidates": len(rs.columns_)})
+    return pd.DataFrame(rows)
+
+
+def vertebra_scores(radscores: dict[str, CompartmentRadscore], features: pd.DataFrame,
+                    voi: pd.DataFrame) -> pd.DataFrame:
+    """Each vertebra's cortical and cancellous radscore (wide: one row per patient and level)."""
+    parts = []
+    for name, rs in radscores.items():
+        v = vertebra_radscores(rs, features, voi).rename(columns={"radscore": f"radscore_{name}"})
+        parts.append(v.set_index(["patient_id", "level"]))
+    return pd.concat(parts, axis=1).reset_index()
+
+
+def record_metrics(run, perf: pd.DataFrame) -> None:
+    """Every model's train/test AUC with its DeLong CI into ``metrics.json``."""
+    for _, r in perf.iterrows():
+        run.metric(str(r.model), str(r.split), auc=r.auc, ci_low=r.auc_ci_low,
+                   ci_high=r.auc_ci_high, n=int(r.n))
+
+
+def efficiency_table(perf: pd.DataFrame, models: Sequence[str], split: str) -> pd.DataFrame:
+    """Seed 003's tables 2-5 layout: accuracy, sensitivity, specificity, PPV, NPV, AUC (CI)."""
+    d = perf[(perf.split == split) & perf.model.isin(models)].set_index("model").loc[list(models)]
+    out = d[["n", "accuracy", "sensitivity", "specificity", "ppv", "npv", "auc", "auc_ci_low",
+             "auc_ci_high", "cutoff"]].copy()
+    out.columns = ["n", "accuracy", "sensitivity", "specificity", "PPV", "NPV", "AUC",
+                   "AUC_ci_low", "AUC_ci_high", "cutoff"]
+    for m in ("accuracy", "sensitivity", "specificity", "ppv", "npv"):
+        out[f"{m}_count"] = d[f"{m}_count"]
+    return out.reset_index()
+
+
+def roc_table(pred: pd.DataFrame, split: str, models: Sequence[str]) -> pd.DataFrame:
+    """Long ``model, y_true, score`` table for :func:`vcfnb.plots.plot_roc`."""
+    d = pred[(pred.split == split) & pred.model.isin(models)]
+    return pd.DataFrame({"model": d.model.to_numpy(), "y_true": d.outcome.to_numpy(),
+                         "score": d.prob.to_numpy()})
+
+
+def permutation_summary(run, null: pd.DataFrame) -> pd.DataFrame:
+    """Observed test AUC, null mean/SD and the permutation p ``(1 + #null >= obs) / (1 + n)``."""
+    obs = float(null.auc.iat[0])
+    nul = null.auc.iloc[1:].to_numpy(float)
+    p = (1 + np.sum(nul >= obs)) / (1 + len(nul))
+    out = pd.DataFrame([{"model": "vertebral", "observed_test_auc": obs, "null_mean": nul.mean(),
+                         "null_sd": nul.std(ddof=1) if len(nul) > 1 else np.nan,
+                         "n_permutations": len(nul), "p_value": p}])
+    entry = run.models.get("vertebral", {}).get("test")
+    if entry is not None:  # the p-value travels with the model's test entry in metrics.json
+        run.metric("vertebral", "test", auc=entry["auc"], ci_low=entry["ci_low"],
+                   ci_high=entry["ci_high"], n=entry["n"], permutation_p=float(p),
+                   permutation_null_mean=float(nul.mean()), n_permutations=int(len(nul)))
     return out

@@ -172,6 +172,42 @@ def _vertebral_body(shape: tuple[int, int, int], centre: tuple[float, float, flo
     return radial ** power + np.abs(v) ** power <= 1.0
 
 
+def _local(mask: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` plus ``margin`` voxels (array slices, clipped)."""
+    out = []
+    for ax in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(i for i in range(mask.ndim) if i != ax)))
+        lo, hi = (0, mask.shape[ax]) if idx.size == 0 else (idx[0], idx[-1] + 1)
+        out.append(slice(max(int(lo) - margin, 0), min(int(hi) + margin, mask.shape[ax])))
+    return tuple(out)
+
+
+def _noise_in(mask: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
+    """Smooth unit noise computed only around ``mask`` (zeros elsewhere): cheap and local."""
+    box = _local(mask, margin=4)
+    out = np.zeros(mask.shape)
+    out[box] = smooth_noise(tuple(s.stop - s.start for s in box), sigma, rng)
+    return out
+
+
+def _bias_field(shape: tuple[int, int, int], rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Smooth multiplicative field: a coarse random grid interpolated to ``shape``."""
+    coarse = rng.standard_normal((3, 4, 4))
+    field = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=3,
+                         mode="nearest", grid_mode=True)
+    field = field[: shape[0], : shape[1], : shape[2]]
+    field = (field - field.mean()) / (field.std() or 1.0)
+    return strength * field
+
+
+def _reader_mask(body: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """One reader's outline of ``body`` (:func:`perturb_mask` on the body's neighbourhood)."""
+    box = _local(body, margin=4)
+    out = np.zeros(body.shape, bool)
+    out[box] = perturb_mask(body[box], rng, jitter=jitter, sigma=1.5)
+    return out
+
+
 def simulate_patient(rng: np.random.Generator, arm: str, y: int, signal: float,
                      clinical: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """One patient's image and true fractured-body mask (arrays ``(slices, SI, AP)``).
@@ -258,7 +294,8 @@ def simulate_patient(rng: np.random.Generator, arm: str, y: int, signal: float,
     img = tissue
     img[canal] = 650.0 * (1 + 0.03 * rng.standard_normal())
     tex_sigma = max(_latent(rng, "texture_mm", y, signal), 0.4)
-    marrow_tex = smooth_noise(shape, (tex_sigma / sz, tex_sigma / sy, tex_sigma / sx), rng)
+    marrow_tex = _noise_in(bodies[0] | bodies[1] | bodies[2] | pedicles | arch,
+                           (tex_sigma / sz, tex_sigma / sy, tex_sigma / sx), rng)
     marrow = marrow0 * (1 + 0.12 * marrow_tex)
     bone = any_body | pedicles | arch
     img[bone] = marrow[bone]
@@ -278,10 +315,10 @@ def simulate_patient(rng: np.random.Generator, arm: str, y: int, signal: float,
     contrast = max(_latent(rng, "lesion_contrast", y, signal), 0.1)
     blob_mm = max(_latent(rng, "lesion_blob_mm", y, signal), 1.0)
     hetero = max(_latent(rng, "heterogeneity", y, signal), 0.02)
-    field = smooth_noise(shape, (blob_mm / sz, blob_mm / sy, blob_mm / sx), rng)
+    field = _noise_in(body, (blob_mm / sz, blob_mm / sy, blob_mm / sx), rng)
     thr = np.quantile(field[body], 1 - extent) if body.any() else 0.0
     focal = 1 / (1 + np.exp(-(field - thr) * 4.0))
-    lesion = focal * contrast * (1 + hetero * smooth_noise(shape, 1.0, rng))
+    lesion = focal * contrast * (1 + hetero * _noise_in(body, 1.0, rng))
     if clinical["band_edema"]:
         # band under the collapsed superior endplate (and a thinner one above the inferior)
         top_row = np.argmax(body, axis=1)  # first body row per (slice, col)
@@ -290,24 +327,24 @@ def simulate_patient(rng: np.random.Generator, arm: str, y: int, signal: float,
         band = np.exp(-np.clip(dist, 0, None) / width) * rng.uniform(0.6, 1.0)
         lesion = lesion + band * 0.9
     if clinical["diffuse_signal"]:
-        lesion = lesion + rng.uniform(0.35, 0.7) * (1 + 0.1 * smooth_noise(shape, 2.0, rng))
+        lesion = lesion + rng.uniform(0.35, 0.7) * (1 + 0.1 * _noise_in(body, 2.0, rng))
     img[body] = marrow[body] * (1 + lesion[body])
     img[rim & body] = 0.45 * marrow0 * (1 + 0.3 * lesion[rim & body])
     if clinical["posterior_involvement"]:
         amp = rng.uniform(0.6, 1.2)
         img[fractured_post] = marrow[fractured_post] * (
-            1 + amp * (1 + 0.2 * smooth_noise(shape, 1.5, rng)[fractured_post]))
+            1 + amp * (1 + 0.2 * _noise_in(fractured_post, 1.5, rng)[fractured_post]))
     if clinical["paravertebral_mass"]:
         r = rng.uniform(7.0, 12.0)
         side = rng.choice([-1, 1])
         mass = rounded_box(shape, (c_lr + side * rng.uniform(0, 8) / sz, c_si_mid,
                                    ant_edge - r / sx * 0.45), (r / sz, r * 1.3 / sy, r / sx),
                            power=2.0) & ~body
-        img[mass] = (380.0 if dixon else 320.0) * (1 + 0.15 * smooth_noise(shape, 1.5, rng)[mass])
+        img[mass] = (380.0 if dixon else 320.0) * (1 + 0.15 * _noise_in(mass, 1.5, rng)[mass])
 
     # ---- scanner: gain, bias field, Rician noise
     gain = float(np.exp(0.18 * rng.standard_normal()))
-    bias = np.exp(0.12 * smooth_noise(shape, (nz, ny / 2.5, nx / 2.5), rng)
+    bias = np.exp(_bias_field(shape, rng, 0.12)
                   + 0.15 * np.linspace(-1, 1, nx)[None, None, :])
     sigma = 9.0 if dixon else 12.0
     signal_img = img * gain * bias
@@ -382,8 +419,8 @@ def generate(out, *, size: str = "paper", seed: int = 0, signal: float = 1.0,
                                    f"images/{pid}_T2.nii.gz")
             readers = ["1", "2"] if i in r2 else ["1"]
             for reader in readers:
-                m = perturb_mask(body, rng_for(seed, "vcf", pid, "reader", reader),
-                                 jitter=reader_jitter, sigma=1.5)
+                m = _reader_mask(body, rng_for(seed, "vcf", pid, "reader", reader),
+                                 reader_jitter)
                 rel = writer.image(to_image(m.astype(np.uint8), spacing, origin,
                                             SAGITTAL_DIRECTION),
                                    f"masks/{pid}_fractured_body_r{reader}.nii.gz")

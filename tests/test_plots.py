@@ -1,0 +1,180 @@
+"""Every vcfnb.plots function on a small table: returns Axes with the expected artists."""
+
+from __future__ import annotations
+
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.collections import QuadMesh
+
+from vcfnb import plots, stats
+
+
+@pytest.fixture
+def scored(rng):
+    y = np.r_[np.zeros(30, int), np.ones(30, int)]
+    return y, y + rng.normal(size=60), 0.5 * y + rng.normal(size=60)
+
+
+def _legend(ax: Axes) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_stats_does_not_import_matplotlib():
+    import subprocess
+
+    code = "import sys, vcfnb.stats; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_plot_roc_overlay(scored):
+    y, a, b = scored
+    ax = plots.plot_roc({"A": (y, a), "B": (y, b)})
+    assert isinstance(ax, Axes)
+    assert len(ax.lines) == 3  # two curves + diagonal
+    texts = _legend(ax)
+    auc_a = stats.roc_auc_ci(y, a)
+    assert texts[0] == f"A: AUC {auc_a.auc:.3f} ({auc_a.ci_low:.3f}-{auc_a.ci_high:.3f})"
+    assert texts[1].startswith("B: AUC")
+    # long-table input and a given ax
+    long = pd.concat(
+        [pd.DataFrame({"model": m, "y_true": y, "score": s}) for m, s in [("A", a), ("B", b)]]
+    )
+    _, ax2 = plt.subplots()
+    assert plots.plot_roc(long, ax=ax2, ci=False) is ax2
+    assert _legend(ax2)[0] == f"A: AUC {auc_a.auc:.3f}"
+
+
+def test_plot_lasso_path_and_cv():
+    lam = np.logspace(-3, 0, 15)
+    path = pd.DataFrame(
+        [
+            (lv, f, np.sign(b) * max(0.0, abs(b) - lv))
+            for lv in lam
+            for f, b in [("a", 0.8), ("b", -0.3), ("c", 0.05)]
+        ],
+        columns=["lambda", "feature", "coef"],
+    )
+    ax = plots.plot_lasso_path(path, chosen_lambda=0.05)
+    assert len(ax.lines) == 3 + 2  # 3 features, chosen-lambda line, zero line
+    top = next(a for a in ax.figure.axes if a is not ax)
+    assert top.get_xlabel() == "number of features"
+    labels = [t.get_text() for t in top.get_xticklabels()]
+    assert labels[0] == "3" and labels[-1] == "0"  # smallest lambda: all features; largest: none
+    cv = pd.DataFrame(
+        {
+            "lambda": lam,
+            "mean_score": np.linspace(0.8, 0.5, 15),
+            "sd_score": 0.05,
+            "n_nonzero": np.linspace(3, 0, 15).round(),
+        }
+    )
+    ax = plots.plot_lasso_cv(cv, lambda_min=lam[0], lambda_1se=lam[3])
+    assert len(ax.containers) == 1
+    assert _legend(ax) == ["lambda.min", "lambda.1se"]
+    assert len(ax.figure.axes) == 2
+    with pytest.raises(ValueError, match="mean"):
+        plots.plot_lasso_cv(cv.drop(columns="mean_score"))
+
+
+def test_plot_auc_vs_n_features_and_coefficients():
+    t = pd.DataFrame(
+        {
+            "n_features": list(range(1, 8)) * 2,
+            "auc": np.r_[np.linspace(0.6, 0.8, 7), np.linspace(0.55, 0.7, 7)],
+            "sd": 0.03,
+            "split": ["train"] * 7 + ["test"] * 7,
+        }
+    )
+    ax = plots.plot_auc_vs_n_features(t)
+    assert len(ax.lines) == 2 and _legend(ax) == ["train", "test"]
+    assert len(ax.collections) >= 4  # 2 bands + 2 best-point markers
+    c = pd.DataFrame({"feature": ["intercept", "f1", "f2", "f3"], "coef": [0.1, 0.5, -0.2, 0.3]})
+    ax = plots.plot_coefficients(c)
+    assert len(ax.patches) == 3
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["f2", "f3", "f1"]
+
+
+def test_plot_calibration_and_decision_curve(rng):
+    p = rng.uniform(0.05, 0.95, 300)
+    y = (rng.uniform(size=300) < p).astype(int)
+    cc = stats.calibration_curve(y, p, n_bins=5)
+    both = pd.concat([cc.assign(model="A"), cc.assign(model="B")])
+    ax = plots.plot_calibration(both)
+    assert len(ax.lines) == 3 and _legend(ax) == ["Ideal", "A", "B"]
+    assert len(ax.collections) == 2  # CI bars per model
+    dc = stats.decision_curve(
+        y, {"A": p, "B": np.clip(p + 0.1, 0, 0.99)}, np.arange(0.05, 0.95, 0.05)
+    )
+    ax = plots.plot_decision_curve(dc)
+    assert len(ax.lines) == 4
+    assert _legend(ax) == ["A", "B", "Treat all", "Treat none"]
+
+
+def test_plot_heatmaps(rng):
+    X = pd.DataFrame(rng.normal(size=(24, 5)), columns=list("abcde"))
+    ax = plots.plot_correlation_heatmap(X)
+    assert any(isinstance(c, QuadMesh) for c in ax.collections)
+    assert len(ax.texts) == 25
+    ax = plots.plot_clustered_heatmap(X, labels=[0, 1] * 12)
+    assert isinstance(ax, Axes)
+    assert any(isinstance(c, QuadMesh) for c in ax.collections)
+    assert len(ax.figure.axes) >= 4  # heatmap, 2 dendrograms, row colours, colorbar
+    with pytest.raises(ValueError, match="own figure"):
+        plots.plot_clustered_heatmap(X, ax=plt.gca())
+    y = np.r_[np.zeros(10, int), np.ones(10, int)]
+    m = stats.delong_matrix(
+        y, {"A": y + rng.normal(size=20), "B": rng.normal(size=20), "C": y + rng.normal(size=20)}
+    )
+    ax = plots.plot_delong_matrix(m)
+    texts = [t.get_text() for t in ax.texts if t.get_text()]
+    assert len(texts) == 3  # lower triangle of 3 models
+
+
+@pytest.mark.parametrize("kind", ["box", "violin"])
+def test_plot_radscore_by_group(rng, kind):
+    from scipy.stats import mannwhitneyu
+
+    d = pd.DataFrame(
+        {
+            "radscore": np.r_[rng.normal(0, 1, 15), rng.normal(1.5, 1, 15)],
+            "label": [0] * 15 + [1] * 15,
+        }
+    )
+    ax = plots.plot_radscore_by_group(d, kind=kind)
+    p = mannwhitneyu(d.radscore[:15], d.radscore[15:]).pvalue
+    assert ax.get_title() == ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1"]
+
+
+def test_plot_nomogram():
+    nomo = stats.nomogram_points(
+        {"age": 0.052, "bmi": -0.054, "male": -0.12},
+        -2.34,
+        {"age": [40, 60, 80], "bmi": [15, 25, 35], "male": [0, 1]},
+    )
+    ax = plots.plot_nomogram(nomo, labels={"male": "Male sex"}, probs=(0.1, 0.3, 0.5, 0.7, 0.9))
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "Points",
+        "age",
+        "bmi",
+        "Male sex",
+        "Total points",
+        "Probability",
+    ]
+    texts = [t.get_text() for t in ax.texts]
+    assert {"40", "80", "15", "35", "0", "1"} <= set(texts)
+    assert "0.5" in texts and "0.9" not in texts  # 0.9 needs more points than reachable
+
+
+def test_plot_permutation_null(rng):
+    null = rng.normal(0.5, 0.05, 200)
+    ax = plots.plot_permutation_null(pd.DataFrame({"auc": null}), 0.7)
+    assert len(ax.patches) == 30 and len(ax.lines) == 1
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(0.7)
+    assert "p = " in _legend(ax)[1]

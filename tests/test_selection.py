@@ -1,0 +1,395 @@
+"""Tests for vcfnb.selection: fitted on training rows only, cloneable, deterministic, exact."""
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from joblib import parallel_config
+from threadpoolctl import threadpool_limits
+from scipy import stats
+from sklearn.base import clone
+from sklearn.feature_selection import SequentialFeatureSelector
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.pipeline import Pipeline as SkPipeline
+from sklearn.svm import SVC
+
+from vcfnb import models, selection
+from vcfnb.selection import (
+    CorrelationFilter,
+    LassoSelector,
+    MRMRSelector,
+    RFESelector,
+    SFSSelector,
+    UnivariateFilter,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """Tiny fits: BLAS threads only add contention (2-3x slower on a busy 2-core machine)."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture
+def data(rng) -> tuple[pd.DataFrame, np.ndarray]:
+    """90 rows × 12 features; f0 and f1 carry the label, f2 ≈ f0 (redundant), rest noise."""
+    n = 90
+    y = rng.permutation(np.r_[np.zeros(45, int), np.ones(45, int)])
+    X = pd.DataFrame(rng.normal(size=(n, 12)), columns=[f"f{i}" for i in range(12)],
+                     index=[f"case{i:03d}" for i in range(n)])
+    X["f0"] += 1.2 * y
+    X["f1"] -= 0.9 * y
+    X["f2"] = X["f0"] + 0.2 * rng.normal(size=n)
+    return X, y
+
+
+FACTORIES = {
+    "univariate": lambda: UnivariateFilter(test="auto"),
+    "correlation": lambda: CorrelationFilter(threshold=0.9),
+    "mrmr": lambda: MRMRSelector(k=4),
+    "lasso": lambda: LassoSelector(cv=5, n_lambdas=15, random_state=3),
+    "rfe": lambda: RFESelector(cv=3, random_state=3),
+    "sfs": lambda: SFSSelector(n_splits=3, n_repeats=1, max_features=3, random_state=3),
+}
+
+
+def _state(est) -> bytes:
+    return pickle.dumps({k: v for k, v in vars(est).items() if k.endswith("_")})
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_fit_on_train_only_and_transform_keeps_names(name, data):
+    X, y = data
+    train, test = X.iloc[:60], X.iloc[60:]
+    est = FACTORIES[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        est.fit(train, y[:60])
+    before = _state(est)
+    out_test = est.transform(test)
+    out_train = est.transform(train)
+    assert _state(est) == before  # transforming test rows changes nothing learned
+    assert isinstance(out_test, pd.DataFrame)
+    assert list(out_test.columns) == list(est.get_feature_names_out()) == list(out_train.columns)
+    assert out_test.index.equals(test.index)
+    assert est.get_support().sum() == out_test.shape[1] >= 1
+    np.testing.assert_array_equal(out_test.to_numpy(), test.loc[:, out_test.columns].to_numpy())
+    # a refit on the same training rows ignores whatever the test rows hold
+    est2 = FACTORIES[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        est2.fit(train.copy(), y[:60])
+    np.testing.assert_array_equal(est2.get_support(), est.get_support())
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_clone_and_determinism(name, data):
+    X, y = data
+    est = FACTORIES[name]()
+    cloned = clone(est)
+    assert cloned.get_params() == est.get_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a = est.fit(X, y)
+        b = cloned.fit(X, y)
+    assert not hasattr(clone(a), "support_")  # clone is unfitted
+    np.testing.assert_array_equal(a.get_support(), b.get_support())
+    if hasattr(a, "coef_"):
+        pd.testing.assert_series_equal(a.coef_, b.coef_)
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_arrays_and_set_output(name, data):
+    X, y = data
+    Xa = X.to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        est = FACTORIES[name]().fit(Xa, y)
+        out = est.transform(Xa)
+        assert isinstance(out, np.ndarray) and out.shape[1] == est.get_support().sum()
+        assert all(n.startswith("x") for n in est.get_feature_names_out())
+        est.set_output(transform="pandas")
+        df = est.transform(Xa)
+    assert isinstance(df, pd.DataFrame) and list(df.columns) == list(est.get_feature_names_out())
+    with pytest.raises(ValueError, match="features"):
+        est.transform(Xa[:, :5])
+
+
+def test_missing_column_named(data):
+    X, y = data
+    est = UnivariateFilter(test="ttest").fit(X, y)
+    with pytest.raises(ValueError, match="f0"):
+        est.transform(X.drop(columns=["f0"]))
+
+
+def test_pipeline_with_sklearn_scaler_keeps_names(data):
+    X, y = data
+    pipe = SkPipeline([("z", selection.StandardScaler()), ("u", UnivariateFilter(test="ttest")),
+                       ("c", CorrelationFilter(threshold=0.9))]).set_output(transform="pandas")
+    out = pipe.fit(X, y).transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert set(out.columns) <= set(X.columns)
+    assert "f0" in out.columns and "f2" not in out.columns  # f2 is the redundant copy of f0
+
+
+# --- univariate ------------------------------------------------------------------------------
+def test_univariate_pvalues_match_scipy(data):
+    X, y = data
+    t = UnivariateFilter(test="ttest").fit(X, y)
+    ref = stats.ttest_ind(X[y == 1], X[y == 0], axis=0)
+    np.testing.assert_allclose(t.pvalues_, ref.pvalue, rtol=1e-12)
+    np.testing.assert_allclose(t.results_["statistic"], ref.statistic, rtol=1e-12)
+    u = UnivariateFilter(test="mannwhitney").fit(X, y)
+    ref_u = stats.mannwhitneyu(X[y == 1], X[y == 0], axis=0, alternative="two-sided")
+    np.testing.assert_allclose(u.pvalues_, ref_u.pvalue, rtol=1e-12)
+    assert set(t.get_feature_names_out()) >= {"f0", "f1", "f2"}
+    assert list(t.results_.columns) == ["feature", "test", "statistic", "p_value", "selected"]
+
+
+def test_univariate_auto_uses_normality(rng):
+    n = 80
+    y = np.r_[np.zeros(40, int), np.ones(40, int)]
+    X = pd.DataFrame({"normal": rng.normal(size=n) + 0.8 * y,
+                      "skewed": rng.lognormal(sigma=1.5, size=n) * (1 + y),
+                      "const": np.ones(n)})
+    res = UnivariateFilter(test="auto").fit(X, y).results_.set_index("feature")
+    assert res.loc["normal", "test"] == "ttest"
+    assert res.loc["skewed", "test"] == "mannwhitney"
+    assert res.loc["const", "p_value"] == 1.0
+    p_mw = stats.mannwhitneyu(X["skewed"][y == 1], X["skewed"][y == 0]).pvalue
+    assert res.loc["skewed", "p_value"] == pytest.approx(p_mw, rel=1e-12)
+
+
+def test_univariate_fallback_keeps_k_best(rng):
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    X = pd.DataFrame(rng.normal(size=(40, 6)), columns=list("abcdef"))
+    with pytest.warns(UserWarning, match="keeping the 2"):
+        f = UnivariateFilter(test="ttest", alpha=1e-9, min_features=2).fit(X, y)
+    best = X.columns[np.argsort(f.pvalues_)[:2]]
+    assert set(f.get_feature_names_out()) == set(best)
+    with pytest.raises(ValueError, match="binary"):
+        UnivariateFilter().fit(X, np.arange(40) % 3)
+
+
+# --- correlation -----------------------------------------------------------------------------
+def test_correlation_keeps_more_relevant_of_each_pair(data):
+    X, y = data
+    f = CorrelationFilter(threshold=0.9).fit(X, y)
+    auc = np.array([stats.mannwhitneyu(X[c][y == 1], X[c][y == 0]).statistic / (45 * 45)
+                    for c in X.columns])
+    np.testing.assert_allclose(f.relevance_, np.abs(auc - 0.5), rtol=1e-12)
+    keep, drop = ("f0", "f2") if f.relevance_[0] >= f.relevance_[2] else ("f2", "f0")
+    assert keep in f.get_feature_names_out() and drop not in f.get_feature_names_out()
+    row = f.dropped_.set_index("feature").loc[drop]
+    assert row["correlated_with"] == keep
+    assert row["r"] == pytest.approx(np.corrcoef(X["f0"], X["f2"])[0, 1])
+    # everything kept is below the threshold pairwise; with a high threshold nothing is dropped
+    r = X[f.get_feature_names_out()].corr().abs().to_numpy()
+    assert (r[~np.eye(len(r), dtype=bool)] <= 0.9).all()
+    assert CorrelationFilter(threshold=0.999).fit(X, y).get_support().all()
+    t = CorrelationFilter(threshold=0.9, relevance="t").fit(X, y)
+    assert t.get_support().sum() == 11
+
+
+# --- mRMR ------------------------------------------------------------------------------------
+def test_mrmr_matches_library_and_is_quiet(data, capsys):
+    from mrmr import mrmr_classif
+
+    X, y = data
+    f = MRMRSelector(k=4).fit(X, y)
+    ref = mrmr_classif(X=X.reset_index(drop=True), y=pd.Series(y), K=4, show_progress=False,
+                       n_jobs=1)
+    assert f.ranking_ == ref
+    assert set(f.get_feature_names_out()) == set(ref)
+    assert f.ranking_[0] in ("f0", "f2")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert MRMRSelector(k=100).fit(X, y).get_support().sum() <= 12
+
+
+# --- LASSO -----------------------------------------------------------------------------------
+def _glmnet_data() -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.default_rng(7)
+    X = gen.standard_normal((80, 10))
+    X = (X - X.mean(0)) / X.std(0)
+    eta = 0.3 + 1.2 * X[:, 0] - 0.8 * X[:, 1] + 0.5 * X[:, 2]
+    y = (gen.random(80) < 1 / (1 + np.exp(-eta))).astype(int)
+    return X, y
+
+
+# R 4 / glmnet 4.1-6, on the data of _glmnet_data() written with full precision:
+#   f <- glmnet(x, y, family = "binomial", lambda = 0.05, standardize = FALSE,
+#               thresh = 1e-14, maxit = 1e7); coef(f)
+GLMNET_COEF = np.array([0.8143037953, 0.5012640632, -0.4999160268, 0, 0, -0.0614716332,
+                        0, 0, 0, 0, 0.0049798528])
+#   glmnet(x, y, family = "binomial", standardize = FALSE)$lambda[1]
+GLMNET_LAMBDA_MAX = 0.1673324125
+
+
+def test_lasso_fixed_lambda_matches_glmnet():
+    X, y = _glmnet_data()
+    exact = LassoSelector(lam=0.05, solver="saga", tol=1e-10, random_state=0).fit(X, y)
+    coef = np.r_[exact.intercept_, exact.estimator_.coef_.ravel()]
+    np.testing.assert_allclose(coef, GLMNET_COEF, atol=1e-6)
+    fast = LassoSelector(lam=0.05, random_state=0).fit(X, y)  # liblinear default
+    np.testing.assert_allclose(np.r_[fast.intercept_, fast.estimator_.coef_.ravel()],
+                               GLMNET_COEF, atol=2e-3)
+    np.testing.assert_array_equal(fast.get_support(), GLMNET_COEF[1:] != 0)
+    assert exact.lambdas_[0] == pytest.approx(GLMNET_LAMBDA_MAX, rel=1e-8)
+    assert exact.cv_results_ is None and exact.lambda_ == 0.05
+    assert exact.C_ == pytest.approx(1 / (0.05 * 80))
+    # C and lambda are the same knob
+    via_c = LassoSelector(C=selection.lambda_to_C(0.05, 80), random_state=0).fit(X, y)
+    assert via_c.lambda_ == pytest.approx(0.05)
+    pd.testing.assert_series_equal(via_c.coef_, fast.coef_)
+    assert selection.C_to_lambda(selection.lambda_to_C(0.13, 112), 112) == pytest.approx(0.13)
+    with pytest.raises(ValueError, match="either"):
+        LassoSelector(lam=0.1, C=1.0).fit(X, y)
+
+
+def test_lasso_cv_path_and_rules(data):
+    X, y = data
+    sel = LassoSelector(cv=5, n_lambdas=20, random_state=0).fit(X, y)
+    assert sel.path_.shape == (20 * 12, 4)
+    assert list(sel.path_.columns) == ["lambda", "log_lambda", "feature", "coef"]
+    assert list(sel.cv_results_.columns) == ["lambda", "log_lambda", "mean_score", "sd_score",
+                                             "se_score", "n_nonzero"]
+    assert len(sel.cv_results_) == 20
+    assert sel.cv_results_["n_nonzero"].iloc[0] == 0  # lambda_max zeroes everything
+    assert np.all(np.diff(sel.lambdas_) < 0)
+    best = sel.cv_results_["mean_score"].idxmax()
+    assert sel.lambda_ == sel.lambda_min_ == sel.cv_results_["lambda"][best]
+    assert sel.lambda_1se_ >= sel.lambda_min_
+    assert set(sel.coef_.index) == set(sel.get_feature_names_out())
+    assert (sel.coef_ != 0).all()
+    assert {"f0", "f1"} & set(sel.coef_.index)
+    # the path at lambda_ equals the final fit
+    at = sel.path_[sel.path_["lambda"] == sel.lambda_].set_index("feature")["coef"]
+    np.testing.assert_allclose(at[sel.coef_.index], sel.coef_, rtol=1e-6, atol=1e-8)
+    one_se = LassoSelector(cv=5, n_lambdas=20, rule="1se", random_state=0).fit(X, y)
+    assert one_se.lambda_ == sel.lambda_1se_
+    assert one_se.get_support().sum() <= sel.get_support().sum()
+    dev = LassoSelector(cv=5, n_lambdas=20, scoring="deviance", random_state=0).fit(X, y)
+    assert dev.lambda_ == dev.cv_results_["lambda"][dev.cv_results_["mean_score"].idxmin()]
+
+
+def test_lasso_always_keeps_a_feature(data):
+    X, y = data
+    with pytest.warns(UserWarning, match="non-zero"):
+        sel = LassoSelector(lam=10.0, random_state=0).fit(X, y)
+    assert sel.fallback_ and sel.get_support().sum() >= 1
+    assert sel.lambda_ < 10.0 and sel.lambda_cv_ == 10.0
+    assert (sel.coef_ != 0).all()
+
+
+# --- RFE -------------------------------------------------------------------------------------
+def test_rfe_cv_curve(data):
+    X, y = data
+    sel = RFESelector(cv=5, random_state=0).fit(X, y)
+    res = sel.cv_results_
+    assert list(res.columns) == ["n_features", "mean_score", "sd_score"]
+    assert res["n_features"].tolist() == list(range(1, 13))
+    assert sel.n_features_ == sel.get_support().sum()
+    assert res.loc[res["n_features"] == sel.n_features_, "mean_score"].iloc[0] == pytest.approx(
+        res["mean_score"].max())
+    assert "f0" in sel.get_feature_names_out() or "f2" in sel.get_feature_names_out()
+    assert list(sel.coef_.index) == list(sel.get_feature_names_out())
+    assert (sel.ranking_[sel.get_support()] == 1).all()
+
+
+# --- SFS -------------------------------------------------------------------------------------
+def test_sfs_history_and_tolerance(data):
+    X, y = data
+    sfs = SFSSelector(n_splits=3, n_repeats=2, tol=1e-6, random_state=0).fit(X, y)
+    h = sfs.history_
+    assert list(h.columns) == ["step", "feature", "score", "score_sd", "gain", "n_features",
+                               "accepted"]
+    acc = h[h["accepted"]]
+    assert acc["feature"].tolist() == sfs.ranking_
+    assert set(sfs.ranking_) == set(sfs.get_feature_names_out())
+    assert (acc["gain"].iloc[1:] >= 1e-6).all()
+    assert np.all(np.diff(acc["score"]) > 0)
+    if not h["accepted"].iloc[-1]:
+        assert h["gain"].iloc[-1] < 1e-6
+    assert sfs.ranking_[0] in ("f0", "f1", "f2")
+    capped = SFSSelector(n_splits=3, n_repeats=2, max_features=2, tol=-1.0,
+                         random_state=0).fit(X, y)
+    assert len(capped.ranking_) == 2 and capped.ranking_ == sfs.history_["feature"].tolist()[:2]
+
+
+def test_sfs_equals_sklearn_sequential_feature_selector(data):
+    X, y = data
+    X = X.iloc[:, :7]
+    cv = RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=5)
+    ref = SequentialFeatureSelector(SVC(kernel="rbf"), n_features_to_select="auto", tol=1e-6,
+                                    direction="forward", scoring="roc_auc", cv=cv).fit(X, y)
+    ours = SFSSelector(n_splits=3, n_repeats=2, tol=1e-6, random_state=5).fit(X, y)
+    np.testing.assert_array_equal(ours.get_support(), ref.get_support())
+
+
+def test_sfs_parallel_is_identical(data):
+    X, y = data
+    a = SFSSelector(n_splits=3, n_repeats=1, max_features=3, random_state=1, n_jobs=1).fit(X, y)
+    # threads keep the test fast on a busy machine; the default backend (loky processes) runs
+    # exactly the same batches
+    with parallel_config(backend="threading"):
+        b = SFSSelector(n_splits=3, n_repeats=1, max_features=3, random_state=1, n_jobs=2).fit(X, y)
+    pd.testing.assert_frame_equal(a.history_, b.history_)
+
+
+@pytest.mark.slow
+def test_sfs_with_worker_processes_is_identical(data):
+    X, y = data
+    a = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=1).fit(X, y)
+    b = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=2).fit(X, y)
+    pd.testing.assert_frame_equal(a.history_, b.history_)
+
+
+# --- oversampling ----------------------------------------------------------------------------
+def test_oversampling_only_at_fit_time(rng):
+    seen: list[int] = []
+
+    class Count(UnivariateFilter):
+        def fit(self, X, y):
+            seen.append(int(np.sum(y == 1)) - int(np.sum(y == 0)))
+            return super().fit(X, y)
+
+        def transform(self, X):
+            seen.append(len(X))
+            return super().transform(X)
+
+    y = np.r_[np.zeros(30, int), np.ones(12, int)]
+    X = pd.DataFrame(rng.normal(size=(42, 5)) + y[:, None], columns=list("abcde"))
+    pipe = models.make_radiomics_pipeline(["oversample", "zscore", Count(test="ttest"), "LR"],
+                                          rng=0)
+    assert isinstance(pipe, selection.Pipeline)
+    pipe.fit(X, y)
+    assert seen[0] == 0  # balanced classes while fitting the filter
+    seen.clear()
+    proba = pipe.predict_proba(X)
+    assert proba.shape == (42, 2) and seen == [42]  # no resampling at predict time
+    assert list(pipe[:-1].get_feature_names_out()) == list(pipe[-1].feature_names_in_)
+
+
+def test_sfs_fast_kernel_path_equals_generic_svc(rng):
+    """The precomputed-kernel libsvm path gives the same history as SVC(kernel="rbf")."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.svm import SVC
+
+    from vcfnb.selection import SFSSelector, _RBFKernelScorer
+
+    X = pd.DataFrame(rng.normal(size=(48, 12)), columns=[f"f{i}" for i in range(12)])
+    y = ((X.f3 - 0.8 * X.f7 + rng.normal(scale=1.0, size=48)) > 0).astype(int)
+    for gamma in ("scale", "auto", 0.3):
+        fast = SFSSelector(n_splits=4, n_repeats=2, gamma=gamma, C=2.0, max_features=3,
+                           random_state=5).fit(X, y)
+        slow = SFSSelector(estimator=SVC(kernel="rbf", gamma=gamma, C=2.0), n_splits=4,
+                           n_repeats=2, max_features=3, random_state=5).fit(X, y)
+        assert fast.ranking_ == slow.ranking_
+        np.testing.assert_allclose(fast.history_.score, slow.history_.score, atol=1e-9)
+    assert _RBFKernelScorer._verified is True  # libsvm decision values equal SVC's

@@ -1,0 +1,187 @@
+"""Simulated OVF cohort (seed 003): contract, determinism, pool size, class effects and signal=0."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import statsmodels.formula.api as smf
+
+import vcfnb as vc
+from vcfnb.synth import ovf
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ovf_small")
+    return vc.synth.make_cohort("ovf", out, size="smoke", seed=3, signal=1.0, n_fractures=4)
+
+
+def _digest(folder):
+    h = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != "cohort.json":
+            h[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return h
+
+
+def test_contract_shapes_and_pool(small_cohort):
+    c = vc.io.load_cohort(small_cohort)
+    assert c.problems.empty, c.problems
+    assert c.simulated
+    assert "SIMULATED" in (small_cohort / "README.md").read_text()
+    cases = c.cases
+    # 4 fracture patients + a control pool 3x that size (smoke default), not pre-matched
+    assert (cases.group == "fracture").sum() == 4 and (cases.outcome == 1).sum() == 4
+    assert (cases.group == "pool").sum() == 12 and (cases.outcome == 0).sum() == 12
+    assert set(cases.columns) >= {"patient_id", "outcome", "age", "sex", "bmi", "vbmd"}
+    assert set(cases.sex) <= {"F", "M"}
+    # one row per level and reader, labels 1..4 = T11..L2 in one mask file per reader
+    assert len(c.rois) == len(cases) * 4 * 2
+    assert dict(zip(c.rois.roi[:4], c.rois.label[:4])) == ovf.LEVELS
+    r = c.rois.iloc[0]
+    img, msk = sitk.ReadImage(r.image), sitk.ReadImage(r["mask"])
+    assert img.GetSpacing() == pytest.approx((1.0, 1.0, ovf.SLICE_MM))
+    assert img.GetDirection() == pytest.approx(vc.synth._phantom.AXIAL_DIRECTION)
+    assert max(img.GetSize()) <= 80  # small crops around the bodies
+    labels = np.unique(sitk.GetArrayViewFromImage(msk))
+    assert set(labels) == {0, 1, 2, 3, 4}
+    # vertebral order along z: L2 (4) lowest, T11 (1) highest (axial, inferior -> superior)
+    arr = sitk.GetArrayViewFromImage(msk)
+    zc = {lab: np.nonzero(arr == lab)[0].mean() for lab in (1, 2, 3, 4)}
+    assert zc[4] < zc[3] < zc[2] < zc[1]
+    # HU plausible: cancellous core ~ vBMD through the stated calibration line
+    hu = sitk.GetArrayViewFromImage(img)
+    core = sitk.GetArrayFromImage(vc.preprocess.split_cortical_cancellous(msk, 3.0, label=3)[1]) != 0
+    bmd = ovf.hu_to_bmd(hu[core].mean())
+    vbmd = cases.set_index("patient_id").loc[r.patient_id, "vbmd"]
+    assert abs(bmd - vbmd) < 25
+    # the second reader differs slightly
+    m2 = sitk.GetArrayFromImage(sitk.ReadImage(c.rois.iloc[4]["mask"]))
+    d = vc.preprocess.dice(arr == 1, m2 == 1)
+    assert 0.8 < d < 1.0
+
+
+def test_deterministic(small_cohort, tmp_path):
+    again = vc.synth.make_cohort("ovf", tmp_path / "again", size="smoke", seed=3, signal=1.0,
+                                 n_fractures=4)
+    assert _digest(small_cohort) == _digest(again)
+    other = vc.synth.make_cohort("ovf", tmp_path / "other", size="smoke", seed=4, signal=1.0,
+                                 n_fractures=4)
+    assert _digest(small_cohort) != _digest(other)
+
+
+def test_pool_ratio_must_allow_matching(tmp_path):
+    with pytest.raises(ValueError, match="pool_ratio"):
+        ovf.generate(tmp_path, size="smoke", n_fractures=2, pool_ratio=2)
+
+
+def test_sampling_differs_but_matching_balances():
+    """The pool is younger / less often female (matching matters) at every signal."""
+    pts = ovf._patients(80, 320, seed=0, signal=0.0)
+    frac, pool = pts[pts.outcome == 1], pts[pts.outcome == 0]
+    assert frac.age.mean() - pool.age.mean() > 2
+    assert (frac.sex == "F").mean() > (pool.sex == "F").mean()
+    matched = vc.stats.propensity_match(pts.drop(columns=["_vbmd", "_trab", "_cort"]), "outcome",
+                                        ["age", "sex"], ratio=2, caliper=0.2)
+    bal = vc.stats.balance_table(pts, "outcome", ["age", "sex"], matched=matched)
+    assert (bal.smd_before.abs() > 0.2).any()
+    assert (bal.smd_after.abs() < 0.1).all()
+    assert (matched.outcome == 0).sum() >= 150  # close to 1:2 for 80 fracture patients
+
+
+def _outcome_p(df, var):
+    fit = smf.ols(f"{var} ~ outcome + age + C(sex)", data=df).fit()
+    return float(fit.pvalues["outcome"])
+
+
+@pytest.mark.parametrize("var", ["_vbmd", "bmi", "_trab", "_cort"])
+def test_clinical_and_latent_effects_scale_with_signal(var):
+    none = ovf._patients(200, 600, seed=1, signal=0.0)
+    full = ovf._patients(200, 600, seed=1, signal=1.0)
+    assert _outcome_p(none, var) > 0.05 / 4  # Bonferroni over the four variables
+    assert _outcome_p(full, var) < 1e-4
+
+
+def _image_stats(signal, n=14, seed=5):
+    """Simple first-order statistics of the cancellous core and cortical shell of L1."""
+    pts = ovf._patients(n, n, seed=seed, signal=signal)
+    rows = []
+    for _, p in pts.iterrows():
+        img, masks, _ = ovf._phantom(p, seed, readers=1)
+        m = sitk.GetImageFromArray(masks[0])
+        m.SetSpacing((1.0, 1.0, ovf.SLICE_MM))
+        cort, canc = vc.preprocess.split_cortical_cancellous(m, 2.0, label=3)
+        c = sitk.GetArrayViewFromImage(cort) != 0
+        k = sitk.GetArrayViewFromImage(canc) != 0
+        rows.append({"outcome": p.outcome, "age": p.age, "sex": p.sex,
+                     "canc_mean": img[k].mean(), "canc_sd": img[k].std(),
+                     "cort_mean": img[c].mean(), "cort_sd": img[c].std()})
+    return pd.DataFrame(rows)
+
+
+def test_signal_zero_images_have_no_class_effect():
+    none = _image_stats(0.0)
+    ps = [_outcome_p(none, v) for v in ("canc_mean", "canc_sd", "cort_mean", "cort_sd")]
+    assert min(ps) > 0.05 / len(ps), ps
+    strong = _image_stats(2.0)
+    ps = [_outcome_p(strong, v) for v in ("canc_mean", "canc_sd", "cort_mean", "cort_sd")]
+    assert min(ps) < 0.001, ps
+
+
+# ---------------------------------------------------------------------------------------------
+# study glue (vcfnb.studies.ovf) on the simulated cohort
+# ---------------------------------------------------------------------------------------------
+def test_mrmr_rank_equals_mrmr_selection(rng):
+    from vcfnb.selection import MRMRSelector
+    from vcfnb.studies.ovf import mrmr_rank
+
+    X = pd.DataFrame(rng.normal(size=(60, 40)), columns=[f"f{i}" for i in range(40)])
+    X["f1"] = X.f0 + 0.3 * rng.normal(size=60)  # a redundant pair
+    y = (X.f0 + X.f5 - X.f9 + rng.normal(size=60) > 0).astype(int)
+    assert mrmr_rank(X, y, 12) == MRMRSelector(k=12).fit(X, y).ranking_
+
+
+def test_compartments_density_and_radscore_linearity(small_cohort, tmp_path):
+    from vcfnb.studies import ovf as study
+
+    c = vc.io.load_cohort(small_cohort)
+    rois = study.select_rois(c.rois, c.cases, reader="1")
+    voi = study.compartment_rois(rois, tmp_path / "comp", shell_mm=2.0)
+    assert len(voi) == len(c.cases) * 8
+    assert set(voi.roi) == {f"{lv}_{cp}" for lv in ovf.LEVELS for cp in ("cortical", "cancellous")}
+    assert voi.derived.all() and (voi.n_voxels > 200).all()
+    # a re-run reuses the derived masks (same files, same labels)
+    again = study.compartment_rois(rois, tmp_path / "comp", shell_mm=2.0)
+    pd.testing.assert_frame_equal(voi, again)
+    # cortical + cancellous = the whole vertebra, disjoint
+    r = voi.iloc[0]
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(rois.iloc[0]["mask"])) == 1
+    comp = sitk.GetArrayFromImage(sitk.ReadImage(r["mask"]))
+    assert np.array_equal((comp == 1) | (comp == 2), whole)
+    # already-split rows are used as given
+    given = voi.iloc[:2].assign(roi=["T11_cortical", "T11_cancellous"])
+    kept = study.compartment_rois(given.drop(columns=["level", "compartment", "derived", "n_voxels"]),
+                                  tmp_path / "comp2")
+    assert not kept.derived.any() and list(kept["mask"]) == list(given["mask"])
+    # vBMD read-out: the simulated line recovers the shipped vBMD (cancellous VOI incl. partial volume)
+    dens = study.density_readout(voi, slope=ovf.HU_TO_BMD_SLOPE, intercept=ovf.HU_TO_BMD_INTERCEPT)
+    agree = study.vbmd_agreement(dens, c.cases)
+    assert agree.pearson_r.iat[0] > 0.9 and abs(agree.mean_difference.iat[0]) < 15
+    # radscore of per-patient mean features == mean of the four vertebrae's radscores
+    feats = pd.DataFrame(rng_features(voi), index=voi.index)
+    feats.insert(0, "patient_id", voi.patient_id.to_numpy())
+    table = study.patient_features(feats, voi)
+    y = c.cases.set_index("patient_id").outcome.reindex(table.index)
+    rs = study.CompartmentRadscore("cancellous", k=3, cv=3, random_state=0).fit(table, y)
+    per_v = study.vertebra_radscores(rs, feats, voi).groupby("patient_id").radscore.mean()
+    np.testing.assert_allclose(per_v.reindex(table.index), rs.transform(table).iloc[:, 0], rtol=1e-10)
+    assert study.radscore_formula(rs).startswith("Radscore_cancellous = ")
+
+
+def rng_features(voi):
+    g = np.random.default_rng(0)
+    return {f"original_firstorder_F{i}": g.normal(size=len(voi)) + (voi.n_voxels.to_numpy() / 1e4) * i
+            for i in range(6)}

@@ -1,0 +1,857 @@
+"""Classifiers, radscores and leakage-free evaluation (patient split, CV, nested CV, permutations).
+
+- The eight classifiers of seed 001 (``LR, SVM, KNN, RandomForest, ExtraTrees, XGBoost, LightGBM,
+  MLP``) with small default grids tuned by inner stratified 5-fold CV AUC
+  (:func:`make_classifier`, :func:`param_grid`, :func:`tune`, :func:`fit_classifiers`,
+  :func:`predict_scores`).
+- Radscores: the papers' "Radscore = intercept + coefficient × feature ..." from a fitted linear
+  model (:func:`radscore_coefficients`, :func:`radscore_formula`, :func:`radscore`) and the
+  per-patient mean over vertebrae (:func:`aggregate_by_patient`).
+- Evaluation that refits the *whole* pipeline (selection included) wherever labels are used:
+  :func:`split_by_patient`, :func:`cv_predict`, :func:`nested_cv`, :func:`permutation_test`.
+- :func:`make_radiomics_pipeline` builds ``scaler → filters → selector → classifier`` in one call.
+
+References
+----------
+- Ojala M, Garriga GC. Permutation tests for studying classifier performance. JMLR 2010.
+- Varma S, Simon R. Bias in error estimation when using cross-validation for model selection.
+  BMC Bioinformatics 2006 (nested CV).
+- Ambroise C, McLachlan GJ. Selection bias in gene extraction on the basis of microarray
+  gene-expression data. PNAS 2002 (selection outside CV inflates accuracy).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    train_test_split,
+)
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import SVC
+
+from vcfnb import selection as sel
+from vcfnb.selection import RNGLike, _random_state
+
+__all__ = [
+    "CLASSIFIERS",
+    "make_classifier",
+    "param_grid",
+    "tune",
+    "fit_classifiers",
+    "predict_scores",
+    "radscore_coefficients",
+    "radscore_formula",
+    "radscore",
+    "aggregate_by_patient",
+    "split_by_patient",
+    "cv_predict",
+    "NestedCVResult",
+    "nested_cv",
+    "PermutationResult",
+    "permutation_test",
+    "make_radiomics_pipeline",
+]
+
+CLASSIFIERS: tuple[str, ...] = (
+    "LR", "SVM", "KNN", "RandomForest", "ExtraTrees", "XGBoost", "LightGBM", "MLP",
+)
+_ALIASES = {name.lower(): name for name in CLASSIFIERS}
+
+
+def _canonical(name: str) -> str:
+    key = str(name).lower()
+    if key not in _ALIASES:
+        raise ValueError(f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    return _ALIASES[key]
+
+
+# --------------------------------------------------------------------------------------------
+# classifiers
+# --------------------------------------------------------------------------------------------
+def make_classifier(name: str, random_state: int | None = 0) -> BaseEstimator:
+    """An unfitted classifier of seed 001 with quiet, single-threaded, deterministic settings.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`CLASSIFIERS` (case-insensitive).
+    random_state : int, optional
+        Seed for the stochastic ones.
+
+    Returns
+    -------
+    estimator
+        Every one has ``predict_proba``. ``SVM`` is ``CalibratedClassifierCV(SVC(),
+        ensemble=False)`` (Platt scaling; scikit-learn's replacement for ``SVC(probability=True)``),
+        so its grid keys start with ``estimator__``.
+
+    Examples
+    --------
+    >>> make_classifier("ExtraTrees", random_state=0).n_jobs
+    1
+    """
+    name = _canonical(name)
+    rs = random_state
+    if name == "LR":
+        return LogisticRegression(C=1.0, max_iter=5000)
+    if name == "SVM":
+        return CalibratedClassifierCV(SVC(kernel="rbf", C=1.0, random_state=rs),
+                                      method="sigmoid", cv=5, ensemble=False)
+    if name == "KNN":
+        return KNeighborsClassifier(n_neighbors=5)
+    if name == "RandomForest":
+        return RandomForestClassifier(n_estimators=200, random_state=rs, n_jobs=1)
+    if name == "ExtraTrees":
+        return ExtraTreesClassifier(n_estimators=200, random_state=rs, n_jobs=1)
+    if name == "XGBoost":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(n_estimators=100, max_depth=3, learning_rate=0.1, subsample=1.0,
+                             random_state=rs, n_jobs=1, verbosity=0, eval_metric="logloss",
+                             tree_method="exact")
+    if name == "LightGBM":
+        from lightgbm import LGBMClassifier
+
+        return LGBMClassifier(n_estimators=100, num_leaves=7, learning_rate=0.1,
+                              min_child_samples=5, random_state=rs, n_jobs=1, verbose=-1,
+                              deterministic=True, force_col_wise=True)
+    return MLPClassifier(hidden_layer_sizes=(32,), alpha=1e-3, max_iter=2000, random_state=rs)
+
+
+_GRIDS: dict[str, dict[str, list]] = {
+    "LR": {"C": [0.01, 0.1, 1.0, 10.0]},
+    "SVM": {"estimator__C": [0.1, 1.0, 10.0], "estimator__kernel": ["linear", "rbf"]},
+    "KNN": {"n_neighbors": [3, 5, 9, 15], "weights": ["uniform", "distance"]},
+    "RandomForest": {"max_depth": [3, None], "min_samples_leaf": [1, 5]},
+    "ExtraTrees": {"max_depth": [3, None], "min_samples_leaf": [1, 5]},
+    "XGBoost": {"max_depth": [2, 4], "learning_rate": [0.05, 0.2]},
+    "LightGBM": {"num_leaves": [3, 7], "learning_rate": [0.05, 0.2]},
+    "MLP": {"hidden_layer_sizes": [(16,), (64,)], "alpha": [1e-3, 1e-1]},
+}
+
+
+def param_grid(name: str, prefix: str = "") -> dict[str, list]:
+    """The small default grid of classifier ``name`` (keys prefixed, e.g. ``"clf__"``).
+
+    Examples
+    --------
+    >>> param_grid("LR", prefix="lr__")
+    {'lr__C': [0.01, 0.1, 1.0, 10.0]}
+    """
+    return {prefix + k: list(v) for k, v in _GRIDS[_canonical(name)].items()}
+
+
+def _quiet():
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    warnings.filterwarnings("ignore", message=".*X does not have valid feature names.*")
+    return ctx
+
+
+def tune(name: str, X: Any, y: Any, *, cv: int = 5, rng: RNGLike = None,
+         grid: Mapping[str, Sequence] | None = None, scoring: str = "roc_auc",
+         n_jobs: int = 1) -> BaseEstimator:
+    """Tune classifier ``name`` by grid search with stratified ``cv``-fold CV; refit on all rows.
+
+    Parameters
+    ----------
+    name : str
+        Classifier name (see :data:`CLASSIFIERS`).
+    X, y : training rows and binary labels.
+    cv : int
+        Inner stratified folds (shuffled, seeded from ``rng``).
+    rng : int, Generator or None
+        Seeds the folds and the classifier.
+    grid : mapping, optional
+        Overrides :func:`param_grid`.
+    scoring : str
+    n_jobs : int
+
+    Returns
+    -------
+    estimator
+        ``GridSearchCV.best_estimator_`` fitted on all of ``X, y`` (the chosen settings are in
+        its ``get_params()``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> tune("LR", X, y, rng=0).C in (0.01, 0.1, 1.0, 10.0)
+    True
+    """
+    rs = _random_state(rng)
+    est = make_classifier(name, random_state=rs)
+    search = GridSearchCV(est, dict(grid) if grid is not None else param_grid(name),
+                          scoring=scoring, cv=StratifiedKFold(cv, shuffle=True, random_state=rs),
+                          n_jobs=n_jobs, refit=True, error_score="raise")
+    ctx = _quiet()
+    try:
+        search.fit(X, np.asarray(y))
+    finally:
+        ctx.__exit__(None, None, None)
+    return search.best_estimator_
+
+
+def fit_classifiers(X_train: Any, y_train: Any, names: Sequence[str] | None = None, *,
+                    cv: int = 5, rng: RNGLike = None,
+                    grids: Mapping[str, Mapping[str, Sequence]] | None = None,
+                    tuned: bool = True, n_jobs: int = 1) -> dict[str, BaseEstimator]:
+    """Fit several classifiers on the training rows (each tuned by inner CV unless ``tuned=False``).
+
+    Returns a dict ``name → fitted estimator`` in the order of ``names`` (default: all eight).
+    Every classifier gets the same int seed derived from ``rng``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> sorted(fit_classifiers(X, y, ["LR", "KNN"], rng=0))
+    ['KNN', 'LR']
+    """
+    names = list(CLASSIFIERS if names is None else names)
+    rs = _random_state(rng)
+    out: dict[str, BaseEstimator] = {}
+    for name in names:
+        if tuned:
+            grid = None if grids is None else grids.get(name)
+            out[name] = tune(name, X_train, y_train, cv=cv, rng=rs, grid=grid, n_jobs=n_jobs)
+        else:
+            ctx = _quiet()
+            try:
+                out[name] = make_classifier(name, random_state=rs).fit(X_train, np.asarray(y_train))
+            finally:
+                ctx.__exit__(None, None, None)
+    return out
+
+
+def _positive_score(est: Any, X: Any) -> np.ndarray:
+    if hasattr(est, "predict_proba"):
+        return np.asarray(est.predict_proba(X))[:, 1]
+    return np.asarray(est.decision_function(X)).ravel()
+
+
+def predict_scores(models: Mapping[str, Any], X: Any) -> pd.DataFrame:
+    """Positive-class probability (or decision value) of every model: one column per model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(40, 2)); y = (X[:, 0] > 0).astype(int)
+    >>> predict_scores({"LR": make_classifier("LR").fit(X, y)}, X).shape
+    (40, 1)
+    """
+    index = X.index if isinstance(X, pd.DataFrame) else None
+    ctx = _quiet()
+    try:
+        cols = {name: _positive_score(m, X) for name, m in models.items()}
+    finally:
+        ctx.__exit__(None, None, None)
+    return pd.DataFrame(cols, index=index)
+
+
+# --------------------------------------------------------------------------------------------
+# radscore
+# --------------------------------------------------------------------------------------------
+def _linear_terms(model: Any, feature_names: Sequence[str] | None) -> tuple[float, pd.Series]:
+    """(intercept, coefficient Series) of a linear model, LassoSelector or pipeline."""
+    if isinstance(model, sel.LassoSelector):
+        return float(model.intercept_), model.coef_.astype(float).copy()
+    names = None if feature_names is None else [str(f) for f in feature_names]
+    if hasattr(model, "steps"):  # a Pipeline: last step linear, names from the steps before it
+        head, last = model[:-1], model[-1]
+        if names is None:
+            try:
+                names = [str(f) for f in head.get_feature_names_out()]
+            except Exception:  # noqa: BLE001 - fall back to the last step's own names
+                names = None
+        model = last
+    if isinstance(model, sel.LassoSelector):
+        return float(model.intercept_), model.coef_.astype(float).copy()
+    if not hasattr(model, "coef_") or not hasattr(model, "intercept_"):
+        raise TypeError(
+            f"{type(model).__name__} is not a fitted linear model (needs coef_ and intercept_)"
+        )
+    coef = np.asarray(model.coef_, dtype=float)
+    if coef.ndim == 2 and coef.shape[0] != 1:
+        raise ValueError("radscore needs a binary linear model (one row of coefficients)")
+    coef = coef.ravel()
+    if names is None:
+        names = [str(f) for f in getattr(model, "feature_names_in_", [])] or [
+            f"x{i}" for i in range(coef.size)]
+    if len(names) != coef.size:
+        raise ValueError(f"{len(names)} feature names for {coef.size} coefficients")
+    intercept = float(np.ravel(model.intercept_)[0]) if np.size(model.intercept_) else 0.0
+    return intercept, pd.Series(coef, index=pd.Index(names, name="feature"), name="coef")
+
+
+def radscore_coefficients(model: Any, feature_names: Sequence[str] | None = None, *,
+                          scaler: Any = None, drop_zero: bool = True) -> pd.DataFrame:
+    """Intercept and coefficients of a fitted linear radscore model as a table.
+
+    Parameters
+    ----------
+    model : fitted linear model
+        A ``LogisticRegression`` (or any estimator with ``coef_``/``intercept_``), a fitted
+        :class:`vcfnb.selection.LassoSelector` (the papers' LASSO radscore), or a ``Pipeline``
+        ending in one (names from the preceding steps' ``get_feature_names_out``).
+    feature_names : sequence of str, optional
+        Names of the model's inputs when the model does not carry them.
+    scaler : fitted StandardScaler or MaxAbsScaler, optional
+        When given, coefficients are back-transformed to the raw (unscaled) feature units:
+        ``b_raw = b / scale`` and ``intercept_raw = intercept - Σ b·mean/scale``. The scaler must
+        have been fitted on a DataFrame containing the model's features.
+    drop_zero : bool
+        Leave out zero coefficients.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``term, coefficient``; the first row is ``(Intercept)``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> X = pd.DataFrame({"a": [0, 1, 2, 3, 4, 5.0], "b": [1, 0, 1, 0, 1, 1.0]})
+    >>> m = LogisticRegression().fit(X, [0, 0, 1, 0, 1, 1])
+    >>> radscore_coefficients(m)["term"].tolist()
+    ['(Intercept)', 'a', 'b']
+    """
+    intercept, coef = _linear_terms(model, feature_names)
+    if scaler is not None:
+        names_in = [str(f) for f in getattr(scaler, "feature_names_in_", [])]
+        if not names_in:
+            raise ValueError(
+                "scaler must be fitted on a DataFrame so features can be matched by name")
+        pos = pd.Index(names_in)
+        missing = [f for f in coef.index if f not in pos]
+        if missing:
+            raise ValueError(f"features not seen by the scaler: {missing[:10]}")
+        idx = pos.get_indexer(coef.index)
+        scale = np.asarray(getattr(scaler, "scale_", None) if hasattr(scaler, "scale_")
+                           else scaler.max_abs_, dtype=float)[idx]
+        scale = np.where(scale == 0, 1.0, scale)
+        mean = getattr(scaler, "mean_", None)
+        mean = np.zeros(idx.size) if mean is None else np.asarray(mean, dtype=float)[idx]
+        raw = coef.to_numpy() / scale
+        intercept = intercept - float(np.sum(raw * mean))
+        coef = pd.Series(raw, index=coef.index, name="coef")
+    if drop_zero:
+        coef = coef[coef != 0]
+    return pd.DataFrame({
+        "term": ["(Intercept)", *[str(t) for t in coef.index]],
+        "coefficient": [intercept, *coef.to_numpy()],
+    })
+
+
+def radscore_formula(model: Any, feature_names: Sequence[str] | None = None, *,
+                     scaler: Any = None, name: str = "Radscore", digits: int = 3) -> str:
+    """The printed radscore formula, e.g. ``"Radscore = 0.123 + 0.456 × a − 0.789 × b"``.
+
+    Same inputs as :func:`radscore_coefficients`; terms in the model's feature order, minus signs
+    as "−", coefficients rounded to ``digits``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"a": [0, 1, 2, 3, 4, 5.0], "b": [1, 0, 1, 0, 1, 1.0]})
+    >>> m = LogisticRegression().fit(X, [0, 0, 1, 0, 1, 1])
+    >>> radscore_formula(m).startswith("Radscore = ")
+    True
+    """
+    table = radscore_coefficients(model, feature_names, scaler=scaler)
+    b0 = float(table["coefficient"].iloc[0])
+    parts = [f"{name} = {b0:.{digits}f}".replace("-", "−")]
+    for term, b in zip(table["term"].iloc[1:], table["coefficient"].iloc[1:]):
+        sign = "−" if b < 0 else "+"
+        parts.append(f"{sign} {abs(b):.{digits}f} × {term}")
+    return " ".join(parts)
+
+
+def radscore(model: Any, X: Any, *, name: str = "radscore") -> pd.Series:
+    """The radscore (linear predictor, log-odds scale) of every row of ``X``.
+
+    ``model`` as in :func:`radscore_coefficients`; a LassoSelector uses its selected columns of
+    ``X`` (a DataFrame with those names), other models their ``decision_function``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"a": [0, 1, 2, 3, 4, 5.0]})
+    >>> m = LogisticRegression().fit(X, [0, 0, 1, 0, 1, 1])
+    >>> expected = m.intercept_[0] + m.coef_[0, 0] * X["a"]
+    >>> bool(np.allclose(radscore(m, X), expected))
+    True
+    """
+    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(X))
+    if isinstance(model, sel.LassoSelector):
+        if not isinstance(X, pd.DataFrame):
+            X = pd.DataFrame(np.asarray(X), columns=sel._check_feature_names_in(model, None))
+        cols = list(model.coef_.index)
+        values = model.intercept_ + X.loc[:, cols].to_numpy(dtype=float) @ model.coef_.to_numpy()
+    else:
+        last = model[-1] if hasattr(model, "steps") else model
+        if isinstance(last, sel.LassoSelector):
+            Xt = model[:-1].transform(X) if hasattr(model, "steps") else X
+            return radscore(last, Xt, name=name).set_axis(index)
+        values = np.asarray(model.decision_function(X), dtype=float).ravel()
+    return pd.Series(values, index=index, name=name)
+
+
+def aggregate_by_patient(scores: Any, patient_ids: Any, how: str | Callable = "mean") -> pd.Series:
+    """Combine ROI-level scores into one per patient (seeds 002/003: mean over vertebrae).
+
+    Parameters
+    ----------
+    scores : array-like or Series
+        One score per ROI row.
+    patient_ids : array-like
+        Patient of each row (positional, same length).
+    how : {"mean", "median", "max", "min"} or callable
+        Aggregation.
+
+    Returns
+    -------
+    Series
+        Indexed by ``patient_id`` (sorted), named like ``scores``.
+
+    Examples
+    --------
+    >>> aggregate_by_patient([1.0, 3.0, 5.0], ["p1", "p1", "p2"]).tolist()
+    [2.0, 5.0]
+    """
+    values = np.asarray(scores, dtype=float).ravel()
+    ids = np.asarray(patient_ids).ravel()
+    if values.size != ids.size:
+        raise ValueError(f"{values.size} scores but {ids.size} patient ids")
+    name = scores.name if isinstance(scores, pd.Series) else "score"
+    out = pd.Series(values).groupby(pd.Series(ids, name="patient_id")).agg(how)
+    out.name = name
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def _patient_labels(table: pd.DataFrame, label: str, patient_col: str) -> pd.Series:
+    if patient_col in table.columns:
+        ids = table[patient_col]
+    elif table.index.name == patient_col:
+        ids = table.index.to_series()
+    else:
+        raise KeyError(f"no column or index named {patient_col!r}")
+    if label not in table.columns:
+        raise KeyError(f"label column {label!r} not in table")
+    per = pd.DataFrame({"pid": ids.to_numpy(), "y": table[label].to_numpy()})
+    n_lab = per.groupby("pid")["y"].nunique()
+    bad = n_lab[n_lab > 1].index.tolist()
+    if bad:
+        raise ValueError(f"label {label!r} differs between rows of patient(s) {bad[:10]}")
+    return per.groupby("pid", sort=True)["y"].first()
+
+
+def split_by_patient(table: pd.DataFrame, label: str = "outcome", *, test_size: float = 0.3,
+                     rng: RNGLike = None, patient_col: str = "patient_id"
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified train/test split by patient: all rows of a patient land on the same side.
+
+    Patients (one label each) are split with ``train_test_split(stratify=label,
+    test_size=test_size, random_state=...)``; with ``rng`` an int that int is the random_state,
+    so on a one-row-per-patient ``cases`` table this is exactly STUDIES.md's "7:3 stratified
+    split". Works on ``cases`` (one row per patient) and ``rois`` (several rows per patient).
+
+    Returns
+    -------
+    (train, test) : tuple of DataFrame
+        Row subsets of ``table`` in its original order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rois = pd.DataFrame({"patient_id": [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6],
+    ...                      "outcome": [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]})
+    >>> train, test = split_by_patient(rois, test_size=1/3, rng=0)
+    >>> set(train.patient_id) & set(test.patient_id)
+    set()
+    """
+    per = _patient_labels(table, label, patient_col)
+    train_ids, test_ids = train_test_split(
+        per.index.to_numpy(), test_size=test_size, stratify=per.to_numpy(),
+        random_state=_random_state(rng))
+    ids = table[patient_col] if patient_col in table.columns else table.index.to_series()
+    in_test = ids.isin(set(test_ids)).to_numpy()
+    return table.loc[~in_test], table.loc[in_test]
+
+
+def _fresh(estimator: Any) -> Any:
+    """A fresh unfitted copy: clone an estimator, or call a zero-argument factory."""
+    if isinstance(estimator, BaseEstimator) or hasattr(estimator, "get_params"):
+        return clone(estimator)
+    if callable(estimator):
+        return estimator()
+    raise TypeError("expected an estimator or a zero-argument factory returning one")
+
+
+def _splitter(cv: Any, rs: int, groups: Any):
+    if not isinstance(cv, int):
+        return cv
+    if groups is not None:
+        return StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=rs)
+    return StratifiedKFold(n_splits=cv, shuffle=True, random_state=rs)
+
+
+def _take(X: Any, idx: np.ndarray) -> Any:
+    return X.iloc[idx] if isinstance(X, (pd.DataFrame, pd.Series)) else np.asarray(X)[idx]
+
+
+def _fit_score_fold(estimator, X, y, train, test):
+    est = _fresh(estimator)
+    ctx = _quiet()
+    try:
+        est.fit(_take(X, train), y[train])
+        return _positive_score(est, _take(X, test))
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def cv_predict(estimator: Any, X: Any, y: Any, *, cv: Any = 10, rng: RNGLike = None,
+               groups: Any = None, n_jobs: int = 1) -> pd.DataFrame:
+    """Out-of-fold scores: the whole ``estimator`` (pipeline) is refitted in every fold.
+
+    Parameters
+    ----------
+    estimator : estimator, Pipeline, or zero-argument factory
+        Cloned (or built) afresh for each fold.
+    X, y : rows and binary labels.
+    cv : int or CV splitter
+        An int gives shuffled ``StratifiedKFold`` (``StratifiedGroupKFold`` with ``groups``)
+        seeded from ``rng``.
+    groups : array-like, optional
+        Patient of each row; rows of one patient stay in the same fold.
+    n_jobs : int
+        Folds in parallel.
+
+    Returns
+    -------
+    DataFrame
+        Index = rows of ``X``; columns ``y_true, score, fold``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(50, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> cv_predict(make_classifier("LR"), X, y, cv=5, rng=0).columns.tolist()
+    ['y_true', 'score', 'fold']
+    """
+    y_arr = np.asarray(y).ravel()
+    y01 = sel._binary_labels(y_arr)
+    rs = _random_state(rng)
+    splitter = _splitter(cv, rs, groups)
+    splits = list(splitter.split(np.zeros((y01.size, 1)), y01, groups))
+    scores = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_score_fold)(estimator, X, y_arr, tr, te) for tr, te in splits)
+    score = np.full(y01.size, np.nan)
+    fold = np.full(y01.size, -1)
+    for k, ((_, te), s) in enumerate(zip(splits, scores)):
+        score[te] = s
+        fold[te] = k
+    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(y01.size)
+    return pd.DataFrame({"y_true": y01, "score": score, "fold": fold}, index=index)
+
+
+@dataclass
+class NestedCVResult:
+    """Result of :func:`nested_cv`.
+
+    Attributes
+    ----------
+    predictions : DataFrame
+        Out-of-fold ``y_true, score, fold`` (outer folds).
+    folds : DataFrame
+        One row per outer fold: ``fold, auc, best_params, inner_score``.
+    auc : float
+        AUC of the pooled out-of-fold scores.
+    """
+
+    predictions: pd.DataFrame
+    folds: pd.DataFrame
+    auc: float
+
+
+def nested_cv(estimator: Any, grid: Mapping[str, Sequence], X: Any, y: Any, *, outer_cv: int = 5,
+              inner_cv: int = 5, rng: RNGLike = None, groups: Any = None,
+              scoring: str = "roc_auc", n_jobs: int = 1) -> NestedCVResult:
+    """Nested CV: hyper-parameters tuned by inner CV inside every outer training fold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> res = nested_cv(make_classifier("LR"), {"C": [0.1, 1.0]}, X, y,
+    ...                 outer_cv=3, inner_cv=3, rng=0)
+    >>> len(res.folds)
+    3
+    """
+    y_arr = np.asarray(y).ravel()
+    y01 = sel._binary_labels(y_arr)
+    rs = _random_state(rng)
+    splits = list(_splitter(outer_cv, rs, groups).split(np.zeros((y01.size, 1)), y01, groups))
+
+    def one(k, train, test):
+        inner = _splitter(inner_cv, rs + k + 1, groups)
+        search = GridSearchCV(_fresh(estimator), dict(grid), scoring=scoring, cv=inner, refit=True)
+        ctx = _quiet()
+        try:
+            g = None if groups is None else np.asarray(groups)[train]
+            search.fit(_take(X, train), y_arr[train], groups=g)
+            s = _positive_score(search.best_estimator_, _take(X, test))
+        finally:
+            ctx.__exit__(None, None, None)
+        return s, search.best_params_, float(search.best_score_)
+
+    results = Parallel(n_jobs=n_jobs)(delayed(one)(k, tr, te) for k, (tr, te) in enumerate(splits))
+    score = np.full(y01.size, np.nan)
+    fold = np.full(y01.size, -1)
+    rows = []
+    for k, ((_, te), (s, params, inner)) in enumerate(zip(splits, results)):
+        score[te] = s
+        fold[te] = k
+        auc = roc_auc_score(y01[te], s) if np.unique(y01[te]).size == 2 else np.nan
+        rows.append({"fold": k, "auc": auc, "best_params": params, "inner_score": inner})
+    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(y01.size)
+    pred = pd.DataFrame({"y_true": y01, "score": score, "fold": fold}, index=index)
+    return NestedCVResult(pred, pd.DataFrame(rows), float(roc_auc_score(y01, score)))
+
+
+@dataclass
+class PermutationResult:
+    """Result of :func:`permutation_test`.
+
+    Attributes
+    ----------
+    observed_auc : float
+        AUC of the pipeline on the real labels.
+    null_auc : ndarray
+        AUC of each run on permuted training labels.
+    p_value : float
+        ``(1 + #{null >= observed}) / (1 + n_permutations)``.
+    design : str
+        ``"train_test"``, ``"cv"`` or ``"custom"``.
+    """
+
+    observed_auc: float
+    null_auc: np.ndarray = field(repr=False)
+    p_value: float
+    design: str
+
+    @property
+    def n_permutations(self) -> int:
+        return int(self.null_auc.size)
+
+    def summary(self) -> pd.DataFrame:
+        """One-row table: ``design, observed_auc, null_mean, null_sd, null_q95, n_permutations,
+        p_value``."""
+        null = self.null_auc
+        return pd.DataFrame([{
+            "design": self.design, "observed_auc": self.observed_auc,
+            "null_mean": float(np.mean(null)), "null_sd": float(np.std(null, ddof=1)),
+            "null_q95": float(np.quantile(null, 0.95)),
+            "n_permutations": self.n_permutations, "p_value": self.p_value,
+        }])
+
+
+def _permuted(y: np.ndarray, groups: Any, gen: np.random.Generator) -> np.ndarray:
+    """Shuffle labels; with groups, shuffle patient labels and give each row its patient's."""
+    if groups is None:
+        return gen.permutation(y)
+    g = np.asarray(groups).ravel()
+    uniq, inv = np.unique(g, return_inverse=True)
+    per = np.empty(uniq.size, dtype=y.dtype)
+    per[inv] = y  # labels are constant within a patient (checked by the caller)
+    return gen.permutation(per)[inv]
+
+
+def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_test: Any = None,
+                     cv: Any = 10, evaluate: Callable[[Any, Any, Any], float] | None = None,
+                     n_permutations: int = 100, rng: RNGLike = None, groups: Any = None,
+                     n_jobs: int = 1) -> PermutationResult:
+    """Whole-pipeline label-permutation test.
+
+    The complete ``estimator`` (scaling, filters, selection and classifier — a Pipeline, or a
+    zero-argument factory returning one) is refitted on shuffled training labels
+    ``n_permutations`` times. A pipeline that leaks (e.g. selection fitted on all rows) shows a
+    null distribution centred above 0.5.
+
+    Designs:
+
+    - **train/test** (``X_test``, ``y_test`` given): fit on ``X`` with (shuffled) ``y``, AUC on the
+      untouched test rows;
+    - **CV** (default): AUC of pooled out-of-fold scores of :func:`cv_predict` on (shuffled) ``y``
+      (same fold seed for every run);
+    - **custom**: ``evaluate(fresh_estimator, X, y_labels) -> float`` does everything.
+
+    Parameters
+    ----------
+    groups : array-like, optional
+        Patient of each training row: labels are shuffled between patients and, in the CV design,
+        folds keep patients together.
+    n_jobs : int
+        Permutations in parallel (results do not depend on it).
+
+    Returns
+    -------
+    PermutationResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(60, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> res = permutation_test(make_classifier("LR"), X, y, cv=3, n_permutations=9, rng=0)
+    >>> res.p_value
+    0.1
+    """
+    y_arr = np.asarray(y).ravel()
+    y01 = sel._binary_labels(y_arr)
+    if groups is not None:
+        _patient_labels(pd.DataFrame({"patient_id": np.asarray(groups).ravel(), "y": y01}),
+                        "y", "patient_id")
+    gen = np.random.default_rng(rng)
+    cv_seed = int(gen.integers(0, 2**31 - 1))
+    perm_seeds = gen.spawn(int(n_permutations)) if hasattr(gen, "spawn") else [
+        np.random.default_rng(s) for s in gen.integers(0, 2**31 - 1, int(n_permutations))]
+
+    if evaluate is not None:
+        design = "custom"
+
+        def run(labels):
+            return float(evaluate(_fresh(estimator), X, labels))
+    elif X_test is not None:
+        if y_test is None:
+            raise ValueError("X_test given without y_test")
+        design = "train_test"
+        yt = sel._binary_labels(y_test)
+
+        def run(labels):
+            est = _fresh(estimator)
+            ctx = _quiet()
+            try:
+                est.fit(X, labels)
+                return float(roc_auc_score(yt, _positive_score(est, X_test)))
+            finally:
+                ctx.__exit__(None, None, None)
+    else:
+        design = "cv"
+
+        def run(labels):
+            pred = cv_predict(estimator, X, labels, cv=cv, rng=cv_seed, groups=groups)
+            return float(roc_auc_score(pred["y_true"], pred["score"]))
+
+    observed = run(y01)
+    null = np.array(Parallel(n_jobs=n_jobs)(
+        delayed(run)(_permuted(y01, groups, g)) for g in perm_seeds))
+    p = (1.0 + np.sum(null >= observed)) / (1.0 + null.size)
+    return PermutationResult(float(observed), null, float(p), design)
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline builder
+# --------------------------------------------------------------------------------------------
+_STEP_FACTORIES: dict[str, Callable[..., Any]] = {
+    "oversample": sel.RandomOverSampler,
+    "zscore": sel.StandardScaler,
+    "standard": sel.StandardScaler,
+    "maxabs": sel.MaxAbsScaler,
+    "univariate": sel.UnivariateFilter,
+    "correlation": sel.CorrelationFilter,
+    "mrmr": sel.MRMRSelector,
+    "lasso": sel.LassoSelector,
+    "rfe": sel.RFESelector,
+    "sfs": sel.SFSSelector,
+}
+
+
+def make_radiomics_pipeline(steps: Sequence[Any], *, rng: RNGLike = None) -> sel.Pipeline:
+    """Build ``[oversample →] scaler → filters → selector → classifier`` as one pipeline.
+
+    Parameters
+    ----------
+    steps : sequence
+        Each item is a step name, a ``(name, params)`` tuple, or a ready estimator. Names:
+        ``oversample`` (imblearn ``RandomOverSampler``, fit time only), ``zscore``/``standard``,
+        ``maxabs``, ``univariate``, ``correlation``, ``mrmr``, ``lasso``, ``rfe``, ``sfs`` (the
+        :mod:`vcfnb.selection` classes) and the classifier names of :data:`CLASSIFIERS`.
+    rng : int, Generator or None
+        Every step with a ``random_state`` parameter not set in ``params`` gets an int drawn
+        from it (an int ``rng`` is used as is).
+
+    Returns
+    -------
+    imblearn.pipeline.Pipeline
+        An imbalanced-learn Pipeline (a scikit-learn Pipeline that also accepts samplers, which
+        act on training rows only), with ``set_output(transform="pandas")`` so feature names
+        flow through. Step names are the given names (lower case; repeats get ``_2``, ...).
+
+    Examples
+    --------
+    >>> pipe = make_radiomics_pipeline(
+    ...     ["zscore", ("univariate", {"alpha": 0.05}), ("lasso", {"cv": 5}), "LR"], rng=0)
+    >>> [name for name, _ in pipe.steps]
+    ['zscore', 'univariate', 'lasso', 'lr']
+    """
+    rs_gen = np.random.default_rng(rng)
+    fixed = _random_state(rng) if isinstance(rng, int) and not isinstance(rng, bool) else None
+    built: list[tuple[str, Any]] = []
+    seen: dict[str, int] = {}
+    for item in steps:
+        if isinstance(item, tuple):
+            key, params = item
+            params = dict(params)
+        else:
+            key, params = item, {}
+        rs = fixed if fixed is not None else int(rs_gen.integers(0, 2**31 - 1))
+        if isinstance(key, str):
+            low = key.lower()
+            if low in _STEP_FACTORIES:
+                est = _STEP_FACTORIES[low]()
+            elif low in _ALIASES:
+                est = make_classifier(low, random_state=rs)
+            else:
+                raise ValueError(
+                    f"unknown pipeline step {key!r}; choose from "
+                    f"{', '.join([*_STEP_FACTORIES, *CLASSIFIERS])}"
+                )
+            name = low
+        else:
+            est = clone(key)
+            name = type(key).__name__.lower()
+        if "random_state" in est.get_params(deep=False) and "random_state" not in params:
+            if est.get_params(deep=False)["random_state"] is None or isinstance(key, str):
+                params["random_state"] = rs
+        if params:
+            est.set_params(**params)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name}_{seen[name]}"
+        built.append((name, est))
+    pipe = sel.Pipeline(built)
+    pipe.set_output(transform="pandas")
+    return pipe

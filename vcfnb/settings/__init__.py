@@ -1,0 +1,1 @@
+"""Packaged pyradiomics settings files of the four studies (see ``vcfnb.features.packaged_settings``)."""
