@@ -14,11 +14,10 @@ Measured on 2026-11-22 (vcfnb 0.1.0, pyradiomics-bhklab 3.1.4):
   map's exactly (T12 23576, T11 9930), the centres of mass are unchanged in physical space
   and T11 lies 12.6 mm superior to T12; mean CT number inside the labels 267 HU (T12) and
   292 HU (T11) -- bone -- against -273 / -341 HU if the header were copied instead;
-- ``vcfnb.features.extract`` does NOT honour the ``resample_mask`` flag yet: with plain
-  settings both ROIs fail with pyradiomics' "Image/Mask geometry mismatch" (reported to the
-  lead; ``test_extract_honours_resample_mask_flag`` is a strict xfail that starts failing as
-  soon as it is fixed). With pyradiomics' own ``correctMask: True`` (nearest-neighbour
-  resampling of the mask onto the image grid in physical space) both vertebrae extract.
+- ``vcfnb.features.extract`` honours the ``resample_mask`` flag (nearest-neighbour resampling
+  of the mask onto the image grid in physical space, ``vcfnb.preprocess.resample_to_reference``)
+  so plain settings extract both vertebrae; pyradiomics' own ``correctMask: True`` does the same
+  resampling and is checked below too.
 """
 from __future__ import annotations
 
@@ -74,7 +73,10 @@ def label_map(totalseg):
     out = {}
     for roi, lab in LABELS.items():
         idx = np.argwhere(arr == lab)[:, ::-1].mean(0)        # (x, y, z) index centroid
+        zyx = np.argwhere(arr == lab)
+        lo, hi = zyx.min(0)[::-1], zyx.max(0)[::-1]
         out[roi] = {"count": int((arr == lab).sum()),
+                    "box": [*lo.tolist(), *(hi - lo + 1).tolist()],  # pyradiomics (x, y, z, sx, sy, sz)
                     "com": np.asarray(seg.TransformContinuousIndexToPhysicalPoint(idx.tolist()))}
     return out
 
@@ -122,17 +124,13 @@ def test_resample_mask_grid_accepts_and_flags(resampled, totalseg):
 
 @pytest.fixture(scope="module")
 def extracted(resampled, tmp_path_factory):
-    """Both vertebrae extracted with pyradiomics' nearest-neighbour mask resampling."""
+    """Both vertebrae extracted, the masks resampled onto the CT grid by vcfnb."""
     c = resampled
-    settings = {**SETTINGS, "setting": {**SETTINGS["setting"], "correctMask": True}}
-    feats = features.extract(c.rois, settings, n_jobs=1, progress=False,
+    feats = features.extract(c.rois, SETTINGS, n_jobs=1, progress=False,
                              cache_dir=tmp_path_factory.mktemp("dicom_cache"))
     return c, feats
 
 
-@pytest.mark.xfail(strict=True, reason="vcfnb.features.extract ignores the rois table's "
-                   "resample_mask flag (reported to the lead); pyradiomics then rejects the "
-                   "flipped label map with 'Image/Mask geometry mismatch'")
 def test_extract_honours_resample_mask_flag(resampled, tmp_path):
     feats = features.extract(resampled.rois, SETTINGS, n_jobs=1, progress=False, cache_dir=tmp_path)
     assert features.failures_table(feats).empty
@@ -146,9 +144,9 @@ def test_both_vertebrae_extracted_on_ct_grid(extracted, label_map):
     feats = feats.set_index("roi")
     for roi in LABELS:
         row = feats.loc[roi]
-        # the mask was resampled (pyradiomics' "corrected" mask) onto the CT grid
-        assert row["diagnostics_Mask-corrected_Size"] == "(512, 512, 20)"
-        n = float(row["diagnostics_Mask-corrected_VoxelNum"])
+        # the mask pyradiomics saw is already on the CT grid (resampled by vcfnb)
+        assert row["diagnostics_Mask-original_Size"] == "(512, 512, 20)"
+        n = float(row["diagnostics_Mask-original_VoxelNum"])
         assert n == pytest.approx(label_map[roi]["count"], rel=0.02)
         assert row["original_shape_VoxelVolume"] == pytest.approx(n * 0.9765625 ** 2 * 2.0)
         # bone, not the soft tissue/air a header copy would have put under the labels
@@ -161,14 +159,13 @@ def test_geometry_matches_the_nifti_label_map(extracted, label_map, totalseg):
     ct = io.read_image(totalseg[0])
     com = {}
     for roi in LABELS:
-        text = feats.loc[roi, "diagnostics_Mask-corrected_CenterOfMass"]
+        text = feats.loc[roi, "diagnostics_Mask-original_CenterOfMass"]
         com[roi] = np.array([float(v) for v in text.strip("()").split(",")])
         # physical centre of mass unchanged by the resampling (within a voxel)
         assert np.allclose(com[roi], label_map[roi]["com"], atol=1.0)
         # y axis flipped: the label map's row box maps to the mirrored rows of the CT
-        box0 = [int(v) for v in feats.loc[roi, "diagnostics_Mask-original_BoundingBox"]
-                .strip("()").split(",")]
-        box1 = [int(v) for v in feats.loc[roi, "diagnostics_Mask-corrected_BoundingBox"]
+        box0 = label_map[roi]["box"]
+        box1 = [int(v) for v in feats.loc[roi, "diagnostics_Mask-original_BoundingBox"]
                 .strip("()").split(",")]
         assert box1[0] == box0[0] and box1[2] == box0[2] and box1[3:] == box0[3:]
         assert box1[1] == ct.GetSize()[1] - (box0[1] + box0[4])

@@ -178,7 +178,7 @@ def test_roi_without_case(cohort_dir):
 
 
 @pytest.mark.parametrize("value,word", [(2, "must be 0 or 1"), ("yes", "not a number"),
-                                        (None, "missing")])
+                                        (None, "missing or not a number (empty)")])
 def test_outcome_not_binary(cohort_dir, value, word):
     _edit(cohort_dir, "cases.csv", lambda d: d.assign(
         outcome=[value if i == 2 else v for i, v in enumerate(d.outcome)]))

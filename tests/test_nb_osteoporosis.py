@@ -26,7 +26,8 @@ def null_run(tmp_path_factory):
         progress_bar=False,
         parameters={"synthetic_signal": 0.0, "seed": 11, "out_dir": str(out / "report"),
                     "cache_dir": str(out / "cache"), "n_permutations": 4,
-                    "reliability_patients": 6, "feature_classes": ["shape", "firstorder", "glcm", "glszm"]})
+                    "reliability_patients": 6,
+                    "feature_classes": ["shape", "firstorder", "glcm", "glszm"]})
     return out / "report"
 
 
@@ -51,7 +52,8 @@ def test_signal_zero_covers_chance(null_run):
 @pytest.mark.slow
 def test_report_files(null_run):
     tables = {p.stem for p in (null_run / "tables").glob("*.csv")}
-    for name in ("dxa_rule", "icc", "icc_summary", "table1_table4_baseline", "table2_training",
+    for name in ("dxa_rule", "icc", "icc_summary", "table1_baseline", "table4_external_baseline",
+                 "table2_training",
                  "table3_validation", "table5_external", "delong", "hosmer_lemeshow",
                  "external_harmonisation", "harmonisation_shift", "permutation_null",
                  "paper_vs_run", "provenance", "radscore_models"):

@@ -139,12 +139,36 @@ def test_signal_zero_has_no_class_effect(null):
     assert min(pvals.values()) > bonferroni, pvals
 
 
-def test_signal_one_has_class_effect(smoke):
-    data = _roi_stats(smoke)
+@pytest.fixture(scope="module")
+def strong(tmp_path_factory) -> Path:
+    # a 3x effect makes the image-level class difference detectable on 40 patients
+    return vc.synth.make_cohort("vcf", tmp_path_factory.mktemp("vcf3"), size="smoke", seed=5,
+                                signal=3.0, arms=["B"])
+
+
+def test_signal_scales_the_class_effect(strong):
+    data = _roi_stats(strong)
     p = {c: stats.mannwhitneyu(data.loc[data.outcome == 1, c], data.loc[data.outcome == 0, c]
-                               ).pvalue for c in ["mean", "p90", "cv"]}
+                               ).pvalue for c in ["mean", "p90", "cv", "sd"]}
     assert min(p.values()) < 0.001, p
     # the image shows the semantic features: diffuse signal change raises the ROI signal
     d = stats.mannwhitneyu(data.loc[data.diffuse_signal == 1, "mean"],
                            data.loc[data.diffuse_signal == 0, "mean"])
     assert d.pvalue < 0.01
+
+
+def test_signal_one_latents_and_prevalences_differ():
+    rng = np.random.default_rng(0)
+    for name in gen.EFFECTS:
+        x1 = [gen._latent(rng, name, 1, 1.0) for _ in range(400)]
+        x0 = [gen._latent(rng, name, 0, 1.0) for _ in range(400)]
+        assert stats.ttest_ind(x1, x0).pvalue < 1e-4, name
+        z1 = [gen._latent(rng, name, 1, 0.0) for _ in range(400)]
+        z0 = [gen._latent(rng, name, 0, 0.0) for _ in range(400)]
+        assert abs(np.mean(z1) - np.mean(z0)) < 0.3 * gen.EFFECTS[name][1], name
+    w = 85 / 234
+    draws = {y: pd.DataFrame([gen._clinical(rng, "B", y, 1.0, w) for _ in range(400)])
+             for y in (0, 1)}
+    assert draws[0].band_edema.mean() > draws[1].band_edema.mean() + 0.15
+    assert draws[1].paravertebral_mass.mean() > draws[0].paravertebral_mass.mean()
+    assert draws[1].age.mean() < draws[0].age.mean() - 3

@@ -663,18 +663,23 @@ def _run_unit(unit: dict) -> dict:
         state = _scan_state(unit, ex, per_roi)
         image = state["image"]
         rois: list[_Roi] = []
-        for pos, label, mask_path in unit["rois"]:
+        for pos, label, mask_path, resample in unit["rois"]:
             try:
-                mkey = _stamp(mask_path)
+                mkey = (_stamp(mask_path), resample)
             except OSError:
-                mkey = (mask_path,)
+                mkey = (mask_path, resample)
             prepared = state["rois"].get((mkey, int(label)))
             if prepared is None:
                 prepared = _Roi(int(pos), int(label), mask_path)
                 try:
                     if mkey not in state["masks"]:
                         try:
-                            state["masks"][mkey] = _mask_info(_read(mask_path))
+                            mask_img = _read(mask_path)
+                            if resample:
+                                from vcfnb.preprocess import resample_to_reference
+
+                                mask_img = resample_to_reference(mask_img, image)
+                            state["masks"][mkey] = _mask_info(mask_img)
                         except Exception as exc:  # noqa: BLE001
                             raise ValueError(f"cannot read mask {mask_path}: {_short(exc)}") \
                                 from None
@@ -734,12 +739,12 @@ def _run_unit(unit: dict) -> dict:
                         "error": f"image type {family}: {type(exc).__name__}: {_short(exc)}",
                         "deterministic": isinstance(exc, ValueError)})
     except _UnitError as exc:
-        for pos, _, _ in unit["rois"]:
+        for pos, *_ in unit["rois"]:
             for family, positions in unit["families"].items():
                 if pos in positions:
                     results[f"{pos}|{family}"] = {"error": str(exc), "deterministic": False}
     except Exception as exc:  # noqa: BLE001
-        for pos, _, _ in unit["rois"]:
+        for pos, *_ in unit["rois"]:
             for family, positions in unit["families"].items():
                 if pos in positions:
                     results.setdefault(f"{pos}|{family}", {
@@ -822,7 +827,7 @@ def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], s
             positions = sorted({p for n in chunk for p in fams[n]})
             units.append({
                 "image": image,
-                "rois": [(p, rows[p][0], rows[p][1]) for p in positions],
+                "rois": [(p, *rows[p]) for p in positions],
                 "families": {n: sorted(fams[n]) for n in chunk},
                 "settings": settings,
                 "cost": sum(cost[n] for n in chunk) * len(positions),
@@ -1038,14 +1043,17 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
         except (TypeError, ValueError):
             errors[pos]["*"] = f"label {lab!r} is not an integer"
             continue
-        rows[pos] = (label, mask)
+        # a mask on another grid of the same physical space (flagged by vcfnb.io.load_cohort
+        # with mask_grid="resample") is resampled onto the image grid, nearest neighbour
+        resample = bool(rois["resample_mask"].iloc[pos]) if "resample_mask" in rois else False
+        rows[pos] = (label, mask, resample)
         try:
             ih = file_digest(image)
         except OSError as exc:
             errors[pos]["*"] = f"unreadable file: image {image}: {exc.strerror or exc}"
             continue
         try:
-            mh = file_digest(mask)
+            mh = file_digest(mask) + (":resampled-to-image" if resample else "")
         except OSError as exc:
             errors[pos]["*"] = f"unreadable file: mask {mask}: {exc.strerror or exc}"
             continue

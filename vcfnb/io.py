@@ -159,7 +159,7 @@ def read_image_info(path: str | os.PathLike) -> ImageInfo:
     try:
         r.ReadImageInformation()
     except RuntimeError as exc:
-        raise ImageReadError(f"{p}: unreadable image header ({str(exc).strip()[-200:]})") from None
+        raise ImageReadError(f"{p}: unreadable image header ({_reason(exc)})") from None
     return ImageInfo(r.GetSize(), r.GetSpacing(), r.GetOrigin(), r.GetDirection())
 
 
@@ -173,6 +173,15 @@ def geometry_mismatch(a: ImageInfo, b: ImageInfo, tol: float = 1e-3) -> list[str
         if va.shape != vb.shape or not np.allclose(va, vb, atol=tol, rtol=0):
             out.append(f"{name} {_fmt(va)} vs {_fmt(vb)}")
     return out
+
+
+def _show(value) -> str:
+    """A cell value for a message: plain Python repr, 'empty' for NaN/None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "empty"
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
 
 
 def _fmt(values) -> str:
@@ -336,18 +345,18 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
             if pd.isna(v):
                 _problem(problems, f"cases.csv:{i + 1}", cases.patient_id.iat[i], "cases.csv",
                          f"outcome {outcome!r} is missing or not a number "
-                         f"({cases[outcome].iat[i]!r})")
+                         f"({_show(cases[outcome].iat[i])})")
                 bad_case[i] = True
             elif v not in (0, 1):
                 _problem(problems, f"cases.csv:{i + 1}", cases.patient_id.iat[i], "cases.csv",
-                         f"outcome {outcome!r} must be 0 or 1, got {cases[outcome].iat[i]!r}")
+                         f"outcome {outcome!r} must be 0 or 1, got {_show(cases[outcome].iat[i])}")
                 bad_case[i] = True
         cases[outcome] = y
     if "split" in cases:
         s = cases["split"].fillna("").astype(str).str.strip().str.lower()
         for i in np.flatnonzero(~s.isin(_SPLITS).to_numpy()):
             _problem(problems, f"cases.csv:{i + 1}", cases.patient_id.iat[i], "cases.csv",
-                     f"split must be train/test/external, got {cases['split'].iat[i]!r}")
+                     f"split must be train/test/external, got {_show(cases['split'].iat[i])}")
             bad_case[i] = True
         cases["split"] = s
     valid_cases = cases.loc[~bad_case].copy()
@@ -403,7 +412,8 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
             bad_roi[i] = True
             continue
         if pd.isna(labels.iat[i]) or labels.iat[i] != int(labels.iat[i]):
-            _problem(problems, where, pid, "rois.csv", f"label must be an integer, got {r.label!r}")
+            _problem(problems, where, pid, "rois.csv",
+                     f"label must be an integer, got {_show(r.label)}")
             bad_roi[i] = True
             continue
         label = int(labels.iat[i])
@@ -488,7 +498,10 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
 
 
 def _reason(exc: BaseException) -> str:
-    msg = str(exc)
+    """One readable line: SimpleITK's multi-line errors keep their last meaningful line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    msg = lines[-1] if lines else type(exc).__name__
+    msg = re.sub(r"^sitk::ERROR:\s*", "", msg)
     return re.sub(r"^\S+: ", "", msg)[:240]
 
 

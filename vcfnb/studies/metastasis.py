@@ -82,7 +82,7 @@ def radiomics_pipeline(*, n_splits: int = 10, n_repeats: int = 10, tol: float = 
         ("sfs", selection.SFSSelector(n_splits=n_splits, n_repeats=n_repeats, tol=tol,
                                       max_features=max_features, random_state=random_state,
                                       n_jobs=n_jobs)),
-        ("svm", SVC(kernel="rbf", probability=True, random_state=random_state)),
+        ("svm", SVC(kernel="rbf")),  # scores are decision values; its own call is > 0
     ])
 
 
@@ -172,7 +172,7 @@ def radiomics_cv(X: pd.DataFrame, y, *, cv_folds: int = 10, sfs_repeats: int = 1
     fitted = []
     for k, (tr, te) in enumerate(folds.split(X, y)):
         p = clone(pipe).fit(X.iloc[tr], y[tr])
-        score[te] = p.predict_proba(X.iloc[te])[:, 1]
+        score[te] = p.decision_function(X.iloc[te])
         fold_id[te] = k
         fitted.append(p)
     full = clone(pipe).fit(X, y)
@@ -182,17 +182,19 @@ def radiomics_cv(X: pd.DataFrame, y, *, cv_folds: int = 10, sfs_repeats: int = 1
                        full.named_steps["sfs"].history_)
 
 
-def cv_performance(predictions: dict, *, cutoff: float = 0.5, rng=None) -> pd.DataFrame:
+def cv_performance(predictions: dict, cutoffs: dict) -> pd.DataFrame:
     """Table 4: AUC (DeLong 95% CI) and sensitivity, specificity, PPV, NPV (with counts) and
-    accuracy of out-of-fold probabilities at ``cutoff`` (0.5: each fold model's own call)."""
+    accuracy of out-of-fold scores at each model's own decision rule (``cutoffs[name]``: 0 for
+    SVM decision values, 0.5 for logistic-regression probabilities)."""
     from vcfnb import stats
 
     rows = []
     for name, pred in predictions.items():
         auc = stats.roc_auc_ci(pred["y_true"], pred["score"])
-        bm = stats.binary_metrics(pred["y_true"], pred["score"], cutoff)
+        bm = stats.binary_metrics(pred["y_true"], pred["score"], cutoffs[name])
         row = {"model": name, "split": "cv", "n": int(auc.n), "auc": auc.auc,
-               "ci_low": auc.ci_low, "ci_high": auc.ci_high, "auc_p_value": auc.p_value}
+               "ci_low": auc.ci_low, "ci_high": auc.ci_high, "auc_p_value": auc.p_value,
+               "cutoff": cutoffs[name]}
         for m, v in bm.iterrows():
             row[m] = v.estimate
             row[f"{m}_count"] = v["count"]

@@ -1,4 +1,4 @@
-"""Study glue for seed 002 (``notebooks/osteoporosis_mri.ipynb``): abnormal bone mass from lumbar MRI.
+"""Study glue for seed 002 (``notebooks/osteoporosis_mri.ipynb``): bone mass from lumbar MRI.
 
 What is specific to this study and not generic enough for the toolbox modules:
 
@@ -25,7 +25,6 @@ NeuroImage 2018;167:104-120.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -44,10 +43,15 @@ from vcfnb.selection import LassoSelector
 
 __all__ = [
     "dxa_rule", "dxa_summary", "label_cases", "split_internal", "rois_for_extraction",
-    "reader_icc", "patient_features", "harmonise", "harmonise_external", "RadscoreModel", "fit_models",
+    "reader_icc", "patient_features", "harmonise",
+    "harmonise_external", "RadscoreModel", "fit_models",
     "performance_table", "external_with_harmonisation", "radscore_table", "calibration_tables",
     "permutation_test", "require_outcome", "lumbar_mri_cohort", "ensure_lumbar_cohort",
-    "perturbed_reader", "LEVELS", "SEQUENCE_PREFIX",
+    "perturbed_reader", "LEVELS", "SEQUENCE_PREFIX", "split_counts", "baseline_tables",
+    "extraction_settings", "extraction_summary", "icc_summary", "model_groups", "models_table",
+    "decision_curves", "delong_tables", "wilcoxon_by_split", "PermutationResult",
+    "record_permutation", "matrix_summary", "harmonisation_shift", "selected_features",
+    "roc_curves", "extra_numbers",
 ]
 
 LEVELS = ("L1", "L2", "L3", "L4")
@@ -397,7 +401,8 @@ def patient_features(features: pd.DataFrame, *, keep: pd.DataFrame | None = None
 # ---------------------------------------------------------------------------------------------
 # harmonisation
 # ---------------------------------------------------------------------------------------------
-def _eb_batch(z: np.ndarray, tol: float = 1e-4, max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def _eb_batch(z: np.ndarray, tol: float = 1e-4, max_iter: int = 200
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Parametric empirical-Bayes location/scale of one batch (ComBat, Johnson 2007)."""
     n = z.shape[0]
     g_hat = np.nanmean(z, axis=0)
@@ -620,8 +625,8 @@ def model_groups(columns: Sequence[str], prefix: Mapping[str, str] | None = None
 
 
 def fit_models(X: pd.DataFrame, cases: pd.DataFrame, *, outcome: str = "outcome",
-               lam: float | None = None, cv: int = 10, rule: str = "min",
-               random_state: int = 0) -> dict[str, RadscoreModel]:
+               lam: float | None = None, cv: int = 10, rule: str = "1se",
+               scoring: str = "deviance", random_state: int = 0) -> dict[str, RadscoreModel]:
     """Fit the three radscore models on the training rows (``cases.split == "train"``)."""
     c = cases.set_index("patient_id")
     train = c.index[c["split"] == "train"]
@@ -630,7 +635,7 @@ def fit_models(X: pd.DataFrame, cases: pd.DataFrame, *, outcome: str = "outcome"
     for name, cols in model_groups(list(X.columns)).items():
         if not cols:
             continue
-        models[name] = RadscoreModel(lam=lam, cv=cv, rule=rule,
+        models[name] = RadscoreModel(lam=lam, cv=cv, rule=rule, scoring=scoring,
                                      random_state=random_state).fit(X.loc[train, cols], y)
     return models
 

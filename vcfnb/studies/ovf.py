@@ -448,7 +448,7 @@ class CompartmentRadscore(TransformerMixin, BaseEstimator):
             ("lasso", selection.LassoSelector(cv=self.cv, rule=self.rule, lam=self.lam,
                                               random_state=self.random_state, min_features=1,
                                               solver=self.solver, lambda_min_ratio=0.01,
-                                              n_lambdas=40, tol=1e-4, max_iter=2000)),
+                                              n_lambdas=40, tol=1e-3, max_iter=2000)),
         ]).set_output(transform="pandas")
         self.pipeline_.fit(X[self.columns_], np.asarray(y))
         lasso = self.pipeline_.named_steps["lasso"]

@@ -67,7 +67,7 @@ TISSUE = {
 # scanner shift of the external centre: (gain, offset, contrast exponent, noise factor,
 # bias-field strength); the exponent changes tissue contrast, which intensity normalisation
 # (pyradiomics' normalize) cannot undo
-SCANNER_B = {"T1": (2.6, 40.0, 0.82, 2.2, 0.30), "T2": (0.35, -10.0, 1.18, 2.2, 0.30)}
+SCANNER_B = {"T1": (2.6, 40.0, 0.82, 1.8, 0.15), "T2": (0.35, -10.0, 1.18, 1.8, 0.15)}
 
 
 def _mix(pair: tuple, abnormal: bool, signal: float, weights: tuple[float, float]):
@@ -194,10 +194,10 @@ def generate(out: Path, *, size: str, seed: int, signal: float, request: dict,
                          "center": site, "scanner": "scanner B" if site == "B" else "scanner A"})
             # latent marrow state driven by the bone deficit (scaled by signal) and by age
             deficit = float(np.clip(-(t + 1.0), -2.5, 3.5))
-            ff0 = 0.40 + 0.002 * (case["age"] - 62.0) + signal * 0.028 * deficit \
+            ff0 = 0.40 + 0.002 * (case["age"] - 62.0) + signal * 0.032 * deficit \
                 + rng.normal(0, 0.045)
             ff = np.clip(ff0 + rng.normal(0, 0.02, 4), 0.12, 0.85)
-            rare0 = np.clip(0.5 + signal * 0.12 * deficit + rng.normal(0, 0.30), 0.0, 1.5)
+            rare0 = np.clip(0.5 + signal * 0.15 * deficit + rng.normal(0, 0.30), 0.0, 1.5)
             rare = np.clip(rare0 + rng.normal(0, 0.1, 4), 0.0, 1.5)
             centre_slice = int(SHAPE[0] // 2 + rng.choice([-1, 0, 0, 1]))
             ph = _phantom(rng, ff=ff, rarefaction=rare, height_cm=case["height_cm"],

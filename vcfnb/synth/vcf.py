@@ -93,13 +93,13 @@ TUMOUR_TYPES = (("metastasis", 0.843), ("myeloma", 0.0785), ("lymphoma", 0.0785)
 #: continuous image latents: (mean, SD, malignant-minus-benign shift at signal=1); the shift is
 #: applied as mean + signal * shift * (y - 0.5), so at signal 0 both classes share one law
 EFFECTS = {
-    "lesion_extent_logit": (-0.4, 1.0, 1.2),   # fraction of the body replaced by lesion
-    "lesion_contrast": (0.9, 0.35, 0.45),      # lesion brightness (x marrow signal)
-    "lesion_blob_mm": (3.0, 0.9, 1.2),         # correlation length of the lesion pattern
-    "heterogeneity": (0.25, 0.10, 0.12),       # intra-lesion signal variation
-    "texture_mm": (1.2, 0.35, 0.45),           # marrow texture correlation length
-    "posterior_bulge_mm": (1.2, 1.0, 1.6),     # convex posterior wall
-    "height_ratio": (0.76, 0.08, -0.06),       # mean remaining body height (collapse)
+    "lesion_extent_logit": (-0.4, 1.0, 0.55),  # fraction of the body replaced by lesion
+    "lesion_contrast": (0.9, 0.35, 0.2),       # lesion brightness (x marrow signal)
+    "lesion_blob_mm": (3.0, 0.9, 0.55),        # correlation length of the lesion pattern
+    "heterogeneity": (0.25, 0.10, 0.055),      # intra-lesion signal variation
+    "texture_mm": (1.2, 0.35, 0.2),            # marrow texture correlation length
+    "posterior_bulge_mm": (1.2, 1.0, 0.75),    # convex posterior wall
+    "height_ratio": (0.76, 0.08, -0.04),       # mean remaining body height (collapse)
 }
 
 

@@ -1,0 +1,63 @@
+"""The benchmark scripts in their reduced (``--quick``) mode: the comparisons they print are valid.
+
+Each script is run as ``make benchmark`` runs it (a subprocess with this interpreter) and must
+exit 0 -- which each one does only when its own correctness checks pass:
+
+* ``notebook_warm_cold.py``: the warm re-run of a smoke notebook extracts nothing (its
+  ``extract()`` call reports every ROI as a cache hit), writes no cache entry, and gives
+  byte-identical ``metrics.json`` and tables; the unchanged re-run is skipped;
+* ``dask_vs_local.py``: the local pool and a Dask ``LocalCluster`` give exactly equal feature
+  tables, also when the cluster is named only by ``VCFNB_DASK_SCHEDULER``;
+* ``roi_cost.py``: every timed image type gives features without failures.
+
+No speed is asserted (CI machines vary); only that the ratio lines are printed.
+``benchmarks/extract.py --quick`` is run by ``tests/test_features.py``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIO = re.compile(r"^ratio [^:]+: \d+\.\d+", re.MULTILINE)
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "VCFNB_DASK_SCHEDULER"}
+    env["MPLBACKEND"] = "Agg"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout
+    assert proc.returncode == 0, f"{script} exit {proc.returncode}\n{out[-4000:]}\n" \
+                                 f"{proc.stderr[-4000:]}"
+    assert "FAIL" not in out, out
+    return out
+
+
+@pytest.mark.slow
+def test_notebook_warm_cold_quick():
+    out = _run("notebook_warm_cold.py", "--quick")
+    assert len(RATIO.findall(out)) >= 2, out
+    assert "outputs byte-identical (metrics.json" in out and \
+        re.search(r"byte-identical \(metrics\.json \+ \d+ tables\): True", out), out
+    assert re.search(r"extract\(\) calls in run 3: (\d+) ROIs, \1 from cache, 0 extracted", out), \
+        out
+
+
+@pytest.mark.slow
+def test_dask_vs_local_quick():
+    out = _run("dask_vs_local.py", "--quick")
+    assert RATIO.search(out), out
+    assert "tables identical (assert_frame_equal, exact): True" in out, out
+
+
+@pytest.mark.slow
+def test_roi_cost_quick():
+    out = _run("roi_cost.py", "--quick")
+    assert RATIO.search(out), out
+    assert re.search(r"^shape\s+\d", out, re.MULTILINE), out
