@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                  cache_dir=Path(tmp) / "cache-local", progress=False)
         t_local = time.perf_counter() - t
         features.shutdown_workers()  # free the pool's memory before the cluster starts
+        entries = list((Path(tmp) / "cache-local").rglob("*.json"))
+        cache_bytes = sum(e.stat().st_size for e in entries)
 
         t = time.perf_counter()
         with LocalCluster(n_workers=args.n_workers, threads_per_worker=1, processes=True,
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"VCFNB_DASK_SCHEDULER run differs from the local one: {exc}")
     n_feat = local.shape[1] - len([c for c in features.ID_COLUMNS if c in local.columns])
     print(f"feature table: {len(local)} rows x {n_feat} features")
+    print(f"feature cache: {len(entries)} entries, {cache_bytes / 2**20:.1f} MiB "
+          f"({cache_bytes / len(rois) / 1024:.0f} KiB per ROI)")
     print(f"local process pool (n_jobs={args.n_workers}): {t_local:.1f} s "
           f"({t_local / len(rois):.3f} s per ROI)")
     print(f"Dask LocalCluster ({args.n_workers} workers x 1 thread): {t_dask:.1f} s "

@@ -204,7 +204,8 @@ def read_log(path: Path) -> list[dict]:
 
 
 def cell_times(executed: Path) -> list[tuple[str, float]]:
-    """(first line of the cell, seconds) for every code cell of a papermill-executed notebook."""
+    """(label, seconds) for every code cell of a papermill-executed notebook; the label is the
+    cell's ``features.extract`` line if it has one, else its first call."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
@@ -215,8 +216,12 @@ def cell_times(executed: Path) -> list[tuple[str, float]]:
         dur = cell.get("metadata", {}).get("papermill", {}).get("duration")
         if dur is None:
             continue
-        first = (cell.source.strip().splitlines() or [""])[0]
-        out.append((first[:70], float(dur)))
+        lines = [ln.strip() for ln in cell.source.strip().splitlines() if ln.strip()] or [""]
+        # label: the extraction call if the cell has one, else its first call, else line 1
+        label = next((ln for ln in lines if "features.extract" in ln),
+                     next((ln for ln in lines if "(" in ln and not ln.startswith("#")),
+                          lines[0]))
+        out.append((label[:70], float(dur)))
     return out
 
 
@@ -243,6 +248,23 @@ def breakdown(reports: Path, top: int = 5) -> int:
     return 0
 
 
+def _dask_run(root: Path, study: str, pname: str, env: dict, log: Path, cache: Path):
+    """Run 4: the notebook with ``VCFNB_DASK_SCHEDULER`` pointing at a LocalCluster and an empty
+    feature cache (the local run's cache is moved aside). Returns (record, outputs, tasks)."""
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    if cache.is_dir():
+        cache.rename(cache.with_name(cache.name + "-local"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        env4 = dict(env, VCFNB_DASK_SCHEDULER=cluster.scheduler_address,
+                    VCFNB_BENCH_EXTRACT_LOG=str(log))
+        with get_task_stream(client) as stream:
+            rec = run_cli(root, study, pname, force=True, env=env4)
+        tasks = len(stream.data)
+    return rec, snapshot(root / "reports" / study / pname), tasks
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -254,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", help="use this folder instead of a temporary one and keep it")
     ap.add_argument("--reuse-cohort", action="store_true",
                     help="copy the built-in cohort from data/cohorts instead of generating it")
+    ap.add_argument("--dask", action="store_true",
+                    help="4th run: --force with an empty cache on a Dask LocalCluster named only "
+                         "by VCFNB_DASK_SCHEDULER; its outputs must equal the cold run's")
     ap.add_argument("--cold-only", action="store_true",
                     help="only the cold run: its time, per-step times and peak memory")
     ap.add_argument("--breakdown", metavar="REPORTS",
@@ -329,6 +354,11 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
     warm_files, warm_cells = snapshot(out_dir), cell_times(out_dir / f"{study}.ipynb")
     cache_after_warm = cache_state(cache)
 
+    dask_run = None
+    if args.dask:
+        dask_run, dask_files, dask_tasks = _dask_run(root, study, pname, env, where / "extract-run4"
+                                                     ".jsonl", cache)
+        logs[4] = where / "extract-run4.jsonl"
     calls = {i: read_log(p) for i, p in logs.items()}
     print(f"\n{'run':34s} {'wall s':>8s} {'runner s':>9s}  status")
     for label, r in (("1 cold (--force, empty cache)", cold), ("2 unchanged (no --force)", skipped),
@@ -338,6 +368,11 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
         print(f"extract() calls in run {i}: " + "; ".join(
             f"{c['rows']} ROIs, {c['hits']} from cache, {c['misses']} extracted, "
             f"{c['entries_written']} entries written" for c in calls[i]))
+    if dask_run is not None:
+        print(f"{'4 Dask (--force, empty cache)':34s} {dask_run['wall']:8.1f} "
+              f"{dask_run['seconds']:9.1f}  {dask_run['status']}; {dask_tasks} Dask tasks")
+        print("extract() calls in run 4: " + "; ".join(
+            f"{c['rows']} ROIs, {c['misses']} extracted" for c in calls[4]))
     print("\nper-step times (s), cold vs warm, slowest cold steps first:")
     for (src, t1), (_, t3) in sorted(zip(cold_cells, warm_cells), key=lambda x: -x[0][1])[:8]:
         print(f"  {t1:7.1f} {t3:7.1f}  {src}")
@@ -364,6 +399,17 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
         problems.append(f"report lacks metrics.json or tables: {sorted(cold_files)}")
     if differ:
         problems.append(f"outputs differ between cold and warm runs: {differ}")
+    if dask_run is not None:
+        d_differ = sorted(k for k in set(cold_files) | set(dask_files)
+                          if cold_files.get(k) != dask_files.get(k))
+        if d_differ:
+            problems.append(f"outputs differ between the local and the Dask run: {d_differ}")
+        if not dask_tasks or not calls[4] or any(c["misses"] != c["rows"] for c in calls[4]):
+            problems.append(f"the Dask run did not extract on the cluster ({dask_tasks} tasks, "
+                            f"extract calls {calls[4]})")
+        print(f"Dask run outputs byte-identical to the local cold run: {not d_differ}")
+        print(f"ratio Dask/local cold notebook run (runner seconds): "
+              f"{dask_run['seconds'] / cold['seconds']:.2f}")
     print(mem + " (cold run)")
     print(f"\noutputs byte-identical (metrics.json + {len(cold_files) - 1} tables): {not differ}")
     print(f"feature cache: {len(cache_after_cold)} entries after the cold run, unchanged by "

@@ -17,8 +17,10 @@ texture classes), MRI the osteoporosis study's (``osteoporosis_mri.yaml``). Shap
 per ROI (it does not depend on the image type); each image type is timed with the texture classes.
 Filtering is done once per scan and shared by the scan's ROIs, so a per-ROI cost is for the
 ROIs-per-scan of its dataset (printed). The full mode also times the whole settings on one scan
-with 1 and with all its ROIs, to split the cost into a per-scan and a per-ROI part, and prints
-the extrapolation to a 10,000-scan study. Peak RSS of this process is printed per dataset.
+of each dataset with 1 and with all its ROIs, to split the cost into a per-scan and a per-ROI
+part, and prints the extrapolation to a 10,000-scan study. Peak RSS of this process is printed
+per dataset, and a memory probe extracts one vertebra of a full-length 1 mm CT in a fresh
+process (``--big-scan``).
 
 ``--quick`` (CI): the two simulated datasets, three image types; checks every value is finite.
 
@@ -143,14 +145,20 @@ def measure(name: str, settings_name: str, rois: pd.DataFrame, types: list[str] 
     return rows
 
 
-def scan_vs_roi(rois: pd.DataFrame, settings_name: str) -> tuple[float, float]:
-    """Whole settings on one scan with 1 ROI and with all its ROIs: (per-scan, per-ROI) CPU s."""
-    one = rois.iloc[:1]
-    _, t1, _ = time_extract(one, settings_name)
-    _, tn, _ = time_extract(rois, settings_name)
-    n = len(rois)
-    per_roi = (tn - t1) / (n - 1)
-    return t1 - per_roi, per_roi
+def scan_vs_roi(rois: pd.DataFrame, settings_name: str) -> dict:
+    """The whole settings on the scan with the most ROIs, with 1 ROI and with all of them.
+
+    Returns CPU seconds ``per_scan`` (reading, filtering: shared by the scan's ROIs) and
+    ``per_roi`` (mask checks, features), from ``t(n) = per_scan + n * per_roi``.
+    """
+    counts = rois["image"].value_counts()
+    scan = rois[rois["image"] == counts.index[0]]
+    n = len(scan)
+    _, t1, _ = time_extract(scan.iloc[:1], settings_name)
+    _, tn, _ = time_extract(scan, settings_name)
+    per_roi = (tn - t1) / (n - 1) if n > 1 else float("nan")
+    return {"rois_on_scan": n, "t_1": t1, "t_n": tn, "per_scan": t1 - per_roi,
+            "per_roi": per_roi}
 
 
 def _probe(image: str, mask: str, label: int, settings_name: str, queue) -> None:
@@ -236,9 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, (settings_name, rois) in sets.items():
             rows += measure(name, settings_name, rois,
                             args.types or (QUICK_TYPES if args.quick else None))
-        split = big = None
-        if "ct_real_3mm" in sets and not args.types:
-            split = scan_vs_roi(sets["ct_real_3mm"][1], "ovf_ct")
+        split, big = {}, None
+        if not args.types and not args.quick:
+            for name, (settings_name, rois) in sets.items():
+                split[name] = scan_vs_roi(rois, settings_name)
         if "ct_real_1mm" in sets and args.big_scan and not args.quick:
             big = big_scan(sets["ct_real_1mm"][1], args.big_scan, Path(tmp))
     table = pd.DataFrame(rows)
@@ -259,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = totals.index[0]
     for ds, total in totals.items():
         print(f"ratio per-ROI cost {ds}/{ref}: {total / totals[ref]:.2f}")
-    if split is not None:
-        print(f"\nct_real_3mm, whole settings on one scan: {split[0]:.2f} CPU s per scan + "
-              f"{split[1]:.2f} CPU s per ROI")
+    if split:
+        print("\nwhole settings on one scan: CPU s = per_scan + n_rois * per_roi")
+        print(pd.DataFrame(split).T.round(2).to_string())
     if big is not None:
         print(f"\nlarge scan memory probe: CT {big['size']} (1 mm DICOM stacked), one vertebra "
               f"of {big['voxels']} voxels, OVF settings: {big['cpu']:.1f} CPU s, "
@@ -269,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{big['peak_rss_gib']:.2f} GiB, {big['failed']} failure(s)")
         if big["failed"] or not big["rss_measured"]:
             problems.append(f"large-scan probe: {big}")
-    if not args.quick:
-        print("\n10,000 scans (hours on W single-threaded workers, perfect scaling, "
-              "no cache):")
-        for ds, total in totals.items():
+    if split:
+        print("\n10,000 scans x n ROIs, all 15 image types, no cache: CPU hours, and wall "
+              "hours on W single-threaded workers at perfect scaling")
+        for ds, m in split.items():
             for n_rois in (4, 8):
-                hours = {w: 10_000 * n_rois * total / w / 3600 for w in (2, 32, 128)}
-                print(f"  {ds:12s} {n_rois} ROIs/scan: " + ", ".join(
-                    f"W={w}: {h:.1f} h" for w, h in hours.items()))
+                cpu_h = 10_000 * (m["per_scan"] + n_rois * m["per_roi"]) / 3600
+                print(f"  {ds:12s} n={n_rois}: {cpu_h:7.1f} CPU h; " + ", ".join(
+                    f"W={w}: {cpu_h / w:.1f} h" for w in (2, 32, 128)))
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
     for p in problems:
         print("FAIL:", p)

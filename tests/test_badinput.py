@@ -284,10 +284,6 @@ def test_extract_on_unvalidated_rows_names_case_and_file(cohort_dir, defects):
         assert feats.loc[kind].filter(like="original_").notna().all(), kind
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vcfnb/features.py (issue 3 owner): an image with NaN/Inf voxels fails with "
-    "'image type Original: ValueError: arange: cannot compute length'; the reason should say "
-    "'image has N NaN/Inf voxels' and name the image file"))
 def test_extract_reason_for_nonfinite_voxels_says_so(cohort_dir, defects):
     """A NaN/Inf image must not fail with numpy's 'arange: cannot compute length'."""
     rois = _raw_rois(cohort_dir, defects, ["nonfinite_voxels"])
@@ -302,10 +298,6 @@ def test_extract_reason_for_nonfinite_voxels_says_so(cohort_dir, defects):
 # splits with a single class
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vcfnb/models.py split_by_patient (issue 4 owner): a table whose outcome has one class is "
-    "split silently (sklearn's stratified split accepts it); it should raise ValueError naming "
-    "the label column and saying it has a single class"))
 def test_single_class_cohort_split_is_a_clear_error(tmp_path, cohort_dir):
     d = broken.make_broken_cohort(tmp_path / "one", ["single_class"], base=_intact(cohort_dir,
                                                                                   tmp_path))
@@ -322,11 +314,6 @@ def test_split_with_one_positive_is_a_clear_error():
         models.split_by_patient(table, "outcome", test_size=0.3, rng=0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vcfnb/selection.py SFSSelector.fit (issue 4 owner): with fewer minority cases than "
-    "n_splits some CV test folds hold one class, _auc_from_scores divides by zero (RuntimeWarning "
-    "flood), every candidate scores NaN and nothing is selected; it should raise ValueError "
-    "('only 6 cases of class 1 for n_splits=10: a fold would hold one class')"))
 def test_cv_fold_with_one_class_is_a_clear_error(rng):
     """Fewer cases of a class than CV folds: a fold would hold one class; say so, do not return
     an empty selection (the metastasis notebook then fails with 'at least one array or dtype is
@@ -399,7 +386,7 @@ def _tables(report: Path, word: str) -> list[Path]:
 def test_notebook_completes_and_names_every_broken_case(tmp_path_factory, defects):
     report, record = notebook_run(tmp_path_factory)
     assert record["status"] == "ok", record
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["models"], "the study must go on with the valid cases"
     problem_tables = _tables(report, "problem")
     assert problem_tables, f"no problems table in {sorted(p.name for p in report.rglob('*.csv'))}"
@@ -415,7 +402,7 @@ def test_notebook_completes_and_names_every_broken_case(tmp_path_factory, defect
     assert fails.apply(lambda r: tiny.patient_id in r.to_string() and tiny.file in
                        r.to_string(), axis=1).any(), fails.to_string()
     # shown in the notebook itself, not only saved
-    nb = json.loads((report / f"{STUDY}.ipynb").read_text())
+    nb = json.loads((report / f"{STUDY}.ipynb").read_text(encoding="utf-8"))
     shown = json.dumps([c.get("outputs", []) for c in nb["cells"] if c["cell_type"] == "code"])
     for d in defects[defects.stage.isin(["load_cohort", "extract"])].itertuples():
         assert d.patient_id in shown, f"{d.kind}: case {d.patient_id} not shown in the notebook"

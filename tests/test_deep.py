@@ -130,9 +130,8 @@ def test_weights_roundtrip_torchvision_format(tmp_path, rng):
     variants = {
         "plain.pth": sd,
         "wrapped.pth": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
-        "model_prefix.pth": {"model": {f"model.{k}": v for k, v in sd.items()}},
-        "old_no_counters.pth": {k: v for k, v in sd.items()
-                                if not k.endswith("num_batches_tracked")},
+        "model_prefix_old.pth": {"model": {f"model.{k}": v for k, v in sd.items()
+                                           if not k.endswith("num_batches_tracked")}},
     }
     other = deep.resnet50(rng=2)
     with torch.no_grad():
@@ -177,7 +176,7 @@ def test_save_load_full_roundtrip_and_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- features / fine-tuning
-def _toy_inputs(rng, n=16):
+def _toy_inputs(rng, n=12):
     y = np.array([0, 1] * (n // 2))
     x = rng.normal(scale=0.3, size=(n, 3, 1, SIZE, SIZE))
     x[y == 1, :, :, 8:20, 8:20] += 0.8
@@ -209,7 +208,7 @@ def test_finetune_features_deterministic_and_aligned(rng, model0):
     m0 = model0
     f1 = deep.finetune(m0, x, y, rng=11, **kw)
     f2 = deep.finetune(m0, x, y, rng=11, **kw)
-    f3 = deep.finetune(m0, x, y, rng=12, **kw)
+    f3 = deep.finetune(m0, x, y, rng=12, **kw)  # another seed: another inner split and order
     pd.testing.assert_frame_equal(f1.log.drop(columns="seconds"), f2.log.drop(columns="seconds"))
     assert list(f1.log.columns) == ["epoch", "train_loss", "val_loss", "val_auc", "seconds"]
     assert f1.log["val_loss"].notna().all()
@@ -219,10 +218,9 @@ def test_finetune_features_deterministic_and_aligned(rng, model0):
     assert set(y[f1.val_index]) == {0, 1}
     a = deep.extract_features(f1.model, x, ids, progress=False)
     b = deep.extract_features(f2.model, x, ids, progress=False)
-    c = deep.extract_features(f3.model, x, ids, progress=False)
     pd.testing.assert_frame_equal(a, b)
-    assert not np.allclose(a.to_numpy(), c.to_numpy())
-    assert a.shape == (16, 3 * 2048) and list(a.index) == ids and a.index.name == "patient_id"
+    assert not torch.allclose(f1.model.fc.weight, f3.model.fc.weight)
+    assert a.shape == (12, 3 * 2048) and list(a.index) == ids and a.index.name == "patient_id"
     assert list(a.columns) == deep.feature_names(3)
     assert np.isfinite(a.to_numpy()).all()
     # fine-tuning did not touch the starting model; frozen trunk (up to layer3) unchanged

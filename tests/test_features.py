@@ -134,7 +134,7 @@ def test_packaged_settings_are_valid_pyradiomics_files(name):
     path = features.packaged_settings()[name]
     s = features.load_settings(name)
     assert s["vcfnb"]["study"]
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     raw.pop("vcfnb")
     raw["imageType"] = {k: v for k, v in raw["imageType"].items()
                         if not features._filters.is_vcfnb_image_type(k)}
@@ -281,7 +281,7 @@ def test_cache_rerun_extracts_nothing_and_settings_changes_only_add(cohort, tmp_
     # no temporary files are left behind and every entry is valid JSON
     assert not list(tmp_path.rglob("*.tmp"))
     for f in tmp_path.rglob("*.json"):
-        json.loads(f.read_text())
+        json.loads(f.read_text(encoding="utf-8"))
 
 
 def test_results_do_not_depend_on_n_jobs(cohort):
@@ -339,7 +339,7 @@ def test_sigkill_midway_then_resume(tmp_path):
     before = list(cache.rglob("*.json"))
     assert 4 <= len(before) < 2 * len(rois)
     for f in before:  # no corrupt entry: each is complete JSON naming its own key
-        assert json.loads(f.read_text())["key"] == f.stem
+        assert json.loads(f.read_text(encoding="utf-8"))["key"] == f.stem
     resumed = features.extract(rois, s, n_jobs=1, cache_dir=cache, progress=False)
     assert resumed.attrs["cache"]["entries_read"] == len(before)  # finished work not redone
     assert resumed.attrs["cache"]["entries_written"] == 2 * len(rois) - len(before)
@@ -356,7 +356,7 @@ def test_cache_ignores_a_corrupt_entry(cohort, tmp_path, caplog):
                                progress=False)
     assert out.attrs["cache"]["entries_written"] == 1
     assert "unreadable" in caplog.text
-    json.loads(entry.read_text())
+    json.loads(entry.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

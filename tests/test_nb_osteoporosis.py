@@ -33,7 +33,7 @@ def null_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_signal_zero_covers_chance(null_run):
-    metrics = json.loads((null_run / "metrics.json").read_text())
+    metrics = json.loads((null_run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["study"] == "osteoporosis_mri" and metrics["simulated"] is True
     assert set(metrics["models"]) == MODELS
     for name, splits in metrics["models"].items():

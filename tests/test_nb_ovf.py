@@ -24,7 +24,7 @@ def _run(tmp_path: Path, **params) -> Path:
 @pytest.mark.slow
 def test_signal_zero_is_at_chance(tmp_path):
     out = _run(tmp_path, synthetic_signal=0.0, n_permutations=9)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["study"] == "ovf_prediction_ct" and metrics["simulated"] is True
     assert set(metrics["models"]) == MODELS
     for name, splits in metrics["models"].items():
@@ -60,7 +60,7 @@ def test_real_ct_runs_and_stops_without_outcome(tmp_path, shared_data):
              cohort_dir=str(tmp_path / "real_ct_cohort"))
     assert err.value.ename == "StopRun"
     out = tmp_path / "report"
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["simulated"] is False
     assert metrics["models"] == {}
     assert any("no outcome labels" in n for n in metrics["notes"])

@@ -36,7 +36,7 @@ def test_notebook_null_signal(tmp_path):
         parameters={"synthetic_signal": 0.0, "out_dir": str(out), "n_permutations": 9,
                     "cache_dir": str(ROOT / "data" / "cache")},
         progress_bar=False)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["study"] == "vcf_benign_malignant" and metrics["simulated"] is True
     models = metrics["models"]
     # arm A, eight classifiers x (Rad, DLR, Clinical), and the table-5 models

@@ -24,7 +24,7 @@ def test_all_study_notebooks_exist():
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(nb_path):
-    nb = json.loads(nb_path.read_text())
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code":
             assert not cell.get("outputs"), f"{nb_path.name} cell {i} has outputs"
@@ -109,10 +109,10 @@ def test_runner_end_to_end(tmp_path):
     rec = runner.run_notebook(nb, pf, tmp_path)
     assert rec["status"] == "ok", rec
     out = tmp_path / "reports" / "tiny" / "a"
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["models"]["m"]["test"]["auc"] == pytest.approx(0.7)
     assert metrics["study"] == "tiny"
-    html = (out / "tiny.html").read_text()
+    html = (out / "tiny.html").read_text(encoding="utf-8")
     assert "run.metric" not in html  # code cells hidden from readers
     assert (out / "tables" / "provenance.csv").is_file()
     # unchanged → skipped; changed params → re-run
@@ -124,7 +124,7 @@ def test_runner_end_to_end(tmp_path):
     stop.write_text("stop: true\n")
     rec = runner.run_notebook(nb, stop, tmp_path)
     assert rec["status"] == "stopped"
-    notes = json.loads((tmp_path / "reports" / "tiny" / "b" / "metrics.json").read_text())["notes"]
+    notes = json.loads((tmp_path / "reports" / "tiny" / "b" / "metrics.json").read_text(encoding="utf-8"))["notes"]
     assert any("no outcome labels" in n for n in notes)
     # unknown key → rejected before running
     bad = tmp_path / "params" / "tiny" / "c.yaml"
@@ -144,7 +144,7 @@ def test_report_scrubs_absolute_paths(tmp_path, monkeypatch):
 
     run.table("t", pd.DataFrame({"file": [str(tmp_path / "data" / "a.nii.gz"),
                                           str(Path.home() / "scans" / "b.nii.gz")]}))
-    text = (tmp_path / "out" / "tables" / "t.csv").read_text()
+    text = (tmp_path / "out" / "tables" / "t.csv").read_text(encoding="utf-8")
     assert str(tmp_path) not in text and str(Path.home()) + "/" not in text
     assert "<project>/data/a.nii.gz" in text
 

@@ -92,7 +92,7 @@ def test_heights_vs_totalsegmentator_spine_report(shared_data):
     d = shared_data / "totalseg" / "spine_report"
     vert = sitk.ReadImage(str(d / "totalseg.nii.gz"))
     body = sitk.ReadImage(str(d / "totalseg_vertebrae_body.nii.gz"))
-    report = json.loads((d / "spine_report.json").read_text())["results"]
+    report = json.loads((d / "spine_report.json").read_text(encoding="utf-8"))["results"]
     labels = {"T11": 33, "T12": 32, "L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27, "S1": 26}
     lumbar = ["L1", "L2", "L3", "L4", "L5"]
     t = mo.spine_morphometry(vert, labels, body_mask=body, body_label=1, measure=lumbar)

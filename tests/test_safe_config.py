@@ -204,7 +204,7 @@ def _unsafe_calls(source: str) -> list[str]:
 def test_package_calls_no_unsafe_loader():
     found = []
     for p in sorted((ROOT / "vcfnb").rglob("*.py")):
-        found += [f"{p.relative_to(ROOT)} {b}" for b in _unsafe_calls(p.read_text())]
+        found += [f"{p.relative_to(ROOT)} {b}" for b in _unsafe_calls(p.read_text(encoding="utf-8"))]
     assert not found, "unsafe calls in vcfnb:\n" + "\n".join(found)
 
 

@@ -112,3 +112,17 @@ def test_perturbed_reader(rng):
     dice = 2 * (r & m).sum() / (r.sum() + m.sum())
     assert 0.8 < dice < 1.0
     assert np.array_equal(r, study.perturbed_reader(m, 1))  # seeded
+
+
+def test_permutation_test_noise_and_jobs(rng):
+    n = 60
+    X = pd.DataFrame(rng.normal(size=(n, 8)), columns=[f"T1WI_f{i}" for i in range(8)],
+                     index=[f"P{i}" for i in range(n)])
+    cases = pd.DataFrame({"patient_id": X.index, "outcome": rng.integers(0, 2, n),
+                          "split": ["train"] * 40 + ["test"] * 20})
+    model = study.RadscoreModel(lam=0.05)
+    a = study.permutation_test(X, cases, model=model, n_permutations=6, rng=3)
+    b = study.permutation_test(X, cases, model=model, n_permutations=6, rng=3, n_jobs=2)
+    pd.testing.assert_frame_equal(a.null, b.null)
+    assert len(a.null) == 6 and 1 / 7 <= a.p_value <= 1
+    assert a.observed == b.observed

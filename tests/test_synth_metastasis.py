@@ -32,7 +32,7 @@ def test_contract_and_balance(smoke):
     assert len(c.cases) == 36 and c.cases.outcome.sum() == 12
     assert len(c.rois) == 3 * 36
     assert set(c.rois.sequence) == {"T1", "T2", "FS-T2"}
-    assert "SIMULATED" in (smoke / "README.md").read_text()
+    assert "SIMULATED" in (smoke / "README.md").read_text(encoding="utf-8")
     for col in ("si_t1", "si_t2", "si_fst2", "soft_tissue_mass", "severe_compression",
                 "primary_tumor", "location", "mvr", "lesion_type"):
         assert col in c.cases

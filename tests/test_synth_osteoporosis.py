@@ -38,7 +38,7 @@ def _roi_stats(cohort, reader: str = "1") -> pd.DataFrame:
 def test_contract_geometry_and_balance(small):
     c = io.load_cohort(small)
     assert c.problems.empty and c.simulated
-    assert "SIMULATED" in (small / "README.md").read_text()
+    assert "SIMULATED" in (small / "README.md").read_text(encoding="utf-8")
     cases = c.cases
     assert len(cases) == 18
     internal, external = cases[cases.split != "external"], cases[cases.split == "external"]

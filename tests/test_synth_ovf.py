@@ -31,7 +31,7 @@ def test_contract_shapes_and_pool(small_cohort):
     c = vc.io.load_cohort(small_cohort)
     assert c.problems.empty, c.problems
     assert c.simulated
-    assert "SIMULATED" in (small_cohort / "README.md").read_text()
+    assert "SIMULATED" in (small_cohort / "README.md").read_text(encoding="utf-8")
     cases = c.cases
     # 4 fracture patients + a control pool 3x that size (smoke default), not pre-matched
     assert (cases.group == "fracture").sum() == 4 and (cases.outcome == 1).sum() == 4
@@ -158,7 +158,8 @@ def test_compartments_density_and_radscore_linearity(small_cohort, tmp_path):
     pd.testing.assert_frame_equal(voi, again)
     # cortical + cancellous = the whole vertebra, disjoint
     r = voi.iloc[0]
-    whole = sitk.GetArrayFromImage(sitk.ReadImage(rois.iloc[0]["mask"])) == 1
+    src = rois[(rois.patient_id == r.patient_id) & (rois.roi == r.level)].iloc[0]
+    whole = sitk.GetArrayFromImage(sitk.ReadImage(src["mask"])) == int(src.label)
     comp = sitk.GetArrayFromImage(sitk.ReadImage(r["mask"]))
     assert np.array_equal((comp == 1) | (comp == 2), whole)
     # already-split rows are used as given

@@ -53,8 +53,8 @@ def test_contract_and_shapes(smoke):
     cohort = vc.io.load_cohort(smoke)
     assert cohort.problems.empty, cohort.problems
     assert cohort.simulated
-    assert "SIMULATED" in (smoke / "README.md").read_text()
-    assert json.loads((smoke / "cohort.json").read_text())["simulated"] is True
+    assert "SIMULATED" in (smoke / "README.md").read_text(encoding="utf-8")
+    assert json.loads((smoke / "cohort.json").read_text(encoding="utf-8"))["simulated"] is True
     cases = cohort.cases
     expected = {"patient_id", "outcome", "arm", "age", "sex", "location", "level", "tumour_type",
                 *gen.SEMANTIC}

@@ -139,7 +139,7 @@ def load_settings(settings: Mapping | str | os.PathLike | None) -> dict:
         source = str(path)
         import yaml
 
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
@@ -301,7 +301,7 @@ class _Cache:
             return None
         path = self._path(key)
         try:
-            with open(path) as fh:
+            with open(path, encoding="utf-8") as fh:
                 entry = json.load(fh)
         except FileNotFoundError:
             return None
@@ -625,6 +625,11 @@ def _scan_state(unit: dict, ex, per_roi: bool) -> dict:
             image = _read(unit["image"])
         except Exception as exc:  # noqa: BLE001
             raise _UnitError(f"unreadable file: image {unit['image']}: {_short(exc)}") from None
+        arr = sitk.GetArrayViewFromImage(image)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            n_bad = int((~np.isfinite(arr)).sum())
+            raise _UnitError(f"non-finite voxels: image {unit['image']} has {n_bad} NaN/Inf "
+                             "voxels") from None
         if st.get("normalize", False) and not per_roi:
             image = imageoperations.normalizeImage(image, **st)
         state = {"image": image, "masks": {}, "rois": {}}

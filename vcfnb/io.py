@@ -315,7 +315,7 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
     rois = _read_table(folder / "rois.csv")
     meta = {}
     if (folder / "cohort.json").is_file():
-        meta = json.loads((folder / "cohort.json").read_text())
+        meta = json.loads((folder / "cohort.json").read_text(encoding="utf-8"))
 
     if "patient_id" not in cases:
         raise CohortError(f"{folder / 'cases.csv'}: required column 'patient_id' is missing")
@@ -502,6 +502,7 @@ def _reason(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     msg = lines[-1] if lines else type(exc).__name__
     msg = re.sub(r"^sitk::ERROR:\s*", "", msg)
+    msg = re.sub(r'"(?:/[^"/]*)+/([^"/]+)"', r'"\1"', msg)  # quoted absolute paths -> file name
     return re.sub(r"^\S+: ", "", msg)[:240]
 
 
@@ -526,7 +527,7 @@ def load_yaml(path: str | os.PathLike) -> dict:
     """Load a YAML file with the safe loader (nothing in it is ever executed)."""
     p = Path(path)
     try:
-        with open(p) as fh:
+        with open(p, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         raise ValueError(f"{p}: invalid YAML ({exc})") from None
@@ -541,7 +542,7 @@ def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             write(fh)
         os.replace(tmp, path)
     except BaseException:

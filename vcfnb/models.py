@@ -494,6 +494,12 @@ def split_by_patient(table: pd.DataFrame, label: str = "outcome", *, test_size: 
     set()
     """
     per = _patient_labels(table, label, patient_col)
+    counts = per.value_counts()
+    if len(counts) < 2 or counts.min() < 2:
+        raise ValueError(f"cannot split by patient: column {label!r} has "
+                         f"{'a single class' if len(counts) < 2 else 'a class with one patient'} "
+                         f"({counts.to_dict()}); a stratified split needs at least two patients "
+                         "of each class")
     train_ids, test_ids = train_test_split(
         per.index.to_numpy(), test_size=test_size, stratify=per.to_numpy(),
         random_state=_random_state(rng))

@@ -65,8 +65,10 @@ def project_root(start: Path | None = None) -> Path:
 def scrub(text: str, roots: list[str | Path]) -> str:
     """Replace absolute paths under ``roots`` (and the home folder) by relative placeholders."""
     out = text
-    for r, tag in sorted(((str(Path(r).resolve()), t) for r, t in roots), key=lambda x: -len(x[0])):
-        out = out.replace(r + os.sep, f"{tag}/").replace(r, tag)
+    pairs = {(str(Path(r)), t) for r, t in roots} | {(str(Path(r).resolve()), t) for r, t in roots}
+    for r, tag in sorted(pairs, key=lambda x: -len(x[0])):
+        if len(r) > 1:
+            out = out.replace(r + os.sep, f"{tag}/").replace(r, tag)
     home = str(Path.home())
     if len(home) > 1:
         out = out.replace(home + os.sep, "~/")
@@ -86,6 +88,7 @@ class Run:
     models: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     simulated: bool = True
+    extra: dict = field(default_factory=dict)
 
     # ---- seeds
     @property
@@ -104,20 +107,22 @@ class Run:
 
     # ---- outputs
     def _roots(self) -> list:
-        roots = [(self.root, "<project>")]
+        roots = [(self.root, "<project>"), (self.cache_dir, "<cache>"), (self.out_dir, "<report>"),
+                 (sys.prefix, "<python>")]
         if self.cohort is not None:
             roots.insert(0, (self.cohort.folder, "<cohort>"))
         return roots
 
     def table(self, name: str, df: pd.DataFrame, *, index: bool = False) -> pd.DataFrame:
-        """Save ``df`` as ``tables/<name>.csv`` (absolute paths scrubbed) and return it."""
+        """Save ``df`` as ``tables/<name>.csv`` and return it, absolute paths of this machine
+        replaced by placeholders (``<cohort>/masks/P1.nii.gz``) in both."""
         clean = df.copy()
         for col in clean.columns:
             if clean[col].dtype == object or pd.api.types.is_string_dtype(clean[col]):
                 clean[col] = clean[col].map(
                     lambda v: scrub(v, self._roots()) if isinstance(v, str) else v)
         io.write_table(clean, self.out_dir / "tables" / f"{_slug(name)}.csv", index=index)
-        return df
+        return clean
 
     def figure(self, name: str, obj) -> Any:
         """Save a matplotlib Figure/Axes/grid as ``figures/<name>.png`` and return its figure."""
@@ -155,10 +160,11 @@ class Run:
         return text
 
     def write_metrics(self, extra: dict | None = None) -> Path:
-        payload = {"study": self.study, "simulated": bool(self.simulated),
-                   "models": self.models, "notes": self.notes}
+        """Write ``metrics.json``; ``extra`` keys are kept for every later write too."""
         if extra:
-            payload.update(extra)
+            self.extra.update(extra)
+        payload = {"study": self.study, "simulated": bool(self.simulated),
+                   "models": self.models, "notes": self.notes, **self.extra}
         return io.write_json(payload, self.out_dir / "metrics.json")
 
     # ---- comparisons and provenance

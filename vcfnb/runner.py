@@ -13,6 +13,7 @@ For every ``notebooks/<study>.ipynb`` and every ``params/<study>/<run>.yaml`` th
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import sys
@@ -47,7 +48,7 @@ def validate_params(notebook: Path, params: dict, *, source: str = "params") -> 
     errors = []
     for key, value in params.items():
         if key not in declared:
-            close = [d for d in declared if d.lower() == key.lower() or key in d or d in key]
+            close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             errors.append(f"unknown parameter {key!r}{hint}")
             continue
@@ -81,6 +82,26 @@ def run_stamp(notebook: Path, params: dict) -> str:
     return h.hexdigest()
 
 
+def scrub_notebook(executed: Path, params: dict, root: Path) -> Path:
+    """Replace this machine's absolute paths in an executed notebook by placeholders.
+
+    Papermill records the injected parameters (``out_dir``, ``cohort_dir``, ``cache_dir``) and
+    the input/output paths; warnings quote library paths. Reports must not reveal the user's
+    folders, so they become ``<report>``, ``<cohort>``, ``<cache>``, ``<project>``, ``<python>``
+    and ``~``.
+    """
+    from vcfnb.report import scrub
+
+    roots = [(root, "<project>"), (sys.prefix, "<python>")]
+    for key, tag in (("out_dir", "<report>"), ("cohort_dir", "<cohort>"),
+                     ("cache_dir", "<cache>")):
+        value = params.get(key)
+        if isinstance(value, str) and value and Path(value).is_absolute():
+            roots.append((value, tag))
+    text = executed.read_text(encoding="utf-8")
+    return io.write_text(scrub(text, roots), executed)
+
+
 def export_html(executed: Path) -> Path:
     """HTML export of an executed notebook without code cells (for readers)."""
     import nbformat
@@ -104,13 +125,11 @@ def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force:
     params.update(extra or {})
     validate_params(notebook, params, source=str(params_file or notebook))
     out_dir = root / "reports" / study / run_name
-    # relative to the project root (start_run resolves it there): no absolute path of this
-    # machine ends up in the executed notebook or the report
-    params = {**params, "out_dir": f"reports/{study}/{run_name}"}
+    params = {**params, "out_dir": str(out_dir)}
     stamp = run_stamp(notebook, params)
     stamp_file = out_dir / ".run-stamp.json"
     if not force and stamp_file.is_file():
-        prev = json.loads(stamp_file.read_text())
+        prev = json.loads(stamp_file.read_text(encoding="utf-8"))
         if prev.get("stamp") == stamp and prev.get("status") in ("ok", "stopped"):
             return {"study": study, "run": run_name, "status": "unchanged (skipped)",
                     "seconds": 0.0}
@@ -130,6 +149,7 @@ def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force:
             status = f"failed: {exc.ename}: {exc.evalue}"
     seconds = time.perf_counter() - t0
     if executed.is_file():
+        scrub_notebook(executed, params, root)
         export_html(executed)
     if status in ("ok", "stopped"):
         io.write_json({"stamp": stamp, "status": status, "seconds": round(seconds, 1)},

@@ -980,6 +980,10 @@ class SFSSelector(_ColumnSelector):
         """Run forward selection on the training rows."""
         Xa, y01 = self._validate_fit(X, y)
         n, p = Xa.shape
+        minority = int(min(y01.sum(), y01.size - y01.sum()))
+        if minority < int(self.n_splits):
+            raise ValueError(f"only {minority} cases of the minority class for n_splits="
+                             f"{self.n_splits}: a fold would hold one class; lower n_splits")
         est = self.estimator if self.estimator is not None else SVC(
             kernel="rbf", C=self.C, gamma=self.gamma)
         splits = list(RepeatedStratifiedKFold(

@@ -797,32 +797,39 @@ class PermutationResult:
     p_value: float
 
 
+def _null_auc(model, Xtr, ytr_perm, Xte, yte, state: int) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    m = clone(model).set_params(random_state=state, compute_path=False).fit(Xtr, ytr_perm)
+    return float(roc_auc_score(yte, m.radscore(Xte)))
+
+
 def permutation_test(X: pd.DataFrame, cases: pd.DataFrame, *, model: RadscoreModel,
-                     n_permutations: int = 20, outcome: str = "outcome", rng=None
-                     ) -> PermutationResult:
+                     n_permutations: int = 20, outcome: str = "outcome", rng=None,
+                     n_jobs: int = 1) -> PermutationResult:
     """Whole-pipeline label-permutation test of one radscore model on the validation split.
 
     The training labels are shuffled, the whole pipeline (z-score, LASSO with its CV, link) is
     refitted and the validation AUC recorded; ``p = (1 + #(null >= observed)) / (1 + n)``.
+    Permutations and seeds are drawn from ``rng`` up front, so the result does not depend on
+    ``n_jobs`` (permutations run in parallel with joblib).
     """
+    from joblib import Parallel, delayed
     from sklearn.metrics import roc_auc_score
 
     g = _rng(rng)
     c = cases.set_index("patient_id")
     tr = c.index[c.split == "train"]
     te = c.index[c.split == "test"]
-    cols = list(model.feature_names_in_)
+    cols = list(getattr(model, "feature_names_in_", X.columns))  # a fitted model: its features
     ytr, yte = c.loc[tr, outcome].to_numpy(int), c.loc[te, outcome].to_numpy(int)
     fitted = clone(model).fit(X.loc[tr, cols], ytr)
     observed = float(roc_auc_score(yte, fitted.radscore(X.loc[te, cols])))
-    null = []
-    for i in range(int(n_permutations)):
-        m = clone(model).set_params(random_state=int(g.integers(0, 2**31 - 1)),
-                                    compute_path=False)
-        m.fit(X.loc[tr, cols], g.permutation(ytr))
-        null.append({"permutation": i + 1,
-                     "auc": float(roc_auc_score(yte, m.radscore(X.loc[te, cols])))})
-    null = pd.DataFrame(null, columns=["permutation", "auc"])
+    jobs = [(int(g.integers(0, 2**31 - 1)), g.permutation(ytr)) for _ in range(int(n_permutations))]
+    aucs = Parallel(n_jobs=n_jobs)(delayed(_null_auc)(model, X.loc[tr, cols], yp, X.loc[te, cols],
+                                                      yte, state) for state, yp in jobs)
+    null = pd.DataFrame({"permutation": np.arange(1, len(aucs) + 1, dtype=int),
+                         "auc": np.asarray(aucs, float)})
     p = (1 + int((null["auc"] >= observed).sum())) / (1 + len(null))
     return PermutationResult(null, observed, float(p))
 
@@ -1106,10 +1113,10 @@ def ensure_lumbar_cohort(source: str, cohort_dir: str, *, seed: int = 0) -> str:
         raise ValueError("cohort_dir must name the folder to build the real lumbar cohort in")
     out = Path(cohort_dir) if Path(cohort_dir).is_absolute() else root / cohort_dir
     meta = out / "cohort.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("source_seed") == seed:
+    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("source_seed") == seed:
         return cohort_dir
     lumbar_mri_cohort(src, out, seed)
     from vcfnb import io
 
-    io.write_json({**json.loads(meta.read_text()), "source_seed": seed}, meta)
+    io.write_json({**json.loads(meta.read_text(encoding="utf-8")), "source_seed": seed}, meta)
     return cohort_dir

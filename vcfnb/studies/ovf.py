@@ -379,7 +379,7 @@ class FastMRMR(TransformerMixin, BaseEstimator):
 
 
 class CompartmentRadscore(TransformerMixin, BaseEstimator):
-    """One compartment's radscore: max-abs scaling → mRMR top ``k`` → LASSO with CV.
+    """One compartment's radscore: max-abs scaling → mRMR top ``k`` (:class:`FastMRMR`) → LASSO with CV.
 
     Works on per-patient feature tables whose columns start with ``prefix``
     (:func:`patient_features`); everything is fitted on the rows given to ``fit`` only

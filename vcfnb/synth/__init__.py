@@ -58,7 +58,7 @@ def make_cohort(study: str, out_dir, *, size: str = "smoke", seed: int = 0,
                "options": {k: options[k] for k in sorted(options)}}
     done = out / "cohort.json"
     if done.is_file() and not overwrite:
-        meta = json.loads(done.read_text())
+        meta = json.loads(done.read_text(encoding="utf-8"))
         if meta.get("request") == request and (out / "rois.csv").is_file():
             return out
     module = importlib.import_module(STUDIES[study])

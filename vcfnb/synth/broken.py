@@ -388,7 +388,7 @@ def make_broken_cohort(out_dir: str | Path, kinds: Sequence[str] | None = None, 
         cases = pd.concat([cases, pd.DataFrame(extra_cases)], ignore_index=True)
     if extra_rois:
         rois = pd.concat([rois, pd.DataFrame(extra_rois)], ignore_index=True)
-    meta = json.loads((out / "cohort.json").read_text()) if (out / "cohort.json").is_file() \
+    meta = json.loads((out / "cohort.json").read_text(encoding="utf-8")) if (out / "cohort.json").is_file() \
         else {"simulated": True}
     meta["broken"] = {"kinds": kinds, "seed": int(seed)}
     meta.setdefault("request", {})
@@ -400,6 +400,6 @@ def make_broken_cohort(out_dir: str | Path, kinds: Sequence[str] | None = None, 
     readme = out / "README.md"
     note = ("\nBROKEN ON PURPOSE: this copy carries one defect per case for vcfnb's bad-input "
             "tests (see defects.csv).\n")
-    io.write_text((readme.read_text() if readme.is_file() else "") + note, readme)
+    io.write_text((readme.read_text(encoding="utf-8") if readme.is_file() else "") + note, readme)
     io.write_json(meta, out / "cohort.json")
     return out

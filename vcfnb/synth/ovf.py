@@ -22,7 +22,7 @@ Each vertebral body is a rounded box with
 
 Clinical covariates follow seed 003's table 1: fracture patients are ~71 years, 61 % female,
 BMI 22.4 ± 2.7, vBMD 93 ± 16 mg/cm³; matched controls vBMD 112 ± 20, BMI 23.8 ± 3.8. The
-**control pool** (``pool_ratio`` × the fracture group, default 4; at least 3) is younger and
+**control pool** (``pool_ratio`` × the fracture group: 3 at smoke size, 4 at paper size) is younger and
 less often female than the fracture group, so the 1:2 propensity-score matching on age and sex
 that the notebook does (the generator does not pre-match) visibly matters. vBMD also falls with
 age and is lower in women (-1.0 mg/cm³ per year, -6 mg/cm³ for women), as in QCT reference

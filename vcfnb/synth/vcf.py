@@ -109,9 +109,10 @@ def _latent(rng: np.random.Generator, name: str, y: int, signal: float) -> float
 
 
 def _prevalence(p: tuple[float, float], y: int, signal: float, weight_malignant: float) -> float:
-    """Class-conditional probability shrunk towards the mixture by ``signal``."""
+    """Class-conditional probability shrunk towards the mixture by ``signal`` (clipped to
+    [0, 1] when ``signal > 1`` exaggerates it)."""
     mix = (1 - weight_malignant) * p[0] + weight_malignant * p[1]
-    return float(mix + signal * (p[y] - mix))
+    return float(np.clip(mix + signal * (p[y] - mix), 0.0, 1.0))
 
 
 def _clinical(rng: np.random.Generator, arm: str, y: int, signal: float, w: float) -> dict:
