@@ -192,7 +192,9 @@ class Run:
 
     def provenance(self) -> pd.DataFrame:
         """Versions, parameter hash, cohort manifest hash and git commit; writes metrics.json."""
-        params_json = json.dumps(self.params, sort_keys=True, default=str)
+        # where the report and cache live is not part of what was computed
+        what = {k: v for k, v in self.params.items() if k not in ("out_dir", "cache_dir")}
+        params_json = json.dumps(what, sort_keys=True, default=str)
         rows = {
             "vcfnb": __version__,
             "python": platform.python_version(),

@@ -546,7 +546,7 @@ class RadscoreModel(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, lam: float | None = None, cv: int = 10, rule: str = "min",
-                 scoring: str = "roc_auc", n_lambdas: int = 40, min_features: int = 1,
+                 scoring: str = "roc_auc", n_lambdas: int = 25, min_features: int = 1,
                  random_state: int | None = None, compute_path: bool = True):
         self.lam = lam
         self.cv = cv
