@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "io", "synth", "preprocess", "morphometry", "filters", "features", "reliability",
     "selection", "models", "stats", "plots", "report", "deep", "runner", "studies",
-    "conformance",
+    "conformance", "plots_deep",
 )
 __all__ = ["__version__", *_SUBMODULES]
 
