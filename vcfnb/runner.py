@@ -229,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         records.append(rec)
     if records:
         table = pd.DataFrame(records)
-        io.write_table(table, root / "reports" / "runs.csv")
-        print(table.to_string(index=False))
+        log = root / "reports" / "runs.csv"
+        if log.is_file():  # keep earlier runs of other notebooks/params; replace re-run ones
+            old = pd.read_csv(log, dtype=str)
+            keep = ~old.set_index(["study", "run"]).index.isin(
+                table.set_index(["study", "run"]).index)
+            table = pd.concat([old[keep], table.astype({"seconds": float})], ignore_index=True)
+        io.write_table(table, log)
+        print(pd.DataFrame(records).to_string(index=False))
     failed = [r for r in records if r["status"].startswith("failed")]
     return 1 if failed else 0
 
