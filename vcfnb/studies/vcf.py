@@ -160,29 +160,12 @@ def extract(rois: pd.DataFrame, settings: Mapping | str, *, n_jobs: int = 2,
             cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """:func:`vcfnb.features.extract` for every ROI row; raises naming the failed ROIs."""
     table = feat.extract(rois, settings, n_jobs=n_jobs, cache_dir=cache_dir, progress=False)
-    _release_extraction_pool()
     fails = feat.failures_table(table)
     if not fails.empty:
         bad = fails.groupby(["patient_id", "mask"]).reason.first().head(5)
         raise RuntimeError(f"feature extraction failed for {len(fails)} ROI/image-type pairs, "
                            f"e.g. {bad.to_dict()}")
     return table
-
-
-def _release_extraction_pool() -> None:
-    """Shut down the plain loky pool :func:`vcfnb.features.extract` leaves behind.
-
-    joblib's ``Parallel`` (scikit-learn's CV, permutation tests) would otherwise pick up that
-    pool as its own and fail (``'_ReusablePoolExecutor' object has no attribute
-    '_temp_folder_manager'``).
-    """
-    from joblib.externals.loky import reusable_executor
-
-    ex = getattr(reusable_executor, "_executor", None)
-    if ex is not None and type(ex) is reusable_executor._ReusablePoolExecutor:
-        ex.shutdown(wait=True)
-        reusable_executor._executor = None
-        reusable_executor._executor_kwargs = None
 
 
 def feature_counts(table: pd.DataFrame) -> pd.DataFrame:
