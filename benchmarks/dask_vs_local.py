@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from _common import finish, ratio
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -166,11 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"VCFNB_DASK_SCHEDULER route: {len(via_env)} ROIs in {len(env_stream.data)} Dask "
           f"task(s), identical to the local table: {not any('VCFNB' in p for p in problems)}")
     print(f"tables identical (assert_frame_equal, exact): {same}")
-    print(f"ratio dask/local time: {t_dask / t_local:.2f}")
-    print(f"load average at end: {os.getloadavg()[0]:.1f}")
-    for p in problems:
-        print("FAIL:", p)
-    return 1 if problems else 0
+    ratio("dask/local time", t_dask / t_local)
+    return finish(problems)
 
 
 if __name__ == "__main__":

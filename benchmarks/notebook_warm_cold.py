@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import finish, ratio
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -337,7 +339,7 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
         print("slowest steps (s):")
         for src, t1 in sorted(cold_cells, key=lambda x: -x[1])[:8]:
             print(f"  {t1:7.1f}  {src}")
-        print(f"load average at end: {os.getloadavg()[0]:.1f}")
+        finish([])
         return 0 if cold["status"].startswith("ok") else 1
 
     env["VCFNB_BENCH_EXTRACT_LOG"] = str(logs[2])
@@ -408,22 +410,18 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
             problems.append(f"the Dask run did not extract on the cluster ({dask_tasks} tasks, "
                             f"extract calls {calls[4]})")
         print(f"Dask run outputs byte-identical to the local cold run: {not d_differ}")
-        print(f"ratio Dask/local cold notebook run (runner seconds): "
-              f"{dask_run['seconds'] / cold['seconds']:.2f}")
+        ratio("Dask/local cold notebook run (runner seconds)",
+              dask_run['seconds'] / cold['seconds'])
     print(mem + " (cold run)")
     print(f"\noutputs byte-identical (metrics.json + {len(cold_files) - 1} tables): {not differ}")
     print(f"feature cache: {len(cache_after_cold)} entries after the cold run, unchanged by "
           f"the warm run: {cache_after_warm == cache_after_cold}")
     print(f"extraction step: cold {feat_cold:.1f} s, warm {feat_warm:.1f} s")
-    print(f"ratio cold/unchanged (second `reproduce`, wall): {cold['wall'] / skipped['wall']:.2f}")
-    print(f"ratio cold/warm feature cache (runner seconds): "
-          f"{cold['seconds'] / max(warm['seconds'], 1e-9):.2f}")
+    ratio("cold/unchanged (second `reproduce`, wall)", cold['wall'] / skipped['wall'])
+    ratio("cold/warm feature cache (runner seconds)", cold['seconds'] / max(warm['seconds'], 1e-9))
     if feat_warm > 0:
-        print(f"ratio cold/warm extraction step: {feat_cold / feat_warm:.2f}")
-    print(f"load average at end: {os.getloadavg()[0]:.1f}")
-    for p in problems:
-        print("FAIL:", p)
-    return 1 if problems else 0
+        ratio("cold/warm extraction step", feat_cold / feat_warm)
+    return finish(problems)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from _common import finish, ratio
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = wide.loc["total (all image types + shape)"]
     ref = totals.index[0]
     for ds, total in totals.items():
-        print(f"ratio per-ROI cost {ds}/{ref}: {total / totals[ref]:.2f}")
+        ratio(f"per-ROI cost {ds}/{ref}", total / totals[ref])
     if split:
         print("\nwhole settings on one scan: CPU s = per_scan + n_rois * per_roi")
         print(pd.DataFrame(split).T.round(2).to_string())
@@ -290,10 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu_h = 10_000 * (m["per_scan"] + n_rois * m["per_roi"]) / 3600
                 print(f"  {ds:12s} n={n_rois}: {cpu_h:7.1f} CPU h; " + ", ".join(
                     f"W={w}: {cpu_h / w:.1f} h" for w in (2, 32, 128)))
-    print(f"load average at end: {os.getloadavg()[0]:.1f}")
-    for p in problems:
-        print("FAIL:", p)
-    return 1 if problems else 0
+    return finish(problems)
 
 
 if __name__ == "__main__":

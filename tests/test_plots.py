@@ -178,3 +178,37 @@ def test_plot_permutation_null(rng):
     assert len(ax.patches) == 30 and len(ax.lines) == 1
     assert ax.lines[0].get_xdata()[0] == pytest.approx(0.7)
     assert "p = " in _legend(ax)[1]
+
+
+def test_plot_conformance_by_family():
+    from vcfnb import conformance
+
+    table = pd.DataFrame({
+        "family": ["GLCM"] * 5 + ["morphology"] * 4 + ["GLDZM"] * 2,
+        "status": ["match", "match", "match", "mismatch: explained", "not in pyradiomics",
+                   "match", "mismatch: unexplained", "not in pyradiomics", "not in pyradiomics",
+                   "not in pyradiomics", "not in pyradiomics"],
+    })
+    counts = conformance.summary(table)  # IBSI family order + a "total" row
+    families = ["morphology", "GLCM", "GLDZM"]
+    assert list(counts.family) == families + ["total"]
+    ax = plots.plot_conformance_by_family(counts, title="IBSI-1 digital_phantom")
+    statuses = conformance.STATUS[:4]
+    assert isinstance(ax, Axes)
+    assert len(ax.patches) == len(families) * len(statuses)  # the total row is left out
+    assert [t.get_text() for t in ax.get_yticklabels()] == families
+    assert ax.yaxis_inverted()  # first family on top
+    assert _legend(ax) == statuses
+    assert ax.get_xlabel() == "IBSI reference values" and ax.get_title() == "IBSI-1 digital_phantom"
+    # stacked: bars of a status follow the families; each starts where the previous status ends
+    match, explained = ax.containers[0], ax.containers[1]
+    assert [b.get_width() for b in match] == [1, 3, 0]
+    assert [b.get_width() for b in explained] == [0, 1, 0]
+    assert [b.get_x() for b in explained] == [1, 3, 0]
+    assert [b.get_x() + b.get_width() for b in ax.containers[3]] == [4, 5, 2]  # row totals
+    # a given ax, chosen statuses; missing columns are named
+    _, ax2 = plt.subplots()
+    assert plots.plot_conformance_by_family(counts, statuses=["match"], ax=ax2) is ax2
+    assert len(ax2.patches) == len(families)
+    with pytest.raises(ValueError, match="lacks columns"):
+        plots.plot_conformance_by_family(counts.drop(columns="match"))

@@ -211,6 +211,56 @@ def test_mrmr_matches_library_and_is_quiet(data, capsys):
     assert MRMRSelector(k=100).fit(X, y).get_support().sum() <= 12
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mrmr_vectorised_ranking_equals_library_on_wide_data(seed):
+    """The default (vectorised) path ranks exactly as ``mrmr_classif`` (moved from the OVF
+    study's former ``mrmr_rank`` test): redundant pair, constant column, k < p."""
+    from mrmr import mrmr_classif
+
+    g = np.random.default_rng(seed)
+    X = pd.DataFrame(g.normal(size=(60, 40)), columns=[f"f{i}" for i in range(40)])
+    X["f1"] = X.f0 + 0.3 * g.normal(size=60)  # a redundant pair
+    X["f3"] = 1.0  # constant: no relevance, never chosen
+    y = (X.f0 + X.f5 - X.f9 + g.normal(size=60) > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the constant column is handled quietly
+        f = MRMRSelector(k=12).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the library warns about the constant column
+        ref, rel, _ = mrmr_classif(X=X, y=y, K=12, return_scores=True, show_progress=False,
+                                   n_jobs=1)
+    assert f.ranking_ == ref
+    assert "f3" not in f.ranking_ and np.isnan(f.relevance_["f3"])
+    np.testing.assert_allclose(f.relevance_[rel.index], rel, rtol=1e-9)
+    assert f.relevance_.drop(rel.index).isna().all()
+
+
+def test_mrmr_other_settings_use_the_library(data):
+    from mrmr import mrmr_classif
+
+    X, y = data
+    f = MRMRSelector(k=5, denominator="max").fit(X, y)
+    ref = mrmr_classif(X=X.reset_index(drop=True), y=pd.Series(y), K=5, denominator="max",
+                       show_progress=False, n_jobs=1)
+    assert f.ranking_ == ref
+
+
+def test_mrmr_order_ranking_passes_columns_in_mrmr_order(data):
+    X, y = data
+    inp = MRMRSelector(k=4).fit(X, y)
+    ranked = MRMRSelector(k=4, order="ranking").fit(X, y)
+    assert ranked.ranking_ == inp.ranking_
+    assert (ranked.get_support() == inp.get_support()).all()
+    assert list(inp.transform(X).columns) == [c for c in X.columns if c in inp.ranking_]
+    assert list(ranked.transform(X).columns) == ranked.ranking_
+    assert list(ranked.get_feature_names_out()) == ranked.ranking_
+    np.testing.assert_array_equal(ranked.transform(X.to_numpy()), X[ranked.ranking_].to_numpy())
+    out = clone(ranked).set_output(transform="pandas").fit(X, y).transform(X)
+    pd.testing.assert_frame_equal(out, X[ranked.ranking_])
+    with pytest.raises(ValueError, match="order"):
+        MRMRSelector(order="bogus").fit(X, y)
+
+
 # --- LASSO -----------------------------------------------------------------------------------
 def _glmnet_data() -> tuple[np.ndarray, np.ndarray]:
     gen = np.random.default_rng(7)
@@ -393,3 +443,46 @@ def test_sfs_fast_kernel_path_equals_generic_svc(rng):
         assert fast.ranking_ == slow.ranking_
         np.testing.assert_allclose(fast.history_.score, slow.history_.score, atol=1e-9)
     assert _RBFKernelScorer._verified is True  # libsvm decision values equal SVC's
+
+
+def test_shapiro_pvalues_equal_scipy_column_by_column():
+    from scipy import stats
+
+    from vcfnb.selection import shapiro_pvalues
+
+    g = np.random.default_rng(3)
+    A = np.column_stack([g.normal(size=57), g.gamma(1.5, size=57), g.integers(0, 4, 57),
+                         np.r_[np.zeros(56), 1.0], np.full(57, 2.5), g.uniform(size=57)])
+    got = shapiro_pvalues(A)
+    want = [stats.shapiro(A[:, j]).pvalue if np.ptp(A[:, j]) > 0 else 0.0
+            for j in range(A.shape[1])]
+    assert np.array_equal(got, want)
+    assert got[4] == 0.0 and 0.0 < got[0] <= 1.0
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        shapiro_pvalues(A[:2])
+
+
+def test_lasso_screening_gives_the_full_problem_solution():
+    """Strong-rule screening + KKT check must reproduce the unscreened fit on a wide table
+    (the case it exists for: thousands of features, tens selected)."""
+    g = np.random.default_rng(11)
+    n, p = 90, 600
+    X = pd.DataFrame(g.normal(size=(n, p)), columns=[f"f{i}" for i in range(p)])
+    y = (X["f0"] - 0.8 * X["f1"] + 0.6 * X["f2"] + g.normal(size=n) > 0).astype(int)
+    full = LassoSelector(cv=5, n_lambdas=20, random_state=0, screening=False).fit(X, y)
+    fast = LassoSelector(cv=5, n_lambdas=20, random_state=0, screening=True).fit(X, y)
+    assert fast.lambda_ == full.lambda_
+    assert list(fast.coef_.index) == list(full.coef_.index)
+    np.testing.assert_allclose(fast.coef_, full.coef_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fast.cv_results_["mean_score"], full.cv_results_["mean_score"],
+                               atol=0.02)
+    assert fast.path_["coef"].ne(0).sum() == pytest.approx(full.path_["coef"].ne(0).sum(), abs=3)
+    # the final model predicts with all input columns
+    assert fast.estimator_.coef_.shape == (1, p)
+    np.testing.assert_allclose(fast.estimator_.predict_proba(X.to_numpy())[:, 1],
+                               full.estimator_.predict_proba(X.to_numpy())[:, 1], atol=1e-3)
+    # fixed lambda too
+    a = LassoSelector(lam=0.05, screening=False, random_state=0).fit(X, y)
+    b = LassoSelector(lam=0.05, screening=True, random_state=0).fit(X, y)
+    assert list(a.coef_.index) == list(b.coef_.index)
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-3, atol=1e-4)

@@ -57,6 +57,29 @@ def test_reuses_complete_cohort(smoke):
     assert (smoke / "cohort.json").stat().st_mtime_ns == stamp
 
 
+def test_wide_by_sequence_one_row_per_patient():
+    """vcfnb.features.wide_by_sequence (re-exported by the study module): long → wide."""
+    from vcfnb import features
+    from vcfnb.studies import metastasis
+
+    assert metastasis.wide_by_sequence is features.wide_by_sequence
+    long = pd.DataFrame({
+        "patient_id": ["M2", "M2", "M2", "M1", "M1"], "roi": "lesion", "reader": "1",
+        "sequence": ["T1", "T2", "FS-T2", "T2", "T1"],
+        "original_firstorder_Mean": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "original_glcm_Contrast": [10.0, 20.0, 30.0, 40.0, 50.0],
+    })
+    wide = features.wide_by_sequence(long)
+    assert list(wide.index) == ["M1", "M2"]
+    assert list(wide.columns) == [f"{s}_original_{f}" for s in ("FS-T2", "T1", "T2")
+                                  for f in ("firstorder_Mean", "glcm_Contrast")]
+    assert wide.loc["M2", "T2_original_glcm_Contrast"] == 20.0
+    assert wide.loc["M1", "T1_original_firstorder_Mean"] == 5.0
+    assert np.isnan(wide.loc["M1", "FS-T2_original_firstorder_Mean"])  # sequence missing
+    with pytest.raises(ValueError):  # two readers: one row per (patient, sequence) required
+        features.wide_by_sequence(pd.concat([long, long.assign(reader="2")]))
+
+
 @pytest.mark.slow
 def test_signal_effect_and_negative_control(tmp_path):
     """signal=1: blastic lesions darker on T2 and higher MVR; signal=0: no feature differs."""

@@ -134,16 +134,6 @@ def test_signal_zero_images_have_no_class_effect():
 # ---------------------------------------------------------------------------------------------
 # study glue (vcfnb.studies.ovf) on the simulated cohort
 # ---------------------------------------------------------------------------------------------
-def test_mrmr_rank_equals_mrmr_selection(rng):
-    from vcfnb.selection import MRMRSelector
-    from vcfnb.studies.ovf import mrmr_rank
-
-    X = pd.DataFrame(rng.normal(size=(60, 40)), columns=[f"f{i}" for i in range(40)])
-    X["f1"] = X.f0 + 0.3 * rng.normal(size=60)  # a redundant pair
-    y = (X.f0 + X.f5 - X.f9 + rng.normal(size=60) > 0).astype(int)
-    assert mrmr_rank(X, y, 12) == MRMRSelector(k=12).fit(X, y).ranking_
-
-
 def test_compartments_density_and_radscore_linearity(small_cohort, tmp_path):
     from vcfnb.studies import ovf as study
 

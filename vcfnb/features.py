@@ -59,7 +59,8 @@ from vcfnb import filters as _filters
 
 __all__ = [
     "extract", "extract_with_failures", "load_settings", "packaged_settings", "file_digest",
-    "failures_table", "shutdown_workers", "FAILURE_COLUMNS", "ID_COLUMNS",
+    "failures_table", "start_workers", "shutdown_workers", "FAILURE_COLUMNS", "ID_COLUMNS",
+    "wide_by_sequence",
 ]
 
 logger = logging.getLogger(__name__)
@@ -807,6 +808,19 @@ def _family_cost(name: str, args: dict) -> float:
     return _COST.get(name.lower(), 1.0)
 
 
+def _image_voxels(path: str) -> float:
+    """Voxel count from the image header (a DICOM folder: files x one slice), 1e6 if unknown."""
+    try:
+        p = Path(path)
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(files[0]))
+        reader.ReadImageInformation()
+        return float(np.prod(reader.GetSize())) * len(files)
+    except Exception:  # noqa: BLE001 - only a scheduling hint
+        return 1e6
+
+
 def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], settings: dict,
                 n_workers: int) -> list[dict]:
     """Split (image -> family -> positions) into work units balanced over the workers."""
@@ -814,6 +828,8 @@ def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], s
     target = 3 * max(n_workers, 1)
     n_images = len(todo)
     for image, fams in todo.items():
+        # work ~ filtering (voxels of the scan) + features (per ROI): big scans first
+        size = _image_voxels(image) / 1e6 if n_images > 1 else 1.0
         names = list(fams)
         n_chunks = 1 if n_images >= target else min(len(names), math.ceil(target / n_images))
         # greedy: heaviest image types first onto the lightest chunk
@@ -835,7 +851,7 @@ def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], s
                 "rois": [(p, *rows[p]) for p in positions],
                 "families": {n: sorted(fams[n]) for n in chunk},
                 "settings": settings,
-                "cost": sum(cost[n] for n in chunk) * len(positions),
+                "cost": sum(cost[n] for n in chunk) * (size + 0.1 * len(positions)),
             })
     units.sort(key=lambda u: -u["cost"])  # longest first: better packing on the pool
     return units
@@ -849,6 +865,32 @@ def _scheduler_address(scheduler: Any) -> Any:
 
 _POOL: Any = None
 _POOL_SIZE = 0
+# imported once in the forkserver, so every worker starts with them (each costs a worker
+# ~0.1-0.5 s on first use otherwise)
+_PRELOAD = ["vcfnb.features", "vcfnb.io", "vcfnb.filters", "vcfnb.preprocess",
+            "radiomics.featureextractor", "scipy.ndimage", "threadpoolctl", "yaml"]
+
+
+def _noop() -> int:
+    return os.getpid()
+
+
+def start_workers(n_jobs: int | None = None, wait: bool = True) -> None:
+    """Start the worker processes :func:`extract` uses (``n_jobs`` of them, default all CPUs).
+
+    :func:`extract` starts them itself when needed (~1 s: a forkserver importing pyradiomics,
+    then one fork per worker) and keeps them for later calls; call this to pay that once up
+    front, e.g. before timing an extraction. :func:`shutdown_workers` stops them.
+    """
+    n = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else max(1, int(n_jobs))
+    futures = [_pool(n).submit(_noop) for _ in range(n)]
+    if wait:
+        for f in futures:
+            f.result()
+
+
+def _start_pool(n_jobs: int) -> None:
+    start_workers(n_jobs, wait=False)
 
 
 def _pool(n_jobs: int):
@@ -867,7 +909,7 @@ def _pool(n_jobs: int):
 
         try:
             ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(["vcfnb.features", "radiomics.featureextractor"])
+            ctx.set_forkserver_preload(_PRELOAD)
         except ValueError:  # pragma: no cover - platforms without fork (Windows)
             ctx = mp.get_context("spawn")
         _POOL = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx)
@@ -1029,6 +1071,12 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
     cache = _Cache(cache_dir)
     n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else max(1, int(n_jobs))
     scheduler = _scheduler_address(scheduler)
+    starter = None
+    if scheduler is None and n_workers > 1 and len(rois) > 1 and _POOL_SIZE != n_workers:
+        import threading  # the workers start while the inputs are hashed and looked up below
+
+        starter = threading.Thread(target=_start_pool, args=(n_workers,), daemon=True)
+        starter.start()
 
     labels = (rois["label"] if "label" in rois.columns else pd.Series(1, index=rois.index))
     n = len(rois)
@@ -1081,6 +1129,8 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
                and all((pos, f) in keys for f in families))
     units = _make_units(todo, rows, settings, n_workers)
     written = 0
+    if starter is not None:
+        starter.join()
 
     def on_result(unit: dict, out: dict) -> None:
         nonlocal written
@@ -1155,3 +1205,50 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
     if failures:
         logger.warning("features: %d ROI(s) failed; see attrs['failures']", n_fail)
     return out
+
+
+def wide_by_sequence(features: pd.DataFrame, *,
+                     meta=("patient_id", "roi", "sequence", "reader")) -> pd.DataFrame:
+    """Long → wide: one row per patient, feature columns prefixed by their sequence.
+
+    A multi-sequence study extracts one row per patient and sequence (MRI: T1, T2, FS-T2, ...);
+    a model wants one row per patient with every sequence's features side by side. Each feature
+    column ``f`` of the long table becomes ``<sequence>_f`` (``T2_original_glcm_Contrast``).
+
+    Parameters
+    ----------
+    features : DataFrame
+        Long feature table, e.g. from :func:`extract`, with ``patient_id`` and ``sequence``
+        columns and at most one row per (patient, sequence) -- keep one reader first.
+    meta : sequence of str
+        Non-feature columns to leave out (besides ``patient_id`` and ``sequence``).
+
+    Returns
+    -------
+    DataFrame
+        Index ``patient_id`` (sorted), columns ``<sequence>_<feature>`` sorted by sequence,
+        then name (``original_`` features; others sort by their full name). A patient missing
+        a sequence gets NaN in that sequence's columns.
+
+    Raises
+    ------
+    ValueError
+        When a (patient, sequence) pair occurs more than once (pandas' ``pivot``).
+
+    Examples
+    --------
+    >>> long = pd.DataFrame({"patient_id": ["p1", "p1", "p2", "p2"],
+    ...                      "roi": "lesion", "sequence": ["T1", "T2", "T1", "T2"],
+    ...                      "original_firstorder_Mean": [1.0, 2.0, 3.0, 4.0]})
+    >>> wide_by_sequence(long)  # doctest: +NORMALIZE_WHITESPACE
+                T1_original_firstorder_Mean  T2_original_firstorder_Mean
+    patient_id
+    p1                                  1.0                          2.0
+    p2                                  3.0                          4.0
+    """
+    feats = [c for c in features.columns if c not in meta]
+    long = features[["patient_id", "sequence", *feats]]
+    wide = long.pivot(index="patient_id", columns="sequence")
+    wide.columns = [f"{seq}_{feat}" for feat, seq in wide.columns]
+    order = sorted(wide.columns, key=lambda c: (c.split("_original_")[0], c))
+    return wide[order]

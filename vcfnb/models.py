@@ -772,7 +772,7 @@ def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_te
             return float(roc_auc_score(pred["y_true"], pred["score"]))
 
     observed = run(y01)
-    null = np.array(Parallel(n_jobs=n_jobs)(
+    null = np.array(Parallel(n_jobs=n_jobs, batch_size=1)(
         delayed(run)(_permuted(y01, groups, g)) for g in perm_seeds))
     p = (1.0 + np.sum(null >= observed)) / (1.0 + null.size)
     return PermutationResult(float(observed), null, float(p), design)

@@ -21,6 +21,7 @@ __all__ = [
     "plot_calibration",
     "plot_clustered_heatmap",
     "plot_coefficients",
+    "plot_conformance_by_family",
     "plot_correlation_heatmap",
     "plot_decision_curve",
     "plot_delong_matrix",
@@ -743,6 +744,78 @@ def plot_permutation_null(
     )
     ax.set(xlabel="AUC", ylabel="count")
     ax.legend(fontsize="small")
+    return ax
+
+
+# bar colours of plot_conformance_by_family, by vcfnb.conformance.STATUS value
+_STATUS_COLORS = {
+    "match": "#2a9d8f",
+    "mismatch: explained": "#e9c46a",
+    "mismatch: unexplained": "#e76f51",
+    "not in pyradiomics": "#bbbbbb",
+    "no reference value": "#eeeeee",
+}
+
+
+def plot_conformance_by_family(
+    counts: pd.DataFrame,
+    *,
+    statuses: Sequence[str] | None = None,
+    title: str | None = None,
+    ax: Axes | None = None,
+    **kw,
+) -> Axes:
+    """Stacked horizontal bars: IBSI reference values per feature family, by conformance status.
+
+    Parameters
+    ----------
+    counts : DataFrame
+        :func:`vcfnb.conformance.summary`'s table: a ``family`` column and one count column per
+        status. Its ``total`` row is left out; families are drawn top to bottom in table order.
+    statuses : sequence of str, optional
+        Status columns to stack, left to right (default: the first four of
+        :data:`vcfnb.conformance.STATUS` -- match, explained and unexplained mismatch, not in
+        pyradiomics): green, yellow, red, grey (other names: grey).
+    title : str, optional
+        Axes title.
+    **kw
+        Passed to ``ax.barh`` for every status (default ``height=0.5``).
+
+    Returns
+    -------
+    Axes
+        One bar per family and status (``len(families) * len(statuses)`` patches), families as
+        y tick labels (first on top), a legend with the statuses, x label
+        ``"IBSI reference values"``.
+
+    Examples
+    --------
+    >>> counts = pd.DataFrame({"family": ["GLCM", "NGTDM", "total"], "match": [20, 5, 25],
+    ...     "mismatch: explained": [3, 0, 3], "mismatch: unexplained": [0, 0, 0],
+    ...     "not in pyradiomics": [2, 0, 2]})
+    >>> ax = plot_conformance_by_family(counts, title="IBSI-1 digital phantom")
+    """
+    from vcfnb.conformance import STATUS
+
+    statuses = list(STATUS[:4] if statuses is None else statuses)
+    _need(counts, ["family", *statuses], "plot_conformance_by_family")
+    d = counts[counts["family"] != "total"]
+    y = np.arange(len(d))
+    left = np.zeros(len(d))
+    ax = _ax(ax, figsize=(7, 4.5))
+    kw.setdefault("height", 0.5)
+    for status in statuses:
+        width = d[status].to_numpy(float)
+        ax.barh(y, width, left=left, label=status,
+                color=_STATUS_COLORS.get(status, "grey"), **kw)
+        left += width
+    ax.set_yticks(y, [str(f) for f in d["family"]])
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()  # first family on top, as the table reads
+    ax.set(xlabel="IBSI reference values", ylabel="")
+    if title:
+        ax.set_title(title)
+    ax.legend()
     return ax
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "RandomOverSampler",
     "Pipeline",
     "UnivariateFilter",
+    "shapiro_pvalues",
     "CorrelationFilter",
     "MRMRSelector",
     "LassoSelector",
@@ -181,22 +182,26 @@ class _ColumnSelector(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "support_")
         return np.flatnonzero(self.support_) if indices else self.support_.copy()
 
+    def _output_indices(self) -> np.ndarray:
+        """Input column indices in output order (input order unless a subclass says otherwise)."""
+        return np.flatnonzero(self.support_)
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the selected features, in input order."""
+        """Names of the selected features, in output order (input order unless stated)."""
         check_is_fitted(self, "support_")
         names = _check_feature_names_in(self, input_features)
-        return np.asarray(names, dtype=object)[self.support_]
+        return np.asarray(names, dtype=object)[self._output_indices()]
 
     @property
     def selected_features_(self) -> list[str]:
-        """The selected feature names as a list (input order)."""
+        """The selected feature names as a list (output order: input order unless stated)."""
         return [str(n) for n in self.get_feature_names_out()]
 
     def transform(self, X: Any) -> Any:
         """Keep the selected columns; a DataFrame stays a DataFrame (selected by name)."""
         check_is_fitted(self, "support_")
         if isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_"):
-            cols = list(np.asarray(self.feature_names_in_, dtype=object)[self.support_])
+            cols = list(np.asarray(self.feature_names_in_, dtype=object)[self._output_indices()])
             missing = [c for c in cols if c not in X.columns]
             if missing:
                 raise ValueError(
@@ -211,7 +216,7 @@ class _ColumnSelector(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__}: X has {Xa.shape[-1]} features, "
                 f"but it was fitted with {self.n_features_in_}"
             )
-        out = Xa[:, self.support_]
+        out = Xa[:, self._output_indices()]
         _check_finite(out, type(self).__name__)
         return out
 
@@ -224,6 +229,42 @@ class _ColumnSelector(TransformerMixin, BaseEstimator):
 # --------------------------------------------------------------------------------------------
 # univariate filter
 # --------------------------------------------------------------------------------------------
+def shapiro_pvalues(A: Any) -> np.ndarray:
+    """Shapiro–Wilk p-value of every column of ``A`` (rows = observations); 0.0 for a constant
+    column.
+
+    Identical to ``scipy.stats.shapiro(A[:, j]).pvalue`` column by column, but sorts all columns
+    at once and calls scipy's compiled SWILK routine directly: ~20× faster on wide tables,
+    where the per-call overhead of ``scipy.stats.shapiro`` dominates (thousands of features in
+    every fold of every permutation).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import stats
+    >>> A = np.random.default_rng(0).gamma(2.0, size=(40, 3))
+    >>> bool(np.array_equal(shapiro_pvalues(A), [stats.shapiro(A[:, j]).pvalue for j in range(3)]))
+    True
+    """
+    A = np.asarray(A, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] < 3:
+        raise ValueError("shapiro_pvalues needs a 2-D array with at least 3 rows")
+    n, p = A.shape
+    constant = np.ptp(A, axis=0) == 0
+    try:
+        from scipy.stats._ansari_swilk_statistics import swilk
+    except ImportError:  # pragma: no cover - scipy moved its private routine: slow, same values
+        return np.array([0.0 if constant[j] else float(stats.shapiro(A[:, j]).pvalue)
+                         for j in range(p)])
+    # as scipy.stats.shapiro: sort, then subtract the value at position n//2 of the *unsorted*
+    # data (scipy gh-15777), then SWILK
+    Y = np.sort(A, axis=0) - A[n // 2][None, :]
+    out = np.zeros(p)
+    for j in np.flatnonzero(~constant):
+        out[j] = swilk(np.ascontiguousarray(Y[:, j]), np.zeros(n // 2), 0)[1]
+    return out
+
+
 class UnivariateFilter(_ColumnSelector):
     """Keep features whose two-group test has p < ``alpha`` (t-test, Mann–Whitney, or by normality).
 
@@ -292,10 +333,7 @@ class UnivariateFilter(_ColumnSelector):
                     if group.shape[0] < 3:
                         raise ValueError(
                             "test='auto' needs at least 3 rows per class for Shapiro–Wilk")
-                    sw_p = np.array([
-                        stats.shapiro(group[:, j]).pvalue if np.ptp(group[:, j]) > 0 else 0.0
-                        for j in range(p)
-                    ])
+                    sw_p = shapiro_pvalues(group)
                     normal &= sw_p > self.normality_alpha
                 use_t = normal
             else:
@@ -407,6 +445,59 @@ class CorrelationFilter(_ColumnSelector):
 # --------------------------------------------------------------------------------------------
 # mRMR
 # --------------------------------------------------------------------------------------------
+_MRMR_FLOOR = 0.001  # mrmr-selection's floor for |correlation| (``mrmr.main.FLOOR``)
+
+
+def _mrmr_fcq(X: np.ndarray, y: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+    """mRMR with F-statistic relevance and mean |Pearson r| redundancy ("FCQ"), vectorised.
+
+    The same algorithm, constants and tie-breaking as ``mrmr_selection.mrmr_classif`` with its
+    defaults (relevance ``"f"``, redundancy ``"c"``, denominator ``"mean"``): candidates are the
+    columns with a positive F statistic; each step picks the first column (input order) with the
+    largest ``relevance / mean(|r| with the chosen ones)``, ``|r|`` floored at 0.001 and a mean of
+    exactly 1 counted as infinite redundancy. mrmr-selection does this with pandas ``apply``
+    loops, O(k × p) Python calls (tens of seconds for 1000 features under pandas 3); here each
+    step is one matrix-vector product. ``X`` must be finite.
+
+    Returns
+    -------
+    chosen : list of int
+        Column indices of ``X`` in mRMR order (at most ``k``).
+    relevance : ndarray
+        F statistic of every column (NaN → 0).
+    """
+    from sklearn.feature_selection import f_classif
+
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant columns: F = 0/0 ...
+        warnings.simplefilter("ignore", UserWarning)  # ... and "Features [...] are constant"
+        rel_all = np.nan_to_num(f_classif(X, y)[0], nan=0.0)
+    cand = np.flatnonzero(rel_all > 0)
+    A, rel = X[:, cand], rel_all[cand]
+    Z = A - A.mean(axis=0)
+    norm = np.sqrt((Z ** 2).sum(axis=0))
+    red_sum = np.zeros(len(cand))
+    free = np.ones(len(cand), bool)
+    chosen: list[int] = []
+    for i in range(min(int(k), len(cand))):
+        if i == 0:
+            score = rel.copy()
+        else:
+            last = chosen[-1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = (Z.T @ Z[:, last]) / (norm * norm[last])
+            r = np.clip(np.abs(np.nan_to_num(r, nan=_MRMR_FLOOR)), _MRMR_FLOOR, None)
+            red_sum += r
+            den = red_sum / i
+            den = np.where(den == 1.0, np.inf, den)
+            score = rel / den
+        score = np.where(free, score, -np.inf)
+        best = int(np.argmax(score))
+        chosen.append(best)
+        free[best] = False
+    return [int(cand[j]) for j in chosen], rel_all
+
+
 class MRMRSelector(_ColumnSelector):
     """Minimum-redundancy maximum-relevance top-``k`` (``mrmr_selection.mrmr_classif``).
 
@@ -414,21 +505,33 @@ class MRMRSelector(_ColumnSelector):
     (mrmr-selection's defaults, the "FCQ" variant). Features with zero or undefined relevance
     are never chosen, so fewer than ``k`` may be returned. Deterministic (no randomness).
 
+    With the default ``relevance``, ``redundancy`` and ``denominator`` the ranking is computed by
+    a vectorised implementation of ``mrmr_classif``'s algorithm (same constants and
+    tie-breaking, same ranking -- checked against the library in ``tests/test_selection.py``),
+    which takes milliseconds where the library's pandas loops take tens of seconds on
+    ~1000 features. Any other setting calls ``mrmr_classif`` itself.
+
     Parameters
     ----------
     k : int
         Number of features to keep (seed 003: 30).
     relevance, redundancy, denominator : str
-        Passed to ``mrmr_classif``.
+        As in ``mrmr_classif``; non-default values are passed to it.
     n_jobs : int
-        Passed to ``mrmr_classif`` (1 = no worker processes).
+        Passed to ``mrmr_classif`` for non-default settings (1 = no worker processes); the
+        default (vectorised) path does not use it.
+    order : {"input", "ranking"}
+        Column order of ``transform`` and ``get_feature_names_out``: the input order (default)
+        or the mRMR order of ``ranking_``. The selected set is the same; only a downstream step
+        that depends on column order (e.g. a liblinear LASSO) sees a difference.
 
     Attributes
     ----------
     ranking_ : list of str
-        Selected features in mRMR order (``transform`` keeps input order).
+        Selected features in mRMR order (``transform`` keeps input order unless
+        ``order="ranking"``).
     relevance_ : Series
-        Relevance score of every candidate feature.
+        Relevance score of every candidate feature (NaN for features with zero relevance).
     support_ : ndarray of bool
 
     Examples
@@ -442,23 +545,18 @@ class MRMRSelector(_ColumnSelector):
     """
 
     def __init__(self, k: int = 30, relevance: str = "f", redundancy: str = "c",
-                 denominator: str = "mean", n_jobs: int = 1) -> None:
+                 denominator: str = "mean", n_jobs: int = 1, order: str = "input") -> None:
         self.k = k
         self.relevance = relevance
         self.redundancy = redundancy
         self.denominator = denominator
         self.n_jobs = n_jobs
+        self.order = order
 
-    def fit(self, X: Any, y: Any) -> "MRMRSelector":
-        """Run mRMR on the training rows."""
+    def _library(self, frame: pd.DataFrame, y01: np.ndarray, k: int) -> tuple[list, pd.Series]:
+        """``mrmr_classif`` itself (non-default relevance, redundancy or denominator)."""
         from mrmr import mrmr_classif
 
-        Xa, y01 = self._validate_fit(X, y)
-        names = [str(n) for n in self._names_in()]
-        frame = pd.DataFrame(Xa, columns=names)
-        k = int(min(self.k, len(names)))
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             selected, relevance, _ = mrmr_classif(
@@ -466,12 +564,35 @@ class MRMRSelector(_ColumnSelector):
                 redundancy=self.redundancy, denominator=self.denominator,
                 return_scores=True, n_jobs=self.n_jobs, show_progress=False,
             )
+        return list(selected), pd.Series(relevance, dtype=float)
+
+    def fit(self, X: Any, y: Any) -> "MRMRSelector":
+        """Run mRMR on the training rows."""
+        if self.order not in ("input", "ranking"):
+            raise ValueError(f"order must be 'input' or 'ranking', got {self.order!r}")
+        Xa, y01 = self._validate_fit(X, y)
+        names = [str(n) for n in self._names_in()]
+        k = int(min(self.k, len(names)))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if (self.relevance, self.redundancy, self.denominator) == ("f", "c", "mean"):
+            chosen, rel = _mrmr_fcq(Xa, y01, k)
+            selected = [names[j] for j in chosen]
+            relevance = pd.Series(rel, index=names, dtype=float).where(rel > 0)
+        else:
+            selected, relevance = self._library(pd.DataFrame(Xa, columns=names), y01, k)
         if not selected:
             raise ValueError("MRMRSelector: no feature has a positive relevance on these rows")
-        self.ranking_ = list(selected)
-        self.relevance_ = pd.Series(relevance, dtype=float).reindex(names)
+        self.ranking_ = selected
+        self.relevance_ = relevance.reindex(names)
         self.support_ = np.isin(names, selected)
+        self.ranking_indices_ = np.array([names.index(f) for f in selected], dtype=int)
         return self
+
+    def _output_indices(self) -> np.ndarray:
+        if self.order == "ranking":
+            return self.ranking_indices_
+        return super()._output_indices()
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +643,14 @@ class LassoSelector(_ColumnSelector):
         Seeds the CV fold assignment (and the solver).
     n_jobs : int
         CV folds run in parallel.
+    screening : bool
+        Solve each lambda on a screened set of features (glmnet's sequential strong rule:
+        the features non-zero at the previous lambda plus those whose gradient passes
+        ``2·lambda − lambda_prev``), then check the optimality (KKT) condition
+        ``|x_j'(y − p)|/n ≤ lambda`` on every left-out feature and refit with any violator
+        added, until none is left. The solution is that of the full problem (same convex
+        optimum, within solver tolerance), found 5-30× faster when most features stay at zero
+        (thousands of radiomics/deep features, tens selected). ``False`` fits all features.
     compute_path : bool
         Also fit the full-data coefficient path for plotting (``path_``).
 
@@ -565,7 +694,7 @@ class LassoSelector(_ColumnSelector):
                  lambda_min_ratio: float | None = None, solver: str = "liblinear",
                  tol: float = 1e-6,
                  max_iter: int = 20000, min_features: int = 1, random_state: int | None = None,
-                 n_jobs: int = 1, compute_path: bool = True) -> None:
+                 n_jobs: int = 1, compute_path: bool = True, screening: bool = True) -> None:
         self.cv = cv
         self.rule = rule
         self.lam = lam
@@ -580,31 +709,78 @@ class LassoSelector(_ColumnSelector):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.compute_path = compute_path
+        self.screening = screening
 
     # -- internals -----------------------------------------------------------------------
     def _model(self, lam: float, n: int, warm: bool = False) -> LogisticRegression:
         return _l1_logistic(lambda_to_C(lam, n), self.solver, self.tol, self.max_iter,
                             self.random_state, warm_start=warm and self.solver != "liblinear")
 
-    def _fit_one(self, X: np.ndarray, y: np.ndarray, lam: float) -> LogisticRegression:
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, lam: float,
+                 active: np.ndarray | None = None) -> LogisticRegression:
+        """The L1 fit at ``lam`` on all columns of ``X`` (screened: see ``screening``)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._model(lam, X.shape[0]).fit(X, y)
+            if not self.screening:
+                return self._model(lam, X.shape[0]).fit(X, y)
+            if active is None:  # strong rule from the intercept-only model (lambda_max)
+                g0 = np.abs(X.T @ (y - y.mean())) / X.shape[0]
+                active = g0 >= 2.0 * lam - g0.max()
+            return self._screened(X, y, lam, active)[0]
 
-    def _path(self, X: np.ndarray, y: np.ndarray,
-              lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Coefficients (n_lambdas × p) and intercepts along a descending lambda grid."""
+    def _screened(self, X: np.ndarray, y: np.ndarray, lam: float, active: np.ndarray
+                  ) -> tuple[LogisticRegression, np.ndarray]:
+        """L1 fit at ``lam`` on the ``active`` columns, grown by KKT violators until none is
+        left; returns the model (coefficients expanded to all columns) and ``y − p``."""
+        n, p = X.shape
+        active = np.asarray(active, dtype=bool).copy()
+        if not active.any():
+            active[int(np.argmax(np.abs(X.T @ (y - y.mean()))))] = True
+        while True:
+            cols = np.flatnonzero(active)
+            model = self._model(lam, n).fit(X[:, cols], y)
+            b = model.coef_.ravel()
+            resid = y - 1.0 / (1.0 + np.exp(-(X[:, cols] @ b + model.intercept_[0])))
+            grad = np.abs(X.T @ resid) / n
+            violators = ~active & (grad > lam * (1.0 + 1e-4))
+            if not violators.any():
+                break
+            active |= violators
+        coef = np.zeros((1, p))
+        coef[0, cols] = b
+        model.coef_ = coef
+        model.n_features_in_ = p
+        return model, resid
+
+    def _path(self, X: np.ndarray, y: np.ndarray, lambdas: np.ndarray,
+              models: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients (n_lambdas × p) and intercepts along a descending lambda grid (the
+        fitted models are appended to ``models`` when given)."""
         n, p = X.shape
         coefs = np.zeros((lambdas.size, p))
         inters = np.zeros(lambdas.size)
-        model = self._model(lambdas[0], n, warm=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            if not self.screening:
+                model = self._model(lambdas[0], n, warm=True)
+                for i, lam in enumerate(lambdas):
+                    model.set_params(C=lambda_to_C(lam, n))
+                    model.fit(X, y)
+                    coefs[i] = model.coef_.ravel()
+                    inters[i] = model.intercept_[0]
+                return coefs, inters
+            resid = y - y.mean()  # intercept-only model
+            lam_prev = float(np.max(np.abs(X.T @ resid)) / n)
+            nonzero = np.zeros(p, dtype=bool)
             for i, lam in enumerate(lambdas):
-                model.set_params(C=lambda_to_C(lam, n))
-                model.fit(X, y)
+                strong = np.abs(X.T @ resid) / n >= 2.0 * lam - lam_prev
+                model, resid = self._screened(X, y, lam, strong | nonzero)
+                if models is not None:
+                    models.append(model)
                 coefs[i] = model.coef_.ravel()
                 inters[i] = model.intercept_[0]
+                nonzero = coefs[i] != 0
+                lam_prev = lam
         return coefs, inters
 
     def _fold_scores(self, X, y, train, test, lambdas) -> np.ndarray:
@@ -644,8 +820,9 @@ class LassoSelector(_ColumnSelector):
         lambdas = self._grid(Xa, y01)
         fixed = self.lam is not None or self.C is not None
         path_coefs = None
+        path_models: list = []
         if self.compute_path or not fixed:
-            path_coefs, _ = self._path(Xa, y01, lambdas)
+            path_coefs, _ = self._path(Xa, y01, lambdas, path_models)
 
         self.lambda_min_ = self.lambda_1se_ = None
         self.cv_results_ = None
@@ -673,7 +850,8 @@ class LassoSelector(_ColumnSelector):
                 "n_nonzero": (path_coefs != 0).sum(axis=1),
             })
         self.lambda_cv_ = lam
-        est = self._fit_one(Xa, y01, lam)
+        on_path = [m for m, l in zip(path_models, lambdas) if l == lam]
+        est = on_path[0] if on_path else self._fit_one(Xa, y01, lam)  # the path's fit at lam
         support = est.coef_.ravel() != 0
         self.fallback_ = False
         if support.sum() < self.min_features:

@@ -17,6 +17,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from vcfnb import selection
+from vcfnb.features import wide_by_sequence  # re-exported: moved to vcfnb.features
 
 __all__ = ["PAPER_FEATURE_COUNTS", "SEMANTIC", "apply_positive_class", "feature_class_counts",
            "wide_by_sequence", "RadiomicsCV", "radiomics_cv", "cv_performance",
@@ -125,17 +126,6 @@ def mvr_correlation(features: pd.DataFrame, mvr: pd.Series, selected: list[str])
         r, p = sps.pearsonr(x[ok], m[ok]) if ok.sum() > 2 else (np.nan, np.nan)
         rows.append({"feature": f, "pearson_r": r, "p_value": p, "n": int(ok.sum())})
     return pd.DataFrame(rows)
-
-
-def wide_by_sequence(features: pd.DataFrame, *, meta=("patient_id", "roi", "sequence", "reader")
-                     ) -> pd.DataFrame:
-    """One row per lesion, feature columns prefixed by sequence (``T2_original_glcm_...``)."""
-    feats = [c for c in features.columns if c not in meta]
-    long = features[["patient_id", "sequence", *feats]]
-    wide = long.pivot(index="patient_id", columns="sequence")
-    wide.columns = [f"{seq}_{feat}" for feat, seq in wide.columns]
-    order = sorted(wide.columns, key=lambda c: (c.split("_original_")[0], c))
-    return wide[order]
 
 
 @dataclass

@@ -307,79 +307,12 @@ def _usable(X: pd.DataFrame) -> list[str]:
     return list(X.columns[ok])
 
 
-_MRMR_FLOOR = 0.001  # mrmr-selection's floor for |correlation|
-
-
-def mrmr_rank(X: pd.DataFrame, y, k: int) -> list[str]:
-    """mRMR (F-statistic relevance / mean |Pearson r| redundancy), vectorised.
-
-    The same algorithm, constants and tie-breaking as ``mrmr_selection.mrmr_classif`` with its
-    defaults (relevance ``"f"``, redundancy ``"c"``, denominator ``"mean"``), whose pandas
-    ``apply`` loops take O(k × p) Python calls (tens of seconds for 1000 features under
-    pandas 3). ``tests/test_synth_ovf.py`` checks the ranking equals ``mrmr_classif``'s.
-    Columns must be finite (see :func:`patient_features`).
-    """
-    from sklearn.feature_selection import f_classif
-
-    A = np.asarray(X, float)
-    rel = np.nan_to_num(f_classif(A, np.asarray(y))[0], nan=0.0)
-    cand = np.flatnonzero(rel > 0)
-    A, rel = A[:, cand], rel[cand]
-    names = np.asarray(X.columns)[cand]
-    Z = A - A.mean(axis=0)
-    norm = np.sqrt((Z ** 2).sum(axis=0))
-    red_sum = np.zeros(len(cand))
-    free = np.ones(len(cand), bool)
-    chosen: list[int] = []
-    for i in range(min(int(k), len(cand))):
-        if i == 0:
-            score = rel.copy()
-        else:
-            last = chosen[-1]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r = (Z.T @ Z[:, last]) / (norm * norm[last])
-            r = np.clip(np.abs(np.nan_to_num(r, nan=_MRMR_FLOOR)), _MRMR_FLOOR, None)
-            red_sum += r
-            den = red_sum / i
-            den = np.where(den == 1.0, np.inf, den)
-            score = rel / den
-        score = np.where(free, score, -np.inf)
-        best = int(np.argmax(score))
-        chosen.append(best)
-        free[best] = False
-    return [str(names[j]) for j in chosen]
-
-
-class FastMRMR(TransformerMixin, BaseEstimator):
-    """mRMR top-``k`` selector using :func:`mrmr_rank` (same result as
-    :class:`vcfnb.selection.MRMRSelector`, much faster on wide tables).
-
-    Attributes
-    ----------
-    ranking_ : list of str
-        Selected features in mRMR order.
-    """
-
-    def __init__(self, k: int = 30):
-        self.k = k
-
-    def fit(self, X, y):
-        X = pd.DataFrame(X)
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.ranking_ = mrmr_rank(X, y, self.k)
-        if not self.ranking_:
-            raise ValueError("FastMRMR: no feature has a positive relevance on these rows")
-        return self
-
-    def transform(self, X):
-        return pd.DataFrame(X)[self.ranking_]
-
-    def get_feature_names_out(self, input_features=None):
-        return np.asarray(self.ranking_, dtype=object)
-
-
 class CompartmentRadscore(TransformerMixin, BaseEstimator):
-    """One compartment's radscore: max-abs scaling → mRMR top ``k`` (:class:`FastMRMR`) → LASSO with CV.
+    """One compartment's radscore: max-abs scaling → mRMR top ``k`` → LASSO with CV.
+
+    mRMR is :class:`vcfnb.selection.MRMRSelector` (passing its features on in mRMR order, as
+    the study always has: liblinear's LASSO result depends on column order) and LASSO
+    :class:`vcfnb.selection.LassoSelector`.
 
     Works on per-patient feature tables whose columns start with ``prefix``
     (:func:`patient_features`); everything is fitted on the rows given to ``fit`` only
@@ -444,7 +377,7 @@ class CompartmentRadscore(TransformerMixin, BaseEstimator):
         self.columns_ = _usable(X[self._cols(X)])
         self.pipeline_ = Pipeline([
             ("maxabs", selection.MaxAbsScaler()),
-            ("mrmr", FastMRMR(k=self.k)),
+            ("mrmr", selection.MRMRSelector(k=self.k, order="ranking")),
             ("lasso", selection.LassoSelector(cv=self.cv, rule=self.rule, lam=self.lam,
                                               random_state=self.random_state, min_features=1,
                                               solver=self.solver, lambda_min_ratio=0.01,

@@ -50,7 +50,8 @@ __all__ = [
     "scores", "performance", "record", "n4_rois", "selection_b", "fit_selection", "step_counts",
     "reader1",
     "classifier_table", "fuse", "dlr_score_formula", "clinical_analysis", "clinical_design",
-    "fit_dlrn", "comparison", "morphometric_wedge", "wedge_agreement", "permutation",
+    "fit_dlrn", "stacked_dlr_score", "comparison", "morphometric_wedge", "wedge_agreement",
+    "permutation",
     "formatted", "gradcam_cases",
 ]
 
@@ -486,6 +487,44 @@ def clinical_analysis(cases: pd.DataFrame, split_: pd.Series, *, outcome: str = 
                 f"uses the best univariate term {best!r}")
     table.attrs["note"] = note
     return table, keep
+
+
+def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
+                      cv: int = 5, rng: int = 0, name: str = "DLR_score") -> pd.Series:
+    """DLR score to build the DLRN on: training patients scored **out of fold**, test patients
+    by the chain fitted on all training patients.
+
+    ``selection`` is the fitted :func:`fit_selection` chain (z-score → test → |r| → LASSO). A
+    nomogram fitted on the training patients' in-sample DLR scores — the LASSO saw those
+    patients — over-weights the score and is mis-calibrated on new patients (Hosmer–Lemeshow
+    p ≈ 0 on the test split). Here each training patient's score comes from a clone of the
+    chain refitted, with the same settings, on the other ``cv`` − 1 folds of the training
+    patients (stratified, seeded by ``rng``); the test patients' scores are unchanged. This is
+    ordinary stacking; the paper does not say which scores its nomogram was fitted on.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(60, 8)), index=[f"p{i}" for i in range(60)]).add_prefix("f")
+    >>> y = pd.Series((X.f0 + g.normal(size=60) > 0).astype(int), index=X.index)
+    >>> sp = pd.Series(["train"] * 40 + ["test"] * 20, index=X.index)
+    >>> sel = fit_selection(X, y, sp, alpha=0.5, lasso_cv=3)
+    >>> s = stacked_dlr_score(sel, X, y, sp, cv=4)
+    >>> bool(np.allclose(s[sp == "test"], models.radscore(sel, X[sp == "test"])))
+    True
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    out = models.radscore(selection, X, name=name)
+    tr = X.index[(split_.reindex(X.index) == "train").to_numpy()]
+    yt = y.reindex(tr).astype(int)
+    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=int(rng))
+    for fit_pos, held_pos in folds.split(np.zeros(len(tr)), yt.to_numpy()):
+        fold_model = clone(selection).fit(X.loc[tr[fit_pos]], yt.iloc[fit_pos])
+        out.loc[tr[held_pos]] = models.radscore(fold_model, X.loc[tr[held_pos]],
+                                                name=name).to_numpy()
+    return out
 
 
 def fit_dlrn(dlr_score: pd.Series, clinical: pd.DataFrame, y: pd.Series, split_: pd.Series
