@@ -152,3 +152,23 @@ def test_report_scrubs_absolute_paths(tmp_path, monkeypatch):
 def test_load_params_yaml_files_are_mappings():
     for pf in (ROOT / "params").rglob("*.yaml"):
         assert isinstance(io.load_yaml(pf), dict)
+
+
+def test_lab_kernel_is_this_environment():
+    """`make lab` and papermill use the same kernel: `vcfnb`, registered inside the environment
+    the Makefile made and running that environment's Python (so an analyst in JupyterLab runs
+    exactly what `make reproduce` runs)."""
+    import subprocess
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("vcfnb")
+    assert Path(spec.argv[0]).resolve() == Path(sys.executable).resolve()
+    assert Path(spec.resource_dir).resolve().is_relative_to(Path(sys.prefix).resolve())
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    lab = make[make.index("\nlab:"):].split("\n\n")[0]
+    assert "$(VENV)/bin/jupyter lab" in lab
+    out = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "lab", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip()[0].isdigit()

@@ -486,3 +486,17 @@ def test_lasso_screening_gives_the_full_problem_solution():
     b = LassoSelector(lam=0.05, screening=True, random_state=0).fit(X, y)
     assert list(a.coef_.index) == list(b.coef_.index)
     np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-3, atol=1e-4)
+
+
+def test_lasso_cv_skips_folds_with_one_class():
+    """Small data, many folds: held-out folds with one class have no AUC and are left out of
+    the CV mean instead of breaking the fit (vcf's stacked DLR score on the smoke cohort)."""
+    g = np.random.default_rng(2)
+    X = pd.DataFrame(g.normal(size=(22, 30)), columns=[f"f{i}" for i in range(30)])
+    y = np.r_[np.ones(6), np.zeros(16)].astype(int)
+    X["f0"] += 1.5 * y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = LassoSelector(cv=10, n_lambdas=10, random_state=0).fit(X, y)
+    assert np.isfinite(sel.cv_results_["mean_score"]).all()
+    assert sel.lambda_1se_ >= sel.lambda_min_ and len(sel.coef_) >= 1

@@ -871,6 +871,14 @@ _PRELOAD = ["vcfnb.features", "vcfnb.io", "vcfnb.filters", "vcfnb.preprocess",
             "radiomics.featureextractor", "scipy.ndimage", "threadpoolctl", "yaml"]
 
 
+def _ignore_sigint() -> None:
+    """Workers ignore Ctrl-C / a kernel interrupt (sent to the whole process group): the
+    caller handles it and stops the pool; otherwise every idle worker prints a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _noop() -> int:
     return os.getpid()
 
@@ -912,7 +920,8 @@ def _pool(n_jobs: int):
             ctx.set_forkserver_preload(_PRELOAD)
         except ValueError:  # pragma: no cover - platforms without fork (Windows)
             ctx = mp.get_context("spawn")
-        _POOL = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx)
+        _POOL = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx,
+                                    initializer=_ignore_sigint)
         _POOL_SIZE = n_jobs
         atexit.register(shutdown_workers)
     return _POOL
@@ -973,14 +982,19 @@ def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, o
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             futures = {executor.submit(_run_unit, {**u, "itk_threads": threads}): u for u in units}
             broken = False
-            for fut in cf_completed(futures):
-                try:
-                    out = fut.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. a worker killed for memory
-                    broken = broken or isinstance(exc, BrokenProcessPool)
-                    out = _crashed(futures[fut], exc)
-                on_result(futures[fut], out)
-                bar.update()
+            try:
+                for fut in cf_completed(futures):
+                    try:
+                        out = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - e.g. a worker killed for memory
+                        broken = broken or isinstance(exc, BrokenProcessPool)
+                        out = _crashed(futures[fut], exc)
+                    on_result(futures[fut], out)  # cached at once: an interrupt loses nothing
+                    bar.update()
+            except BaseException:  # KeyboardInterrupt: drop the queued units, keep the pool
+                for fut in futures:
+                    fut.cancel()
+                raise
             if broken:
                 shutdown_workers()
     finally:

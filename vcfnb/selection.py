@@ -42,7 +42,7 @@ import sklearn
 from imblearn.over_sampling import RandomOverSampler
 from imblearn.pipeline import Pipeline
 from joblib import Parallel, delayed
-from scipy import stats
+from scipy import special, stats
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import RFECV
@@ -740,7 +740,7 @@ class LassoSelector(_ColumnSelector):
             cols = np.flatnonzero(active)
             model = self._model(lam, n).fit(X[:, cols], y)
             b = model.coef_.ravel()
-            resid = y - 1.0 / (1.0 + np.exp(-(X[:, cols] @ b + model.intercept_[0])))
+            resid = y - special.expit(X[:, cols] @ b + model.intercept_[0])
             grad = np.abs(X.T @ resid) / n
             violators = ~active & (grad > lam * (1.0 + 1e-4))
             if not violators.any():
@@ -834,8 +834,15 @@ class LassoSelector(_ColumnSelector):
             scores = np.array(Parallel(n_jobs=self.n_jobs)(
                 delayed(self._fold_scores)(Xa, y01, tr, te, lambdas) for tr, te in folds
             ))  # (n_folds, n_lambdas)
+            # a fold whose held-out rows hold one class only has no AUC (small data, many
+            # folds): it is left out of the mean
+            scores = scores[np.isfinite(scores).all(axis=1)]
+            if scores.shape[0] == 0:
+                raise ValueError(
+                    f"LassoSelector: none of the {self.cv} CV folds of these {n} rows has both "
+                    "classes among its held-out rows; use fewer folds (cv)")
             mean = scores.mean(axis=0)
-            sd = scores.std(axis=0, ddof=1)
+            sd = scores.std(axis=0, ddof=1) if scores.shape[0] > 1 else np.zeros(mean.size)
             se = sd / np.sqrt(scores.shape[0])
             sign = 1.0 if self.scoring == "roc_auc" else -1.0  # +: higher is better
             best = int(np.argmax(sign * mean))  # first = largest lambda among ties

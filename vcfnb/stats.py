@@ -861,24 +861,20 @@ def _fisher_exact(obs: np.ndarray, rng: RngLike = None) -> float:
 
     lp_obs = logp(obs[:, 0])
     lbinom = float(gammaln(rows.sum() + 1) - gammaln(c1 + 1) - gammaln(rows.sum() - c1 + 1))
-    total = 0.0
-    cap = np.cumsum(rows[::-1])[::-1]  # max achievable from row i onwards
-
-    def rec(i, left, acc):
-        nonlocal total
-        if i == len(rows) - 1:
-            if left <= rows[i]:
-                x = np.array(acc + [left])
-                lpx = logp(x)
-                if lpx <= lp_obs + 1e-7:  # R's relative tolerance 1 + 1e-7
-                    total += np.exp(lpx - lbinom)
-            return
-        nxt = cap[i + 1]
-        for v in range(max(0, left - nxt), min(rows[i], left) + 1):
-            rec(i + 1, left - v, acc + [v])
-
-    rec(0, c1, [])
-    return float(min(1.0, total))
+    cap = np.r_[np.cumsum(rows[::-1])[::-1], 0]  # max achievable from row i onwards
+    # every table with these margins, enumerated row by row as arrays of (count still to place
+    # in column 1, partial log-probability): vectorised, so ~10^6 tables take a second
+    left = np.array([c1], dtype=np.int64)
+    acc = np.zeros(1)
+    for i, r in enumerate(rows):
+        v = np.arange(r + 1)
+        term = gammaln(r + 1) - gammaln(v + 1) - gammaln(r - v + 1)
+        new_left = left[:, None] - v[None, :]
+        ok = (new_left >= 0) & (new_left <= cap[i + 1])
+        left = new_left[ok]
+        acc = (acc[:, None] + term[None, :])[ok]
+    keep = acc <= lp_obs + 1e-7  # R's relative tolerance 1 + 1e-7
+    return float(min(1.0, np.exp(acc[keep] - lbinom).sum()))
 
 
 # --------------------------------------------------------------------------------------------
