@@ -3,8 +3,8 @@
 Each script prints its ratios as ``ratio <what>: <value>`` lines (what ``tests/test_benchmarks.py``
 looks for) and closes with the load average and one ``FAIL: ...`` line per failed check, exiting
 1 if there was one. The scripts run as ``python benchmarks/<script>.py``, so this folder is on
-``sys.path`` and they ``from _common import ...``. Run as a script (``make benchmark`` runs every
-``benchmarks/*.py``), this file does nothing.
+``sys.path`` and they ``from _common import ...``. ``make benchmark`` runs
+``benchmarks/[a-z]*.py`` and so skips this file (run as a script, it does nothing).
 """
 from __future__ import annotations
 

@@ -828,8 +828,9 @@ def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], s
     target = 3 * max(n_workers, 1)
     n_images = len(todo)
     for image, fams in todo.items():
-        # work ~ filtering (voxels of the scan) + features (per ROI): big scans first
-        size = _image_voxels(image) / 1e6 if n_images > 1 else 1.0
+        # few scans split into several units each: work ~ filtering (voxels of the scan) +
+        # features (per ROI), so big scans go first (a header read; many scans pack well as is)
+        size = _image_voxels(image) / 1e6 if 1 < n_images < target else 1.0
         names = list(fams)
         n_chunks = 1 if n_images >= target else min(len(names), math.ceil(target / n_images))
         # greedy: heaviest image types first onto the lightest chunk
@@ -886,19 +887,15 @@ def _noop() -> int:
 def start_workers(n_jobs: int | None = None, wait: bool = True) -> None:
     """Start the worker processes :func:`extract` uses (``n_jobs`` of them, default all CPUs).
 
-    :func:`extract` starts them itself when needed (~1 s: a forkserver importing pyradiomics,
-    then one fork per worker) and keeps them for later calls; call this to pay that once up
-    front, e.g. before timing an extraction. :func:`shutdown_workers` stops them.
+    :func:`extract` starts them itself when it has work for them (~1 s: a forkserver importing
+    pyradiomics, then one fork per worker) and keeps them for later calls; call this to pay
+    that once up front, e.g. before timing an extraction. :func:`shutdown_workers` stops them.
     """
     n = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else max(1, int(n_jobs))
     futures = [_pool(n).submit(_noop) for _ in range(n)]
     if wait:
         for f in futures:
             f.result()
-
-
-def _start_pool(n_jobs: int) -> None:
-    start_workers(n_jobs, wait=False)
 
 
 def _pool(n_jobs: int):
@@ -1085,12 +1082,6 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
     cache = _Cache(cache_dir)
     n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else max(1, int(n_jobs))
     scheduler = _scheduler_address(scheduler)
-    starter = None
-    if scheduler is None and n_workers > 1 and len(rois) > 1 and _POOL_SIZE != n_workers:
-        import threading  # the workers start while the inputs are hashed and looked up below
-
-        starter = threading.Thread(target=_start_pool, args=(n_workers,), daemon=True)
-        starter.start()
 
     labels = (rois["label"] if "label" in rois.columns else pd.Series(1, index=rois.index))
     n = len(rois)
@@ -1143,8 +1134,6 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
                and all((pos, f) in keys for f in families))
     units = _make_units(todo, rows, settings, n_workers)
     written = 0
-    if starter is not None:
-        starter.join()
 
     def on_result(unit: dict, out: dict) -> None:
         nonlocal written

@@ -716,22 +716,21 @@ class LassoSelector(_ColumnSelector):
         return _l1_logistic(lambda_to_C(lam, n), self.solver, self.tol, self.max_iter,
                             self.random_state, warm_start=warm and self.solver != "liblinear")
 
-    def _fit_one(self, X: np.ndarray, y: np.ndarray, lam: float,
-                 active: np.ndarray | None = None) -> LogisticRegression:
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, lam: float) -> LogisticRegression:
         """The L1 fit at ``lam`` on all columns of ``X`` (screened: see ``screening``)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if not self.screening:
                 return self._model(lam, X.shape[0]).fit(X, y)
-            if active is None:  # strong rule from the intercept-only model (lambda_max)
-                g0 = np.abs(X.T @ (y - y.mean())) / X.shape[0]
-                active = g0 >= 2.0 * lam - g0.max()
-            return self._screened(X, y, lam, active)[0]
+            # strong rule from the intercept-only model (at lambda_max)
+            g0 = np.abs(X.T @ (y - y.mean())) / X.shape[0]
+            return self._screened(X, y, lam, g0 >= 2.0 * lam - g0.max())[0]
 
     def _screened(self, X: np.ndarray, y: np.ndarray, lam: float, active: np.ndarray
                   ) -> tuple[LogisticRegression, np.ndarray]:
         """L1 fit at ``lam`` on the ``active`` columns, grown by KKT violators until none is
-        left; returns the model (coefficients expanded to all columns) and ``y − p``."""
+        left; returns the model (coefficients expanded to all columns) and the gradient
+        ``|x_j'(y − p)|/n`` of every column at that fit (the next lambda's strong rule)."""
         n, p = X.shape
         active = np.asarray(active, dtype=bool).copy()
         if not active.any():
@@ -750,7 +749,7 @@ class LassoSelector(_ColumnSelector):
         coef[0, cols] = b
         model.coef_ = coef
         model.n_features_in_ = p
-        return model, resid
+        return model, grad
 
     def _path(self, X: np.ndarray, y: np.ndarray, lambdas: np.ndarray,
               models: list | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -769,12 +768,12 @@ class LassoSelector(_ColumnSelector):
                     coefs[i] = model.coef_.ravel()
                     inters[i] = model.intercept_[0]
                 return coefs, inters
-            resid = y - y.mean()  # intercept-only model
-            lam_prev = float(np.max(np.abs(X.T @ resid)) / n)
+            grad = np.abs(X.T @ (y - y.mean())) / n  # intercept-only model
+            lam_prev = float(grad.max())
             nonzero = np.zeros(p, dtype=bool)
             for i, lam in enumerate(lambdas):
-                strong = np.abs(X.T @ resid) / n >= 2.0 * lam - lam_prev
-                model, resid = self._screened(X, y, lam, strong | nonzero)
+                strong = grad >= 2.0 * lam - lam_prev
+                model, grad = self._screened(X, y, lam, strong | nonzero)
                 if models is not None:
                     models.append(model)
                 coefs[i] = model.coef_.ravel()

@@ -503,11 +503,12 @@ def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.
 
     ``selection`` is the fitted :func:`fit_selection` chain (z-score → test → |r| → LASSO). A
     nomogram fitted on the training patients' in-sample DLR scores — the LASSO saw those
-    patients — over-weights the score and is mis-calibrated on new patients (Hosmer–Lemeshow
-    p ≈ 0 on the test split). Here each training patient's score comes from a clone of the
+    patients — over-weights the score. Here each training patient's score comes from a clone of the
     chain refitted, with the same settings, on the other ``cv`` − 1 folds of the training
     patients (stratified, seeded by ``rng``); the test patients' scores are unchanged. This is
-    ordinary stacking; the paper does not say which scores its nomogram was fitted on.
+    ordinary stacking; the paper does not say which scores its nomogram was fitted on. It does
+    not by itself make the DLRN well calibrated: in the paper-sized simulated run the test
+    split's Hosmer–Lemeshow p is still ≈ 0 (cause not found; see the notebook's HL table).
 
     Examples
     --------
