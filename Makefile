@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.vcfnb-installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k stats"`.
 PYTEST_ARGS ?=
 
-.PHONY: help env test test-fast reproduce lab cohorts benchmark clean clean-reports
+.PHONY: help env lint test test-fast reproduce lab cohorts benchmark clean clean-reports
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,14 +26,18 @@ $(STAMP): requirements.txt pyproject.toml
 
 env: $(STAMP) ## create or update the .venv environment (reused when up to date)
 
-test: $(STAMP) ## run the whole test suite: unit, integration, real data (when ../shared/data exists), nbval on every notebook
-	MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax --nbval-kernel-name vcfnb -p no:cacheprovider $(PYTEST_ARGS)
+lint: $(STAMP) ## ruff over vcfnb/, tests/, notebooks/, benchmarks/; import-linter contracts (pyproject.toml)
+	$(VENV)/bin/ruff check vcfnb tests notebooks benchmarks tools
+	$(VENV)/bin/lint-imports
+
+test: lint ## lint, then the whole test suite: doctests, unit, integration, real data (when ../shared/data exists), nbval on every notebook
+	MPLBACKEND=Agg $(PY) -m pytest vcfnb tests notebooks --doctest-modules --nbval-lax --nbval-kernel-name vcfnb -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (no notebooks, no papermill runs)
 	MPLBACKEND=Agg $(PY) -m pytest tests -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
 reproduce: $(STAMP) ## run every study notebook with every params/<study>/*.yaml into reports/
-	MPLBACKEND=Agg $(PY) -m vcfnb.runner reproduce
+	$(PY) -m vcfnb.runner reproduce
 
 cohorts: $(STAMP) ## generate the built-in simulated cohorts (smoke and paper sizes) into data/cohorts
 	$(PY) -m vcfnb.runner cohorts

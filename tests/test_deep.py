@@ -402,3 +402,31 @@ def test_plot_gradcam_and_log(rng):
     log = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_loss": [0.69, 0.6],
                         "val_auc": [0.5, 0.7], "seconds": [1.0, 1.0]})
     assert isinstance(plot_training_log(log), Axes)
+
+
+def test_25d_neighbours_are_a_distance_in_mm(tmp_path):
+    """Seed 001 takes the slices 5 away after resampling to 1 mm: ±5 mm. On a native 3 mm
+    sagittal grid that is ±2 slices (6 mm), not ±5 (15 mm)."""
+    import pandas as pd
+
+    arr = np.zeros((30, 40, 40), np.float32)
+    arr[10:20] = np.arange(10, 20)[:, None, None]
+    msk = np.zeros(arr.shape, np.uint8)
+    msk[12:18, 10:30, 10:30] = 1
+    msk[15, 5:35, 5:35] = 1  # the largest-area slice
+    rows = []
+    for spacing in (1.0, 3.0):
+        img, m = sitk.GetImageFromArray(arr), sitk.GetImageFromArray(msk)
+        for x in (img, m):
+            x.SetSpacing((0.8, 0.8, spacing))
+        ip, mp = tmp_path / f"i{spacing:g}.nii.gz", tmp_path / f"m{spacing:g}.nii.gz"
+        sitk.WriteImage(img, str(ip))
+        sitk.WriteImage(m, str(mp))
+        rows.append({"patient_id": f"p{spacing:g}", "image": str(ip), "mask": str(mp)})
+    _, meta = deep.build_stacks(pd.DataFrame(rows), params=deep.preset("smoke"), progress=False)
+    assert meta.loc["p1", "k_slices"] == 5 and meta.loc["p3", "k_slices"] == 2
+    assert meta.loc["p3", "neighbour_distance_mm"] == pytest.approx(6.0)
+    assert (meta.loc["p3", "slice_lo"], meta.loc["p3", "slice_hi"]) == (13, 17)
+    _, old = deep.build_stacks(pd.DataFrame(rows), params=deep.preset("smoke", k_mm=None),
+                               progress=False)
+    assert old.loc["p3", "k_slices"] == 5  # the slice count of the old behaviour stays available

@@ -1,52 +1,147 @@
-"""The metastasis notebook end to end through papermill (smoke size): outputs and a negative control."""
+"""The metastasis notebook end to end through papermill (smoke size): outputs, a negative control,
+a user cohort with a `split` column, and report text that describes the run."""
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from vcfnb import runner
+from vcfnb import metrics, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "metastasis_lytic_blastic.ipynb"
 
 
-def _run(tmp_path, **params):
+def _run(tmp_path, cache, **params):
     import papermill as pm
 
     out = tmp_path / "report"
     runner.validate_params(NB, params)
     pm.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), kernel_name="vcfnb",
-                        parameters={**params, "out_dir": str(out),
-                                    "cache_dir": str(tmp_path.parent / "cache")},
+                        parameters={**params, "out_dir": str(out), "cache_dir": str(cache)},
                         cwd=str(NB.parent), progress_bar=False)
     return out, json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.slow
-def test_negative_control_signal0(tmp_path):
-    """No class effect: both models' CV AUC CIs cover 0.5 and the permutation p is not small.
+def _markdown_outputs(executed: Path) -> str:
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    return "\n".join("".join(o.get("data", {}).get("text/markdown", ""))
+                     for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
 
-    19 permutations make p = 0.05 reachable, so the assertion can fail; the selection is kept
-    small (1 repeat, at most 2 features, 5 folds) to fit the test budget. The seed is the
-    notebook default. Note (measured while building this test): DeLong CIs of pooled CV AUCs
-    ignore refitting variance, so on small null cohorts they miss 0.5 more often than 5% (the
-    semantic model did on 5 of 16 null cohorts, smoke and paper size); the permutation p-values
-    asserted here are the valid test, and the notebook says so.
+
+def _digest(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One feature cache for this module's runs (the user-cohort run reuses the signal-0
+    cohort's images, so nothing is extracted twice)."""
+    return tmp_path_factory.mktemp("metastasis_cache")
+
+
+def test_common_parameters_exist():
+    """Issue 17 defect 7: the documented common parameters are notebook parameters; the old
+    `perm_sfs_repeats` (permuting other settings than the reported model) is gone."""
+    runner.validate_params(NB, {"outcome": "outcome", "mask_grid": "resample",
+                                "geometry_tol": 1e-3, "cohort_dir": "", "sfs_folds": 5})
+    with pytest.raises(runner.ParamsError):
+        runner.validate_params(NB, {"perm_sfs_repeats": 1})
+
+
+@pytest.mark.slow
+def test_negative_control_signal0(tmp_path, cache):
+    """No class effect: the permutation null is centred at 0.5 and the observed CV AUCs are not
+    extreme in it; metrics.json validates and the predictions table is complete.
+
+    19 radiomics permutations make p = 0.05 reachable and 99 semantic ones p = 0.01, so the
+    assertions can fail (a leaky pipeline shifts the null above 0.5). DeLong CIs of pooled CV
+    AUCs ignore refitting variance (the notebook says so), so no assertion is made on them.
     """
-    out, m = _run(tmp_path, synthetic_signal=0.0, n_permutations=19, cv_folds=5,
-                  sfs_repeats=1, perm_sfs_repeats=1, sfs_max_features=2, seed=0)
+    out, m = _run(tmp_path, cache, synthetic_signal=0.0, n_permutations=19,
+                  n_permutations_semantic=99, cv_folds=5, sfs_folds=5, sfs_repeats=1,
+                  sfs_max_features=2, seed=0)
+    assert metrics.validate(m) == [], metrics.validate(m)
     assert m["simulated"] is True and m["study"] == "metastasis_lytic_blastic"
-    for model in ("radiomics", "semantic"):
+    assert m["status"] == "ok" and m["main_models"] == ["radiomics"]
+    for model, (n_perm, tol, p_min) in {"radiomics": (19, 0.08, 0.05),
+                                        "semantic": (99, 0.05, 0.01)}.items():
         cv = m["models"][model]["cv"]
-        assert cv["ci_low"] <= 0.5 <= cv["ci_high"], (model, cv)
-        assert cv["n"] == 36
-    assert m["models"]["radiomics_permutation"]["cv"]["p_value"] > 0.05
-    assert m["models"]["semantic_permutation"]["cv"]["p_value"] > 0.05
+        assert cv["n"] == 36 and cv["ci_method"] == "delong"
+        perm = m["permutation"][model]
+        assert perm["split"] == "cv" and perm["n_permutations"] == n_perm
+        assert perm["observed_auc"] == pytest.approx(cv["auc"], abs=1e-6)  # the reported AUC
+        assert abs(perm["null_mean"] - 0.5) < tol, (model, perm)
+        assert perm["p_value"] > p_min, (model, perm)
+        null = pd.read_csv(out / "tables" / f"permutation_{model}.csv")["null_auc"]
+        assert len(null) == n_perm and null.between(0, 1).all() and null.std() > 0
+    # calibration only for the probability model; the SVM's decision values get none
+    assert m["models"]["radiomics"]["cv"]["brier"] is None
+    assert m["models"]["semantic"]["cv"]["hl_dof"] == m["models"]["semantic"]["cv"]["hl_groups"]
+    assert m["models"]["radiomics"]["cv"]["cutoff"] == 0.0
+    assert m["models"]["semantic"]["cv"]["cutoff"] == 0.5
+    assert [(d["model_a"], d["model_b"], d["split"]) for d in m["comparisons"]["delong"]] == [
+        ("radiomics", "semantic", "cv")]
+    assert not any(k.endswith("_permutation") for k in m["models"])  # no pseudo-models
+    pred = pd.read_csv(out / "tables" / "predictions.csv")
+    assert list(pred.columns[:6]) == ["model", "split", "patient_id", "y_true", "score",
+                                      "score_kind"] and "fold" in pred
+    counts = pred.groupby(["model", "split"]).size().to_dict()
+    assert counts == {("radiomics", "cv"): 36, ("radiomics", "final"): 36,
+                      ("semantic", "cv"): 36}
+    cv = pred[pred.split == "cv"]
+    assert set(cv.fold) == set(range(5))
+    # both models on the same folds (paired comparison)
+    folds = cv.pivot(index="patient_id", columns="model", values="fold")
+    assert (folds["radiomics"] == folds["semantic"]).all()
+    assert set(pred.loc[pred.model == "radiomics", "score_kind"]) == {"decision"}
+    assert set(pred.loc[pred.model == "semantic", "score_kind"]) == {"probability"}
     for t in ("table2_primary_location", "table3_semantic", "table4_performance", "delong",
-              "mvr_correlation", "feature_counts", "selection_frequency", "paper_vs_run",
+              "calibration", "decision_curve", "mvr_correlation", "feature_counts",
+              "selection_frequency", "selection_history_full_data", "paper_vs_run",
               "provenance", "cohort_problems", "permutation_test", "permutation_test_semantic"):
         assert (out / "tables" / f"{t}.csv").is_file(), t
-    for f in ("fig4_roc", "fig3_mvr_scatter", "permutation_null"):
+    paper = pd.read_csv(out / "tables" / "paper_vs_run.csv").set_index("quantity")
+    assert paper.loc["radiomics/cv/auc", "this_run"] == pytest.approx(
+        m["models"]["radiomics"]["cv"]["auc"], abs=1e-6)
+    for f in ("fig4_roc", "fig3_mvr_scatter", "permutation_null", "decision_curve"):
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000, f
+    # issue 17 defect 10: the narrative states this run's numbers, not the paper's cohort
+    text = _markdown_outputs(tmp_path / "out.ipynb")
+    assert ("36 of 36 lesions have every feature on every sequence and enter both models: "
+            "12 osteoblastic (positive class) and 24 osteolytic") in text
+    assert "same 5-fold stratified cross-validation" in text
+    assert "5-fold inner CV repeated 1 time(s)" in text and "at 2 features" in text
+    assert "no `split` column" in text and "normalisation is **on**" in text
+    assert "19 label permutations" in text and "99 of the semantic model" in text
+
+
+@pytest.mark.slow
+def test_user_cohort_split_ignored_and_untouched(tmp_path, cache):
+    """A user cohort with a `split` column (issue 17): the CV-only study says it ignores the
+    split and evaluates every lesion by CV, and writes nothing into the cohort folder."""
+    from vcfnb import synth
+
+    built = synth.make_cohort("metastasis", tmp_path / "built", size="smoke", seed=0, signal=0.0)
+    cohort = tmp_path / "user"
+    shutil.copytree(built, cohort)
+    cases = pd.read_csv(cohort / "cases.csv")
+    cases["split"] = np.where(np.arange(len(cases)) % 4 == 0, "test", "train")
+    cases.to_csv(cohort / "cases.csv", index=False)
+    (cohort / "cohort.json").unlink()  # a user's folder: not marked as simulated
+    before = _digest(cohort)
+    out, m = _run(tmp_path, cache, cohort_dir=str(cohort), n_permutations=1,
+                  n_permutations_semantic=1, cv_folds=3, sfs_folds=2, sfs_repeats=1,
+                  sfs_max_features=1)
+    assert _digest(cohort) == before  # nothing written into the user's cohort
+    assert metrics.validate(m) == []
+    assert m["models"]["radiomics"]["cv"]["n"] == 36  # test-split lesions are in the CV too
+    text = _markdown_outputs(tmp_path / "out.ipynb")
+    assert "`split` column (test, train) is **ignored**" in text
+    assert "same 3-fold stratified cross-validation" in text

@@ -1,15 +1,26 @@
-"""The vcf_benign_malignant notebook end to end on a no-signal simulated cohort (negative control).
+"""The vcf_benign_malignant notebook and its study rules (issues 16 and 17 for this study).
 
-With ``synthetic_signal = 0`` the built-in cohort has no class effect at all, so every model's
-test AUC 95 % CI must cover 0.5 and the whole-pipeline permutation tests must not come out
-significant; a leak (selection fitted on test rows, labels reaching the features) would break it.
+The notebook runs end to end on a no-signal simulated cohort (negative control, seed 202: the
+cohort whose clinical variables carry no signal); the cheaper tests check the study contract (the
+pre-flight check lists every missing column at once, per-arm fold counts name the parameter,
+single-reader mode, the slice orientation read from the image direction) without extraction.
 """
 from __future__ import annotations
 
+import ast
 import json
+import re
+import shutil
 from pathlib import Path
 
+import nbformat
+import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
+
+import vcfnb as vc
+from vcfnb.studies import vcf as study
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "vcf_benign_malignant.ipynb"
@@ -19,51 +30,237 @@ TABLES = ["A_table1_baseline", "A_icc", "A_table2_performance", "A_table3_coeffi
           "B_table3_rad_models", "B_deep_summary", "B_table4_dlr_models",
           "B_supp_table1_clinical_lr", "B_table2_clinical_models", "B_fig6_nomogram_points",
           "B_table5_models", "B_delong_test", "B_hosmer_lemeshow", "B_permutation",
-          "wedge_agreement", "paper_vs_run", "provenance"]
+          "wedge_agreement", "paper_vs_run", "provenance", "predictions",
+          "permutation_A_T2WI_radiomics", "permutation_B_DLRN"]
 FIGURES = ["A_fig2_lasso_path", "A_fig3_auc_vs_features", "A_fig4_coefficients", "A_fig5_roc",
            "B_fig3_gradcam", "B_fig4_dlr_lasso_cv", "B_fig5_dlr_coefficients", "B_fig6_nomogram",
            "B_fig7_roc_train", "B_fig7_roc_test", "B_delong_test", "B_calibration_test",
            "B_fig8_dca_test", "A_permutation_null", "B_permutation_null"]
 
 
-@pytest.mark.slow
-def test_notebook_null_signal(tmp_path):
+def _defaults() -> dict:
+    """The notebook's parameters cell evaluated (typed literals only)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    ns: dict = {}
+    exec(cell.source, {}, ns)  # noqa: S102 - the notebook's own literals
+    return ns
+
+
+# --------------------------------------------------------------------------------------------
+# the whole notebook: negative control, seed 202
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def null_run(tmp_path_factory):
     import papermill as pm
 
-    out = tmp_path / "report"
+    tmp = tmp_path_factory.mktemp("vcf_null")
+    out = tmp / "report"
     pm.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="vcfnb", cwd=str(ROOT),
-        parameters={"synthetic_signal": 0.0, "out_dir": str(out), "n_permutations": 9,
-                    "cache_dir": str(ROOT / "data" / "cache")},
+        str(NOTEBOOK), str(tmp / "executed.ipynb"), kernel_name="vcfnb", cwd=str(ROOT),
+        parameters={"synthetic_signal": 0.0, "seed": 202, "out_dir": str(out),
+                    "n_permutations": 19, "lasso_cv_b": 4, "cache_dir": str(tmp / "cache")},
         progress_bar=False)
+    return out, nbformat.read(tmp / "executed.ipynb", as_version=4)
+
+
+@pytest.mark.slow
+def test_notebook_null_signal(null_run):
+    out, _ = null_run
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert vc.metrics.validate(metrics) == []
     assert metrics["study"] == "vcf_benign_malignant" and metrics["simulated"] is True
+    assert metrics["status"] == "ok"
+    assert metrics["main_models"] == ["A_T2WI_radiomics", "B_DLRN"]
     models = metrics["models"]
-    # arm A, eight classifiers x (Rad, DLR, Clinical), and the table-5 models
     expected = {"A_T2WI_radiomics", "B_Clinical", "B_Rad", "B_DL", "B_DLR", "B_DLRN",
-                "B_Rad-ExtraTrees", "B_DLR-LR", "B_Clinical-MLP"}
+                "B_DLR_score", "B_Rad-ExtraTrees", "B_DLR-LR", "B_Clinical-MLP"}
     assert expected <= set(models), sorted(models)
-    assert len(models) == 1 + 3 * 8 + 5
+    assert len(models) == 1 + 3 * 8 + 6
+    assert set(models["A_T2WI_radiomics"]) == {"train", "train_oof", "test"}
+    assert set(models["B_DLRN"]) == {"train", "train_oof", "test"}
+    assert models["A_T2WI_radiomics"]["test"]["cutoff_split"] == "train_oof"
+    assert models["B_DLRN"]["test"]["cutoff_split"] == "train_oof"
+    assert models["B_DLRN"]["test"]["hl_groups"] is not None
+    # the predictions table every statistic was computed from
+    pred = pd.read_csv(out / "tables" / "predictions.csv")
+    assert list(pred.columns[:6]) == vc.stats.PREDICTION_COLUMNS
+    assert set(pred.split) == {"train", "train_oof", "test"}
     for name, splits in models.items():
-        assert {"train", "test"} <= set(splits), name
         for split, m in splits.items():
-            assert {"auc", "ci_low", "ci_high", "n"} <= set(m), (name, split)
-        t = splits["test"]
-        assert t["ci_low"] <= 0.5 <= t["ci_high"], (name, t)
-    for name in ("A_T2WI_radiomics", "B_DLR"):
-        p = models[name]["test"]["permutation_p_value"]
-        assert p > 0.05, (name, p)
+            rows = pred[(pred.model == name) & (pred.split == split)]
+            assert m["n"] == len(rows) > 0, (name, split)
+    # the permutation tests: one per headline model, observed = reported, null centred at 0.5
+    assert set(metrics["permutation"]) == {"A_T2WI_radiomics", "B_DLRN"}
+    for name, perm in metrics["permutation"].items():
+        assert perm["split"] == "test" and perm["n_permutations"] >= 19
+        assert perm["observed_auc"] == pytest.approx(models[name]["test"]["auc"], abs=1e-6)
+        assert perm["p_value"] > 0.01, (name, perm)
+        assert abs(perm["null_mean"] - 0.5) < 0.12, (name, perm)
     for t in TABLES:
         assert (out / "tables" / f"{t}.csv").is_file(), t
     for f in FIGURES:
         assert (out / "figures" / f"{f}.png").is_file(), f
 
 
-def test_notebook_committed_without_outputs():
-    import nbformat
+@pytest.mark.slow
+def test_no_signal_clinical_model_reported_not_crashed(null_run):
+    """Defect 13: seed 202 without signal keeps no clinical predictor; the clinical models'
+    scores are constant and are reported with AUC 0.5 and no cut-off instead of ending the run."""
+    out, _ = null_run
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert any("no predictor was independent" in n for n in metrics["notes"])
+    for name in ("B_Clinical", "B_Clinical-LR", "B_Clinical-ExtraTrees"):
+        for split in ("train", "test"):
+            m = metrics["models"][name][split]
+            assert m["auc"] == pytest.approx(0.5) and m["cutoff"] is None, (name, split, m)
 
+
+@pytest.mark.slow
+def test_report_text_describes_the_run(null_run):
+    """Defect 10: split sizes, the λ rule and the slices in the report come from the run."""
+    out, nb = null_run
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells
+                     if c.cell_type == "code" for o in c.outputs)
+    pred = pd.read_csv(out / "tables" / "predictions.csv")
+    n_train = {m: int(((pred.model == m) & (pred.split == "train")).sum())
+               for m in ("A_T2WI_radiomics", "B_DL")}
+    assert f"Arm A: **{n_train['A_T2WI_radiomics']} training**" in text
+    assert f"Arm B: **{n_train['B_DL']} training**" in text
+    assert "λ chosen by 4-fold CV" in text and "λ chosen by 10-fold" not in text
+    assert "the slices ±5 away" in text and "array axis 0" in text
+    assert "whole-image intensity normalisation: on" in text
+    assert "Arm A reader agreement:" in text
+
+
+def test_notebook_committed_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert nb.metadata["kernelspec"]["name"] == "vcfnb"
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None
+            assert not re.search(r"^\s*(def|class) ", cell.source, re.M)
+
+
+# --------------------------------------------------------------------------------------------
+# the study contract, without extraction
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_cohort(tmp_path_factory) -> Path:
+    return vc.synth.make_cohort("vcf", tmp_path_factory.mktemp("vcf_smoke"), size="smoke",
+                                seed=0)
+
+
+def _copy(src: Path, dst: Path, *, cases=None, rois=None) -> Path:
+    shutil.copytree(src, dst)
+    for name, edit in (("cases.csv", cases), ("rois.csv", rois)):
+        if edit is not None:
+            t = edit(pd.read_csv(dst / name, dtype=str))
+            t.to_csv(dst / name, index=False)
+    return dst
+
+
+def _start(folder: Path, tmp_path: Path, **params):
+    ns = {**_defaults(), "cohort_dir": str(folder), "out_dir": str(tmp_path / "report"),
+          "cache_dir": str(tmp_path / "cache"), **params}
+    return vc.report.start_run("vcf_benign_malignant", ns)
+
+
+def test_preflight_lists_every_missing_column_at_once(smoke_cohort, tmp_path):
+    """Defect 5: a cohort lacking several clinical columns is refused by start_run with one
+    message naming all of them, before anything is extracted."""
+    gone = ["location", "band_edema", "posterior_involvement", "age"]
+    folder = _copy(smoke_cohort, tmp_path / "cohort", cases=lambda t: t.drop(columns=gone)
+                   .assign(sex=lambda d: d.sex.replace({"M": "male"})))
+    with pytest.raises(vc.contract.CohortRequirementsError) as err:
+        _start(folder, tmp_path)
+    msg = str(err.value)
+    for col in gone:
+        assert f"column '{col}' is missing" in msg, col
+    assert "column 'sex' must hold one of ['F', 'M']" in msg
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.json"))
+    unmet = pd.read_csv(tmp_path / "report" / "tables" / "requirements_unmet.csv")
+    assert len(unmet) == len(gone) + 1
+
+
+def test_fold_counts_are_checked_per_arm(smoke_cohort, tmp_path):
+    """Defect 8: arm B's LASSO folds inside the stacking folds exceed what arm B's smaller class
+    allows: refused naming the parameter and the largest value that works."""
+    run = _start(smoke_cohort, tmp_path, lasso_cv_b=10, stack_cv_b=5)  # whole cohort: fine
+    with pytest.raises(vc.contract.CohortRequirementsError) as err:
+        study.check_arms(run)
+    msg = str(err.value)
+    assert "arm B: parameter 'lasso_cv_b' = 10" in msg and "set lasso_cv_b: 8 or less" in msg
+    assert "arm A" not in msg
+    run = _start(smoke_cohort, tmp_path, lasso_cv_b=8, stack_cv_b=5)
+    assert study.check_arms(run).empty
+
+
+def test_single_reader_mode(smoke_cohort, tmp_path):
+    """Defect 4: without reader-2 ROIs the run starts, notes single-reader mode, and the ICC
+    filter is skipped keeping every feature."""
+    folder = _copy(smoke_cohort, tmp_path / "cohort", rois=lambda t: t[t.reader != "2"])
+    run = _start(folder, tmp_path)
+    assert not run.has_reader("2")
+    assert any("single-reader mode" in n for n in run.notes)
+    feats = pd.DataFrame({"patient_id": ["a", "b", "c"], "reader": "1", "f_x_1": [1.0, 2, 3],
+                          "f_x_2": [3.0, 1, 2]})
+    table, kept, note = study.reader_icc(feats, threshold=0.75)
+    assert kept == ["f_x_1", "f_x_2"] and table.empty and "single-reader mode" in note
+
+
+def _image(path: Path, direction) -> str:
+    img = sitk.Image([8, 9, 10], sitk.sitkInt16)
+    img.SetDirection(direction)
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def test_slice_axis_follows_the_image_direction(smoke_cohort, tmp_path):
+    """Defect 11: the sagittal slice axis of the 2.5D step is read from the direction cosines:
+    axis 0 for the built-in sagittal scans, axis 2 for the same anatomy stored axially, and an
+    oblique scan is refused naming its file."""
+    rois = vc.io.load_cohort(smoke_cohort).rois
+    assert study.slice_axis(rois) == 0
+    axial = _image(tmp_path / "axial.nii.gz", (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert study.slice_axis(pd.DataFrame({"image": [axial]})) == 2
+    c, s = np.cos(np.pi / 4), np.sin(np.pi / 4)
+    oblique = _image(tmp_path / "oblique.nii.gz", (c, -s, 0, s, c, 0, 0, 0, 1))
+    with pytest.raises(ValueError, match="oblique.nii.gz"):
+        study.slice_axis(pd.DataFrame({"image": [oblique]}))
+    with pytest.raises(ValueError, match="different array axes"):
+        study.slice_axis(pd.DataFrame({"image": [axial, rois.image.iloc[0]]}))
+
+
+def test_constant_clinical_model_is_evaluated_not_raised():
+    """Defect 13 at unit level: no clinical predictor → constant scores → AUC 0.5, no cut-off."""
+    ids = [f"p{i}" for i in range(20)]
+    y = pd.Series([0, 1] * 10, index=ids)
+    sp = pd.Series(["train"] * 14 + ["test"] * 6, index=ids)
+    sc = vc.models.classifier_scores(pd.DataFrame(index=ids), y, sp == "train",
+                                     names=["LR", "ExtraTrees"])
+    assert sc.nunique().eq(1).all()
+    pred = pd.concat([pd.DataFrame({"model": "c", "split": s, "patient_id": sp.index[sp == s],
+                                    "y_true": y[sp == s], "score": sc.LR[sp == s],
+                                    "score_kind": "probability"}) for s in ("train", "test")])
+    perf = vc.stats.evaluate(pred, ci="delong", cutoff="youden", cutoff_split="train")
+    assert np.allclose(perf.auc, 0.5) and perf.cutoff.isna().all()
+
+
+def test_study_module_holds_only_study_rules():
+    src = (ROOT / "vcfnb" / "studies" / "vcf.py").read_text(encoding="utf-8")
+    tree = ast.parse(src)
+    doc = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body:
+            b = node.body[0]
+            if isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant) \
+                    and isinstance(b.value.value, str):
+                doc.update(range(b.lineno, b.end_lineno + 1))
+    lines = [ln for i, ln in enumerate(src.splitlines(), 1)
+             if i not in doc and ln.strip() and not ln.strip().startswith("#")]
+    assert len(lines) <= 350, len(lines)
+    code = "\n".join(lines)
+    for bad in ("open(", ".to_csv(", "WriteImage", "write_text", ".permutation(", "shuffle(",
+                "Parallel(", "default_rng("):
+        assert bad not in code, bad

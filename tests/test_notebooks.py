@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -14,7 +15,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 STUDIES = ["vcf_benign_malignant", "osteoporosis_mri", "ovf_prediction_ct",
            "metastasis_lytic_blastic"]
 COMMON = {"cohort_dir": "str", "synthetic_size": "str", "synthetic_signal": "float",
-          "seed": "int", "out_dir": "str"}
+          "seed": "int", "out_dir": "str", "cache_dir": "str", "outcome": "str",
+          "require_outcome": "bool", "mask_grid": "str", "geometry_tol": "float", "n_jobs": "int"}
 
 
 def test_all_study_notebooks_exist():
@@ -63,6 +65,18 @@ def test_common_parameters(study):
         assert name in params, f"{study} lacks parameter {name}"
         assert params[name][0] == tname
     assert params["synthetic_size"][1].strip("'\"") == "smoke"  # defaults run small
+
+
+def test_documented_common_parameters_exist_in_every_notebook():
+    """docs/cohorts.md's table of common parameters is true of every study notebook."""
+    text = (ROOT / "docs" / "cohorts.md").read_text(encoding="utf-8")
+    table = text.split("## Parameters every study notebook has", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, flags=re.M)
+    assert set(documented) == set(COMMON)
+    for study in STUDIES:
+        params = runner.notebook_parameters(ROOT / "notebooks" / f"{study}.ipynb")
+        missing = [p for p in documented if p not in params]
+        assert not missing, f"{study} lacks documented parameter(s) {missing}"
 
 
 def test_every_params_file_matches_its_notebook():

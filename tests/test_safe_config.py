@@ -33,9 +33,9 @@ def _payloads(marker: Path) -> list[str]:
     return [
         f"seed: !!python/object/apply:os.system ['touch {marker}']\n",
         f"seed: !!python/object/apply:subprocess.check_call [['touch', '{marker}']]\n",
-        f"!!python/object/new:type\nargs: ['X', !!python/tuple [], {{}}]\n",
+        "!!python/object/new:type\nargs: ['X', !!python/tuple [], {}]\n",
         "setting: !!python/name:os.system\n",
-        f"x: !!python/object:pathlib.Path {{}}\n",
+        "x: !!python/object:pathlib.Path {}\n",
     ]
 
 

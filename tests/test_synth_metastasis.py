@@ -58,11 +58,9 @@ def test_reuses_complete_cohort(smoke):
 
 
 def test_wide_by_sequence_one_row_per_patient():
-    """vcfnb.features.wide_by_sequence (re-exported by the study module): long → wide."""
+    """vcfnb.features.wide_by_sequence (the notebook calls it directly): long → wide."""
     from vcfnb import features
-    from vcfnb.studies import metastasis
 
-    assert metastasis.wide_by_sequence is features.wide_by_sequence
     long = pd.DataFrame({
         "patient_id": ["M2", "M2", "M2", "M1", "M1"], "roi": "lesion", "reader": "1",
         "sequence": ["T1", "T2", "FS-T2", "T2", "T1"],

@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "io", "synth", "preprocess", "morphometry", "filters", "features", "reliability",
     "selection", "models", "stats", "plots", "report", "deep", "runner", "studies",
-    "conformance", "plots_deep",
+    "conformance", "plots_deep", "harmonize", "sources",
 )
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", *_SUBMODULES]  # noqa: PLE0604 - names of lazily imported modules
 
 
 def __getattr__(name: str):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vcfnb.preprocess import bbox_slices, largest_area_slices
+from vcfnb.rng import draw_state, generator
 
 __all__ = [
     "RANDOM_INIT", "STAGES", "PRESETS", "DeepParams", "preset", "ResNet50", "resnet50",
@@ -66,7 +67,12 @@ class DeepParams:
     Attributes
     ----------
     k : int
-        Distance (slices) of the two neighbours of the largest-area slice (paper: 5).
+        Distance (slices) of the two neighbours of the largest-area slice, used when ``k_mm`` is
+        None.
+    k_mm : float or None
+        Distance of the two neighbours in millimetres (paper: 5 slices after resampling to
+        1 mm, i.e. 5 mm): on each scan ``k = max(1, round(k_mm / slice spacing))``, so a 3 mm
+        sagittal series takes the neighbours 2 slices (6 mm) away, not 5 (15 mm).
     size : int
         Side of the square network input in pixels (paper: 224).
     margin : int
@@ -106,6 +112,7 @@ class DeepParams:
     """
 
     k: int = 5
+    k_mm: float | None = 5.0
     size: int = 112
     margin: int = 0
     mode: str = "three_images"
@@ -179,12 +186,8 @@ def preset(name: str | DeepParams | dict | None = "fast", **overrides: Any) -> D
 # ---------------------------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------------------------
-def _rng(rng: int | np.random.Generator | None) -> np.random.Generator:
-    return np.random.default_rng(rng)
-
-
-def _seed(rng: np.random.Generator) -> int:
-    return int(rng.integers(0, 2**31 - 1))
+_rng = generator
+_seed = draw_state
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -422,11 +425,11 @@ def load_weights(model: ResNet50, path: str | os.PathLike) -> ResNet50:
 
 def save_weights(model: ResNet50, path: str | os.PathLike) -> Path:
     """Write ``model``'s state dict (torchvision key names, 1-logit ``fc``) to ``path``."""
+    from vcfnb.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return path
 
 
@@ -524,6 +527,22 @@ def _read_image(path: str) -> sitk.Image:
     return read_image(path)
 
 
+def neighbour_slices(image: sitk.Image, params: DeepParams) -> int:
+    """Neighbour distance in slices on this image: ``k_mm`` over the slice spacing along the
+    slice axis (at least 1), or ``k`` when ``k_mm`` is None.
+
+    Examples
+    --------
+    >>> img = sitk.Image(10, 10, 10, sitk.sitkFloat32); img.SetSpacing((0.7, 0.7, 3.0))
+    >>> neighbour_slices(img, preset("fast")), neighbour_slices(img, preset("fast", k_mm=None))
+    (2, 5)
+    """
+    if params.k_mm is None:
+        return int(params.k)
+    spacing = image.GetSpacing()[image.GetDimension() - 1 - params.axis]
+    return max(1, int(round(float(params.k_mm) / spacing)))
+
+
 def build_stacks(rois: pd.DataFrame, *, params: DeepParams | str | dict | None = "fast",
                  root: str | os.PathLike | None = None, reader: str | int | None = None,
                  sequence: str | None = None, progress: bool = True
@@ -575,8 +594,9 @@ def build_stacks(rois: pd.DataFrame, *, params: DeepParams | str | dict | None =
                                      mask.GetPixelID())
             roi = sitk.GetArrayFromImage(mask)
             roi = (roi == label) if label is not None else roi != 0
-            idx = largest_area_slices(roi.astype(np.uint8), k=p.k, axis=p.axis)
-            x = stack_25d(image, roi.astype(np.uint8), k=p.k, size=p.size, margin=p.margin,
+            k = neighbour_slices(image, p)
+            idx = largest_area_slices(roi.astype(np.uint8), k=k, axis=p.axis)
+            x = stack_25d(image, roi.astype(np.uint8), k=k, size=p.size, margin=p.margin,
                           mode=p.mode, axis=p.axis, interpolation=p.interpolation)
         except Exception as exc:  # noqa: BLE001 - name case and file
             raise ValueError(f"2.5D stack of patient {pid} failed (image {ipath.name}, mask "
@@ -584,7 +604,10 @@ def build_stacks(rois: pd.DataFrame, *, params: DeepParams | str | dict | None =
         idx = idx * 3 if len(idx) == 1 else idx
         tensors.append(x)
         meta.append({"patient_id": pid, "slice_lo": idx[0], "slice_centre": idx[1],
-                     "slice_hi": idx[2], "image_file": ipath.name})
+                     "slice_hi": idx[2], "k_slices": k,
+                     "neighbour_distance_mm": k * image.GetSpacing()[image.GetDimension() - 1
+                                                                     - p.axis],
+                     "image_file": ipath.name})
     return torch.stack(tensors), pd.DataFrame(meta).set_index("patient_id")
 
 
@@ -1102,7 +1125,9 @@ class DeepResult:
         """One-row description for the report (weights, input size, epochs run, time)."""
         p = self.params
         return pd.DataFrame([{
-            "weights": self.weights_source, "input": f"{p.mode}, {p.size}×{p.size}, k={p.k}",
+            "weights": self.weights_source,
+            "input": f"{p.mode}, {p.size}×{p.size}, "
+                     + (f"neighbours ±{p.k_mm:g} mm" if p.k_mm is not None else f"k={p.k}"),
             "frozen": p.frozen_layers, "epochs_run": len(self.log),
             "best_epoch": self.best_epoch,
             "n_train_cases": len(self.train_ids), "n_cases": len(self.features),

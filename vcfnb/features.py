@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +54,15 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from vcfnb import compat as _compat  # noqa: F401 - scipy.special.sph_harm for LBP3D (SciPy>=1.17)
+from vcfnb import dicom_masks
 from vcfnb import filters as _filters
+from vcfnb import parallel as _parallel
 
 __all__ = [
     "extract", "extract_with_failures", "load_settings", "packaged_settings", "file_digest",
     "failures_table", "start_workers", "shutdown_workers", "FAILURE_COLUMNS", "ID_COLUMNS",
-    "wide_by_sequence",
+    "wide_by_sequence", "per_patient", "feature_counts", "n4_rois",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,7 +186,7 @@ def load_settings(settings: Mapping | str | os.PathLike | None) -> dict:
     # vcfnb image types are validated as if they belonged to an 'Original' entry
     check = {k: v for k, v in raw.items() if k != "imageType"}
     check["imageType"] = dict(pyrad_types)
-    for i, (name, other) in enumerate(per_type_settings.items()):
+    for name, other in per_type_settings.items():
         if other:
             check_t = {"imageType": {"Original": other}}
             try:
@@ -317,18 +319,11 @@ class _Cache:
     def put(self, key: str, entry: dict) -> None:
         if self.folder is None:
             return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({**entry, "key": key}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from vcfnb.io import _atomic_write
+
+        # temporary file + fsync + rename: a killed run never leaves a partial entry
+        _atomic_write(self._path(key), lambda fh: json.dump({**entry, "key": key}, fh),
+                      fsync=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,8 +589,14 @@ def _family_images(family: str, args: dict, image: sitk.Image, mask: sitk.Image,
     else:
         gen = getattr(imageoperations, f"get{family}Image")(_crop(image, lo, hi),
                                                            _crop(mask, lo, hi), **kwargs)
+    n_images = 0
     for img, name, kw in gen:
+        n_images += 1
         yield img, name, kw, lo
+    if n_images == 0 and family.lower() in ("lbp2d", "lbp3d"):
+        # pyradiomics only logs a warning and yields nothing: say so instead of losing features
+        raise RuntimeError(f"pyradiomics computed no {family} image (LBP2D needs scikit-image, "
+                           "LBP3D needs trimesh and a 3D image)")
 
 
 _SCANS: "collections.OrderedDict[str, dict]" = collections.OrderedDict()
@@ -674,13 +675,18 @@ def _run_unit(unit: dict) -> dict:
                 mkey = (_stamp(mask_path), resample)
             except OSError:
                 mkey = (mask_path, resample)
+            dcm_mask = dicom_masks.is_dicom_object(mask_path)
+            if dcm_mask:  # a SEG/RTSTRUCT is rasterised per segment/ROI onto this image's grid
+                mkey = (*mkey, int(label))
             prepared = state["rois"].get((mkey, int(label)))
             if prepared is None:
                 prepared = _Roi(int(pos), int(label), mask_path)
                 try:
                     if mkey not in state["masks"]:
                         try:
-                            mask_img = _read(mask_path)
+                            mask_img = (dicom_masks.read_mask(mask_path, int(label), image,
+                                                              reference_path=unit["image"])
+                                        if dcm_mask else _read(mask_path))
                             if resample:
                                 from vcfnb.preprocess import resample_to_reference
 
@@ -715,7 +721,9 @@ def _run_unit(unit: dict) -> dict:
                             "features": {k: _to_float(v) for k, v in feats.items()}}
                     continue
                 args = settings["imageType"][family]
-                groups = [[r] for r in todo] if per_roi else [todo]
+                # LBP3D is computed only on the voxels of the mask's label: one image per ROI
+                groups = ([[r] for r in todo] if per_roi or family.lower() == "lbp3d"
+                          else [todo])
                 for group in groups:
                     img = group[0].image if per_roi else image
                     base = dict(st, label=group[0].label)
@@ -859,29 +867,13 @@ def _make_units(todo: dict[str, dict[str, list[int]]], rows: dict[int, tuple], s
 
 
 def _scheduler_address(scheduler: Any) -> Any:
-    if scheduler is None:
-        scheduler = os.environ.get("VCFNB_DASK_SCHEDULER") or None
-    return scheduler
+    return _parallel.scheduler_address(scheduler)
 
 
-_POOL: Any = None
-_POOL_SIZE = 0
-# imported once in the forkserver, so every worker starts with them (each costs a worker
-# ~0.1-0.5 s on first use otherwise)
-_PRELOAD = ["vcfnb.features", "vcfnb.io", "vcfnb.filters", "vcfnb.preprocess",
-            "radiomics.featureextractor", "scipy.ndimage", "threadpoolctl", "yaml"]
-
-
-def _ignore_sigint() -> None:
-    """Workers ignore Ctrl-C / a kernel interrupt (sent to the whole process group): the
-    caller handles it and stops the pool; otherwise every idle worker prints a traceback."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _noop() -> int:
-    return os.getpid()
+# the worker pool lives in vcfnb.parallel (shared with vcfnb.parallel.pmap); these names stay
+# for callers of earlier versions
+_PRELOAD = _parallel.PRELOAD
+_pool = _parallel.worker_pool
 
 
 def start_workers(n_jobs: int | None = None, wait: bool = True) -> None:
@@ -890,46 +882,15 @@ def start_workers(n_jobs: int | None = None, wait: bool = True) -> None:
     :func:`extract` starts them itself when it has work for them (~1 s: a forkserver importing
     pyradiomics, then one fork per worker) and keeps them for later calls; call this to pay
     that once up front, e.g. before timing an extraction. :func:`shutdown_workers` stops them.
+    Same as :func:`vcfnb.parallel.start_workers`.
     """
-    n = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else max(1, int(n_jobs))
-    futures = [_pool(n).submit(_noop) for _ in range(n)]
-    if wait:
-        for f in futures:
-            f.result()
-
-
-def _pool(n_jobs: int):
-    """vcfnb's own process pool (not joblib's shared loky executor, which scikit-learn reuses).
-
-    Workers are forked from a forkserver that has pyradiomics and SimpleITK imported already,
-    so starting them is cheap and no thread state of the caller is inherited. The pool is kept
-    for the next call and shut down at exit (or with :func:`shutdown_workers`).
-    """
-    global _POOL, _POOL_SIZE
-    if _POOL is None or _POOL_SIZE != n_jobs:
-        shutdown_workers()
-        import atexit
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        try:
-            ctx = mp.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
-        except ValueError:  # pragma: no cover - platforms without fork (Windows)
-            ctx = mp.get_context("spawn")
-        _POOL = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx,
-                                    initializer=_ignore_sigint)
-        _POOL_SIZE = n_jobs
-        atexit.register(shutdown_workers)
-    return _POOL
+    _parallel.start_workers(n_jobs, wait)
 
 
 def shutdown_workers() -> None:
-    """Stop the worker processes :func:`extract` keeps for the next call (frees their memory)."""
-    global _POOL, _POOL_SIZE
-    if _POOL is not None:
-        _POOL.shutdown(wait=True, cancel_futures=True)
-    _POOL, _POOL_SIZE = None, 0
+    """Stop the worker processes :func:`extract` keeps for the next call (frees their memory).
+    Same as :func:`vcfnb.parallel.shutdown_workers`."""
+    _parallel.shutdown_workers()
 
 
 def _crashed(unit: dict, exc: BaseException) -> dict:
@@ -937,6 +898,17 @@ def _crashed(unit: dict, exc: BaseException) -> dict:
     return {"results": {f"{pos}|{fam}": {"error": reason, "deterministic": False}
                         for fam, positions in unit["families"].items() for pos in positions},
             "seconds": 0.0}
+
+
+def _local_pool(n_jobs: int, n_units: int) -> Any:
+    """The worker pool for ``n_units`` units, or None to run them in this process (one job or
+    unit, or worker processes cannot start here: then a warning and a log line say so)."""
+    if n_jobs <= 1 or n_units <= 1 or _parallel._IN_WORKER:
+        return None
+    pool = _parallel.worker_pool(n_jobs)
+    if pool is None:
+        _parallel._say_in_process(_parallel._UNAVAILABLE or "unknown reason", "extraction")
+    return pool
 
 
 def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, on_result,
@@ -964,7 +936,7 @@ def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, o
             finally:
                 if client is not scheduler:
                     client.close()
-        elif n_jobs <= 1 or len(units) <= 1:
+        elif (executor := _local_pool(n_jobs, len(units))) is None:
             try:
                 for u in units:
                     on_result(u, _run_unit(u))
@@ -975,7 +947,6 @@ def _run_units(units: list[dict], n_jobs: int, scheduler: Any, progress: bool, o
             from concurrent.futures import as_completed as cf_completed
             from concurrent.futures.process import BrokenProcessPool
 
-            executor = _pool(n_jobs)
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             futures = {executor.submit(_run_unit, {**u, "itk_threads": threads}): u for u in units}
             broken = False
@@ -1097,7 +1068,13 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
         mask = str(rois["mask"].iloc[pos])
         lab = labels.iloc[pos]
         try:
-            label = int(1 if pd.isna(lab) else lab)
+            if dicom_masks.is_dicom_object(mask):  # SEG: segment number/label; RTSTRUCT: ROI
+                label = dicom_masks.resolve_label(mask, None if pd.isna(lab) else lab)
+            else:
+                label = int(1 if pd.isna(lab) else lab)
+        except dicom_masks.DicomMaskError as exc:
+            errors[pos]["*"] = f"label absent: {exc}"
+            continue
         except (TypeError, ValueError):
             errors[pos]["*"] = f"label {lab!r} is not an integer"
             continue
@@ -1255,3 +1232,120 @@ def wide_by_sequence(features: pd.DataFrame, *,
     wide.columns = [f"{seq}_{feat}" for feat, seq in wide.columns]
     order = sorted(wide.columns, key=lambda c: (c.split("_original_")[0], c))
     return wide[order]
+
+
+def per_patient(features: pd.DataFrame, *, how: str = "mean", reader: str = "1", keep=None,
+                prefix: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per patient from a long ROI feature table of one reader, prefixed by sequence.
+
+    ``how="mean"`` averages a patient's ROIs (e.g. L1–L4) per sequence, ``"per-roi"`` keeps one
+    column per ROI (``<prefix>_<roi>_<feature>``). ``keep``: the features to use per sequence,
+    as a mapping ``sequence → names`` or an ICC table with ``sequence, feature, kept``
+    (:func:`vcfnb.reliability.reader_icc`). ``prefix``: sequence → column prefix (default the
+    sequence name).
+
+    Examples
+    --------
+    >>> long = pd.DataFrame({"patient_id": ["a", "a", "b", "b"], "roi": ["L1", "L2"] * 2,
+    ...                      "sequence": "T1", "reader": "1", "f": [1.0, 3.0, 5.0, 7.0]})
+    >>> per_patient(long)["T1_f"].tolist()
+    [2.0, 6.0]
+    """
+    from vcfnb.reliability import META_COLUMNS
+
+    if how not in ("mean", "per-roi"):
+        raise ValueError(f"how must be 'mean' or 'per-roi', got {how!r}")
+    if isinstance(keep, pd.DataFrame):
+        keep = {s: g.loc[g["kept"].astype(bool), "feature"].tolist()
+                for s, g in keep.groupby("sequence")}
+    cols = [c for c in features.columns if c not in META_COLUMNS
+            and pd.api.types.is_numeric_dtype(features[c])]
+    f = features[features["reader"].astype(str) == str(reader)]
+    blocks = []
+    for seq, g in f.groupby("sequence", sort=True):
+        use = cols if keep is None else [c for c in keep.get(seq, []) if c in cols]
+        if not use:
+            continue
+        p = dict(prefix or {}).get(seq, str(seq))
+        if how == "mean":
+            w = g.groupby("patient_id")[use].mean()
+            w.columns = [f"{p}_{c}" for c in use]
+        else:
+            w = g.pivot_table(index="patient_id", columns="roi", values=use)
+            w.columns = [f"{p}_{roi}_{c}" for c, roi in w.columns]
+        blocks.append(w)
+    if not blocks:
+        raise ValueError("no feature columns left (none kept by the ICC filter?)")
+    out = pd.concat(blocks, axis=1)
+    out.index = out.index.astype(str)
+    out.index.name = "patient_id"
+    return out
+
+
+def feature_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Number of feature columns of an :func:`extract` table per image type and feature class
+    (``<imagetype>_<class>_<feature>`` names), with a ``total`` column and an ``all`` row."""
+    cols = [c for c in table.columns if c not in ID_COLUMNS and c.count("_") >= 2]
+    parts = pd.DataFrame([c.split("_", 2)[:2] for c in cols], columns=["image_type", "class"])
+    counts = parts.value_counts().rename("n").reset_index()
+    piv = counts.pivot_table(index="image_type", columns="class", values="n", fill_value=0)
+    piv["total"] = piv.sum(axis=1)
+    piv.loc["all"] = piv.sum(axis=0)
+    return piv.reset_index()
+
+
+def _n4_one(job: tuple) -> float:
+    from vcfnb import io, preprocess
+
+    image, masks, out, shrink, iterations, margin_mm = job
+    t0 = time.perf_counter()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one scan per worker
+    crop, crop_masks = preprocess.crop_to_rois(io.read_image(image),
+                                               [io.read_image(m) for m in masks],
+                                               margin_mm=margin_mm)
+    corrected = preprocess.n4_correct(crop, shrink_factor=shrink, n_iterations=iterations)
+    io.write_image(sitk.Cast(corrected, sitk.sitkFloat32), Path(out) / "image.nii.gz")
+    for i, m in enumerate(crop_masks):
+        io.write_image(m, Path(out) / f"mask{i}.nii.gz")
+    io.write_text("ok", Path(out) / "done")
+    return time.perf_counter() - t0
+
+
+def n4_rois(rois: pd.DataFrame, cache_dir: str | os.PathLike, *, shrink_factor: int = 4,
+            n_iterations: tuple = (30, 30, 30), margin_mm: float = 25.0,
+            n_jobs: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """N4 bias-field correction of every scan of ``rois``, cropped around its ROIs, cached.
+
+    Each scan is cropped to the union of its masks plus ``margin_mm`` (N4 then fits the field
+    where it matters, much faster than on the whole field of view), corrected with
+    :func:`vcfnb.preprocess.n4_correct` and written with its cropped masks under
+    ``cache_dir/n4/<hash>/`` (hash of the input files' contents and the parameters), so a re-run
+    reuses them. The input files are never written.
+
+    Returns
+    -------
+    (rois, log)
+        A copy of ``rois`` pointing at the corrected images / cropped masks, and a per-scan log
+        ``image, seconds, cached``.
+    """
+    root = Path(cache_dir) / "n4"
+    jobs, keys = [], {}
+    for image, grp in rois.groupby("image", sort=False):
+        masks = list(dict.fromkeys(grp["mask"].astype(str)))
+        h = hashlib.sha256()
+        for p in (image, *masks):
+            h.update(file_digest(p).encode())
+        h.update(repr((int(shrink_factor), list(n_iterations), float(margin_mm))).encode())
+        keys[image] = (h.hexdigest()[:24], masks)
+        if not (root / keys[image][0] / "done").is_file():
+            jobs.append((image, masks, str(root / keys[image][0]), int(shrink_factor),
+                         list(n_iterations), float(margin_mm)))
+    secs = dict(zip([j[0] for j in jobs], _parallel.pmap(_n4_one, jobs, n_jobs=n_jobs)))
+    out = rois.copy()
+    out["mask"] = [str(root / keys[i][0] / f"mask{keys[i][1].index(str(m))}.nii.gz")
+                   for i, m in zip(rois["image"], rois["mask"])]
+    out["image"] = [str(root / keys[p][0] / "image.nii.gz") for p in rois["image"]]
+    log = pd.DataFrame({"image": [Path(p).name for p in keys],
+                        "seconds": [secs.get(p, 0.0) for p in keys],
+                        "cached": [p not in secs for p in keys]})
+    return out, log

@@ -42,7 +42,8 @@ import SimpleITK as sitk
 
 __all__ = [
     "IMAGE_TYPES", "FilterSpec", "get_filter", "is_vcfnb_image_type", "apply_filter",
-    "filter_params", "filter_margin", "builtin_margin", "to_paper_name",
+    "filter_params", "filter_margin", "builtin_margin", "to_paper_name", "IBSI_STATUS",
+    "ibsi_status",
 ]
 
 
@@ -401,3 +402,50 @@ def to_paper_name(feature: str) -> str:
     image, cls, feat = m.groups()
     family = re.match(r"[a-z]+", image).group(0)
     return f"{family}_{cls}_{image}-{feat}"
+
+
+#: IBSI status of each image type's features (lower-case settings name -> status). IBSI chapter 1
+#: standardises feature definitions on the unfiltered image; IBSI chapter 2 standardises a set of
+#: convolutional filters (mean, Laplacian of Gaussian, Laws, Gabor, wavelets, Riesz). Local binary
+#: patterns, the intensity maps (square, square root, logarithm, exponential), the gradient
+#: magnitude and the SimpleITK smoothing/noise filters are in neither.
+IBSI_STATUS: dict[str, str] = {
+    "original": "IBSI-1",
+    "log": "IBSI-2 filter family",
+    "wavelet": "IBSI-2 filter family",
+    "mean": "IBSI-2 filter family",
+    "boxmean": "IBSI-2 filter family",  # the same mean over a (2r+1)^3 box, by running sums
+}
+_NOT_IBSI = "not standardised"
+
+
+def ibsi_status(name: str) -> str:
+    """IBSI status of an image type or of a feature (by its name's image-type prefix).
+
+    Returns
+    -------
+    str
+        ``"IBSI-1"`` for features of the original image, shape features included (IBSI-1
+        feature definitions, checked on the IBSI digital phantom: ``docs/ibsi.md``);
+        ``"IBSI-2 filter family"`` for LoG, wavelet, Mean and BoxMean images (filter families
+        IBSI chapter 2 defines; pyradiomics' and SimpleITK's responses, boundary handling and
+        parameters are not checked against the IBSI-2 reference responses, so these are not
+        IBSI-conformant values either); ``"not standardised"`` for everything else, among them
+        LBP2D and LBP3D (local binary patterns are not part of IBSI).
+
+    Examples
+    --------
+    >>> ibsi_status("LBP3D"), ibsi_status("lbp-3D-k_firstorder_Mean")
+    ('not standardised', 'not standardised')
+    >>> ibsi_status("wavelet-LLH_glcm_Correlation"), ibsi_status("original_shape_Sphericity")
+    ('IBSI-2 filter family', 'IBSI-1')
+    """
+    text = str(name)
+    head = text.split("_", 1)[0] if "_" in text else text
+    if is_vcfnb_image_type(head):
+        return IBSI_STATUS.get(get_filter(head).name.lower(), _NOT_IBSI)
+    family = re.match(r"[A-Za-z]+", head)
+    key = family.group(0).lower() if family else head.lower()
+    if key == "lbp":
+        return _NOT_IBSI
+    return IBSI_STATUS.get(key, _NOT_IBSI)

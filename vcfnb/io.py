@@ -9,6 +9,7 @@ valid rows go on, and the caller decides whether the problems are fatal.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,9 +23,12 @@ import pandas as pd
 import SimpleITK as sitk
 import yaml
 
+from vcfnb import dicom_masks
+
 __all__ = [
     "Cohort", "CohortError", "ImageReadError", "load_cohort", "read_image", "read_image_info",
     "write_cohort", "load_yaml", "write_table", "write_json", "write_text", "write_figure",
+    "write_image",
     "PROBLEM_COLUMNS", "ROI_COLUMNS",
 ]
 
@@ -411,12 +415,14 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
                      "duplicate ROI row (same patient_id, roi, sequence, reader)")
             bad_roi[i] = True
             continue
-        if pd.isna(labels.iat[i]) or labels.iat[i] != int(labels.iat[i]):
+        # a DICOM SEG/RTSTRUCT mask: label = segment number/label or ROI name, checked below
+        dcm_mask = not pd.isna(r["mask"]) and dicom_masks.is_dicom_object(folder / str(r["mask"]))
+        if not dcm_mask and (pd.isna(labels.iat[i]) or labels.iat[i] != int(labels.iat[i])):
             _problem(problems, where, pid, "rois.csv",
                      f"label must be an integer, got {_show(r.label)}")
             bad_roi[i] = True
             continue
-        label = int(labels.iat[i])
+        label = None if dcm_mask else int(labels.iat[i])
         paths = {}
         for col in ("image", "mask"):
             rel = str(r[col]) if not pd.isna(r[col]) else ""
@@ -427,13 +433,24 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
             paths[col] = p
         if bad_roi[i]:
             continue
-        ii, mi = info(paths["image"]), info(paths["mask"])
+        ii = info(paths["image"])
+        mi = ii if dcm_mask else info(paths["mask"])  # a SEG/RTSTRUCT is put on the image grid
         for col, inf in (("image", ii), ("mask", mi)):
             if isinstance(inf, Exception):
                 _problem(problems, where, pid, str(r[col]), f"unreadable {col}: {_reason(inf)}")
                 bad_roi[i] = True
         if bad_roi[i]:
             continue
+        if dcm_mask:  # label, frame of reference, UIDs and (check_voxels) rasterisation
+            try:
+                label = dicom_masks.check_mask(paths["mask"], r["label"], paths["image"], ii,
+                                               rasterise=check_voxels)
+            except dicom_masks.DicomMaskError as exc:
+                col = "image" if exc.file.resolve() == paths["image"].resolve() else "mask"
+                _problem(problems, where, pid, str(r[col]), exc.cause)
+                bad_roi[i] = True
+                continue
+            labels.iat[i] = label
         mism = geometry_mismatch(ii, mi, geometry_tol)
         if mism:
             if mask_grid == "resample" and tuple(ii.size) == tuple(mi.size) and \
@@ -450,7 +467,8 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
         mp = paths["mask"]
         if mp not in mask_values:
             try:
-                mask_values[mp] = np.unique(sitk.GetArrayFromImage(read_image(mp)))
+                mask_values[mp] = (dicom_masks.label_numbers(mp) if dcm_mask else
+                                   np.unique(sitk.GetArrayFromImage(read_image(mp))))
             except Exception as exc:
                 mask_values[mp] = exc
         vals = mask_values[mp]
@@ -483,6 +501,7 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
             _problem(problems, where, pid, str(r["image"]), image_finite[ip])
             bad_roi[i] = True
 
+    _shared_scans(rois, bad_roi, folder, problems)
     valid_rois = rois.loc[~bad_roi].copy()
     valid_rois["label"] = labels[~bad_roi].astype(int)
     valid_rois["image"] = [str((folder / p).resolve()) for p in valid_rois["image"]]
@@ -495,6 +514,53 @@ def load_cohort(folder: str | os.PathLike, *, outcome: str = "outcome",
         simulated=bool(meta.get("simulated", False)), meta=meta, outcome=outcome,
     )
     return cohort
+
+
+def _content_size(path: Path) -> tuple[int, int]:
+    """(bytes, files) of a file or of a DICOM series folder: equal for byte-identical copies."""
+    if path.is_dir():
+        sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
+        return sum(sizes), len(sizes)
+    return path.stat().st_size, 1
+
+
+def _shared_scans(rois: pd.DataFrame, bad: np.ndarray, folder: Path, problems: list) -> None:
+    """Flag image files with byte-identical content (or the same file) under different patient
+    ids: the same scan twice, possibly on both sides of a train/test split (leakage). Every row
+    involved becomes a problem naming the other patients and files, and is excluded.
+
+    Only images of equal size are hashed (with :func:`vcfnb.features.file_digest`, memoised per
+    file, so extraction does not read them again)."""
+    from vcfnb.features import file_digest
+
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i in np.flatnonzero(~bad):
+        try:
+            by_size.setdefault(_content_size(folder / str(rois["image"].iat[i])), []).append(i)
+        except OSError:
+            continue
+    same: dict[str, list[int]] = {}
+    for rows in by_size.values():
+        if len({rois["patient_id"].iat[i] for i in rows}) < 2:
+            continue
+        for i in rows:
+            try:
+                same.setdefault(file_digest(folder / str(rois["image"].iat[i])), []).append(i)
+            except OSError:
+                continue
+    for rows in same.values():
+        if len({rois["patient_id"].iat[i] for i in rows}) < 2:
+            continue
+        for i in rows:
+            pid = rois["patient_id"].iat[i]
+            others = sorted({(str(rois["patient_id"].iat[j]), str(rois["image"].iat[j]))
+                             for j in rows if rois["patient_id"].iat[j] != pid})
+            named = ", ".join(f"{f} of patient {p!r}" for p, f in others[:3])
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            _problem(problems, f"rois.csv:{i + 1}", pid, str(rois["image"].iat[i]),
+                     f"image is byte-identical to {named}{more}: the same scan under different "
+                     "patient ids (leakage risk)")
+            bad[i] = True
 
 
 def _reason(exc: BaseException) -> str:
@@ -538,12 +604,42 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
-def _atomic_write(path: Path, write) -> Path:
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write, *, fsync: bool = False) -> Path:
+    """Write a text file atomically: ``write(fh)`` fills a temporary file in the same folder,
+    which then replaces ``path``, so readers never see a partial file.
+
+    The file gets the mode an ordinary ``open(path, "w")`` would give it: an existing file keeps
+    its mode, a new one gets ``0666 & ~umask`` (0644 with the usual umask 022), not the 0600 of
+    the temporary file. ``fsync=True`` flushes the data to disk before the rename (for caches
+    that must survive a crash).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
             write(fh)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.fchmod(fh.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -572,6 +668,42 @@ def write_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Write a file of any kind atomically: yields a temporary path beside ``path`` (same
+    suffixes) for a writer that takes a file name (SimpleITK, torch, ...); on success it gets the
+    usual ``0666 & ~umask`` mode and replaces ``path``; on failure it is removed.
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix="".join(path.suffixes) or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write a SimpleITK image atomically (a killed run never leaves a half-written file);
+    the file gets the usual ``0666 & ~umask`` mode."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
     return path
 
 

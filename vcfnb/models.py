@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
@@ -44,7 +43,10 @@ from sklearn.model_selection import (
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
+from vcfnb.parallel import pmap
 from vcfnb import selection as sel
 from vcfnb.selection import RNGLike, _random_state
 
@@ -61,6 +63,9 @@ __all__ = [
     "aggregate_by_patient",
     "split_by_patient",
     "cv_predict",
+    "cv_fit",
+    "cv_splitter",
+    "CVFit",
     "NestedCVResult",
     "nested_cv",
     "PermutationResult",
@@ -529,14 +534,54 @@ def _take(X: Any, idx: np.ndarray) -> Any:
     return X.iloc[idx] if isinstance(X, (pd.DataFrame, pd.Series)) else np.asarray(X)[idx]
 
 
-def _fit_score_fold(estimator, X, y, train, test):
+def _fit_score_fold(estimator, X, y, train, test, keep: bool = False):
     est = _fresh(estimator)
     ctx = _quiet()
     try:
         est.fit(_take(X, train), y[train])
-        return _positive_score(est, _take(X, test))
+        s = _positive_score(est, _take(X, test))
+        return (s, est) if keep else s
     finally:
         ctx.__exit__(None, None, None)
+
+
+def cv_splitter(cv: int, *, rng: RNGLike = None, grouped: bool = False):
+    """The shuffled stratified k-fold splitter :func:`cv_predict` builds from an int.
+
+    Give the same splitter to :func:`cv_predict` (or :func:`cv_fit`) and to
+    :func:`permutation_test` so that the permutation test's observed AUC is the reported one.
+    ``grouped``: ``StratifiedGroupKFold`` (pass ``groups`` to the CV functions).
+
+    Examples
+    --------
+    >>> cv_splitter(5, rng=0).get_n_splits()
+    5
+    """
+    return _splitter(int(cv), _random_state(rng), True if grouped else None)
+
+
+@dataclass
+class CVFit:
+    """Result of :func:`cv_fit`: out-of-fold ``predictions`` (``y_true, score, fold``) and
+    the fitted ``estimators`` of the folds (in fold order)."""
+
+    predictions: pd.DataFrame
+    estimators: list = field(repr=False)
+
+
+def cv_fit(estimator: Any, X: Any, y: Any, *, cv: Any = 10, rng: RNGLike = None,
+           groups: Any = None, n_jobs: int = 1) -> CVFit:
+    """:func:`cv_predict` that also keeps each fold's fitted estimator (e.g. to report what a
+    selection step chose in every fold). Same arguments, same predictions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(50, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> len(cv_fit(make_classifier("LR"), X, y, cv=5, rng=0).estimators)
+    5
+    """
+    return _cv(estimator, X, y, cv=cv, rng=rng, groups=groups, n_jobs=n_jobs, keep=True)
 
 
 def cv_predict(estimator: Any, X: Any, y: Any, *, cv: Any = 10, rng: RNGLike = None,
@@ -568,20 +613,26 @@ def cv_predict(estimator: Any, X: Any, y: Any, *, cv: Any = 10, rng: RNGLike = N
     >>> cv_predict(make_classifier("LR"), X, y, cv=5, rng=0).columns.tolist()
     ['y_true', 'score', 'fold']
     """
+    return _cv(estimator, X, y, cv=cv, rng=rng, groups=groups, n_jobs=n_jobs,
+               keep=False).predictions
+
+
+def _cv(estimator, X, y, *, cv, rng, groups, n_jobs, keep) -> CVFit:
     y_arr = np.asarray(y).ravel()
     y01 = sel._binary_labels(y_arr)
     rs = _random_state(rng)
     splitter = _splitter(cv, rs, groups)
     splits = list(splitter.split(np.zeros((y01.size, 1)), y01, groups))
-    scores = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_score_fold)(estimator, X, y_arr, tr, te) for tr, te in splits)
+    out = pmap(lambda s: _fit_score_fold(estimator, X, y_arr, s[0], s[1], keep), splits,
+               n_jobs=n_jobs)
+    scores, fitted = ([o[0] for o in out], [o[1] for o in out]) if keep else (out, [])
     score = np.full(y01.size, np.nan)
     fold = np.full(y01.size, -1)
     for k, ((_, te), s) in enumerate(zip(splits, scores)):
         score[te] = s
         fold[te] = k
     index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(y01.size)
-    return pd.DataFrame({"y_true": y01, "score": score, "fold": fold}, index=index)
+    return CVFit(pd.DataFrame({"y_true": y01, "score": score, "fold": fold}, index=index), fitted)
 
 
 @dataclass
@@ -634,7 +685,7 @@ def nested_cv(estimator: Any, grid: Mapping[str, Sequence], X: Any, y: Any, *, o
             ctx.__exit__(None, None, None)
         return s, search.best_params_, float(search.best_score_)
 
-    results = Parallel(n_jobs=n_jobs)(delayed(one)(k, tr, te) for k, (tr, te) in enumerate(splits))
+    results = pmap(lambda item: one(item[0], *item[1]), list(enumerate(splits)), n_jobs=n_jobs)
     score = np.full(y01.size, np.nan)
     fold = np.full(y01.size, -1)
     rows = []
@@ -699,7 +750,8 @@ def _permuted(y: np.ndarray, groups: Any, gen: np.random.Generator) -> np.ndarra
 def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_test: Any = None,
                      cv: Any = 10, evaluate: Callable[[Any, Any, Any], float] | None = None,
                      n_permutations: int = 100, rng: RNGLike = None, groups: Any = None,
-                     n_jobs: int = 1) -> PermutationResult:
+                     n_jobs: int = 1, scheduler: Any = None,
+                     progress: bool = False) -> PermutationResult:
     """Whole-pipeline label-permutation test.
 
     The complete ``estimator`` (scaling, filters, selection and classifier — a Pipeline, or a
@@ -721,7 +773,12 @@ def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_te
         Patient of each training row: labels are shuffled between patients and, in the CV design,
         folds keep patients together.
     n_jobs : int
-        Permutations in parallel (results do not depend on it).
+        Permutations in parallel worker processes (:func:`vcfnb.parallel.pmap`); results do
+        not depend on it, nor on running on a Dask cluster (``scheduler``).
+    scheduler : str or dask.distributed.Client, optional
+        Run the permutations on a Dask cluster (default ``$VCFNB_DASK_SCHEDULER`` when set).
+    progress : bool
+        Show a progress bar over the permutations.
 
     Returns
     -------
@@ -772,8 +829,9 @@ def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_te
             return float(roc_auc_score(pred["y_true"], pred["score"]))
 
     observed = run(y01)
-    null = np.array(Parallel(n_jobs=n_jobs, batch_size=1)(
-        delayed(run)(_permuted(y01, groups, g)) for g in perm_seeds))
+    null = np.array(pmap(run, [_permuted(y01, groups, g) for g in perm_seeds], n_jobs=n_jobs,
+                         scheduler=scheduler, desc="permutations", progress=progress),
+                    dtype=float)
     p = (1.0 + np.sum(null >= observed)) / (1.0 + null.size)
     return PermutationResult(float(observed), null, float(p), design)
 
@@ -861,3 +919,393 @@ def make_radiomics_pipeline(steps: Sequence[Any], *, rng: RNGLike = None) -> sel
     pipe = sel.Pipeline(built)
     pipe.set_output(transform="pandas")
     return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# one radscore model (osteoporosis and ovf) and its probability link
+# --------------------------------------------------------------------------------------------
+_SCALERS = ("zscore", "maxabs", "minmax")
+
+
+def _usable_columns(X: pd.DataFrame) -> list[str]:
+    """Columns of ``X`` that are finite in every row and not constant."""
+    A = X.to_numpy(dtype=float)
+    ok = np.isfinite(A).all(axis=0) & (np.nanmax(A, axis=0, initial=-np.inf)
+                                       != np.nanmin(A, axis=0, initial=np.inf))
+    return [c for c, k in zip(X.columns, ok) if k]
+
+
+def _score_array(score: Any) -> np.ndarray:
+    s = np.asarray(score, dtype=float)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    if s.ndim != 1:
+        raise ValueError(f"a score must be one value per row, got shape {s.shape}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinity")
+    return s
+
+
+class ProbabilityLink(ClassifierMixin, BaseEstimator):
+    """Logistic regression of the outcome on one score: ``P(y=1) = expit(a + b · score)``.
+
+    The papers turn a radscore into a probability this way ("the radiomic model established
+    based on the radscores"). Fit it on **out-of-fold** scores of the training patients (e.g.
+    the ``train_oof`` rows of the predictions table, or :func:`cv_predict` of the score model's
+    ``decision_function``): fitted on the same rows that fitted the score, the link inherits the
+    score's optimism and the probabilities come out over-confident on new patients (calibration
+    slope < 1). :class:`RadscoreModel` therefore never fits a link itself; attach one with
+    :meth:`RadscoreModel.set_link`.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 penalty of the logistic regression; ``np.inf`` (default) = unpenalised.
+    max_iter : int
+
+    Attributes
+    ----------
+    intercept_, slope_ : float
+        ``a`` and ``b``. ``estimator_`` : the fitted ``LogisticRegression``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s = rng.normal(size=200); y = (rng.random(200) < 1 / (1 + np.exp(-2 * s))).astype(int)
+    >>> link = ProbabilityLink().fit(s, y)
+    >>> bool(1.4 < link.slope_ < 2.8), link.predict_proba([0.0]).shape
+    (True, (1, 2))
+    """
+
+    def __init__(self, C: float = np.inf, max_iter: int = 1000) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, score: Any, y: Any) -> ProbabilityLink:
+        """Fit on one score per row (1-D, or one column) and binary labels."""
+        s = _score_array(score)
+        y01 = sel._binary_labels(y)
+        self.classes_ = np.unique(np.asarray(y).ravel())
+        self.estimator_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(
+            s.reshape(-1, 1), y01)
+        self.intercept_ = float(self.estimator_.intercept_[0])
+        self.slope_ = float(self.estimator_.coef_[0, 0])
+        return self
+
+    def decision_function(self, score: Any) -> np.ndarray:
+        """Log-odds ``a + b · score``."""
+        check_is_fitted(self, "estimator_")
+        return self.intercept_ + self.slope_ * _score_array(score)
+
+    def predict_proba(self, score: Any) -> np.ndarray:
+        """``(n, 2)`` class probabilities (column 1: the positive class)."""
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(_score_array(score).reshape(-1, 1))
+
+    def predict(self, score: Any) -> np.ndarray:
+        return self.classes_[(self.predict_proba(score)[:, 1] >= 0.5).astype(int)]
+
+
+def _has_link(model: RadscoreModel) -> bool:
+    return getattr(model, "link_", None) is not None
+
+
+class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """Radscore: scaling → optional mRMR top ``k`` → LASSO logistic → linear score.
+
+    The radscore is the LASSO logistic model's linear predictor on the scaled features,
+    ``intercept + Σ coef × scaled feature`` -- the formula the papers print. Everything (column
+    filter, scaler, mRMR, LASSO with its lambda CV) is fitted on the rows given to ``fit`` only,
+    so refitting the model inside a CV fold or a permutation refits the whole chain. The class
+    serves the osteoporosis (seed 002: z-score → LASSO) and OVF (seed 003: max-abs → mRMR 30 →
+    LASSO, one model per compartment prefix) radscores:
+
+    * seed 002 -- ``RadscoreModel(scaler="zscore", cv=10, rule="1se", scoring="deviance",
+      n_lambdas=25, random_state=0)``;
+    * seed 003 -- ``RadscoreModel(scaler="maxabs", k=30, prefix="cortical__", cv=10,
+      rule="min", n_lambdas=40, lambda_min_ratio=0.01, tol=1e-3, max_iter=2000,
+      name="radscore_cortical", random_state=0)``.
+
+    **No probability link is fitted here.** ``decision_function``/``radscore`` return the score;
+    ``predict_proba`` exists only after :meth:`set_link` attached a :class:`ProbabilityLink`
+    fitted by the caller on out-of-fold scores. Without a link, ``predict`` is ``radscore > 0``
+    (the LASSO model's own probability ≥ 0.5).
+
+    Parameters
+    ----------
+    scaler : {"zscore", "maxabs", "minmax"} or None
+        Feature scaling fitted on the training rows: z-score (``StandardScaler``, population
+        SD), division by the maximum absolute value (``MaxAbsScaler``), ``(x - min) / range``
+        (``MinMaxScaler``), or none. Coefficients are on this scale.
+    k : int, optional
+        mRMR pre-selection of ``k`` features (:class:`vcfnb.selection.MRMRSelector`) before the
+        LASSO; None = no pre-selection.
+    mrmr_order : {"ranking", "input"}
+        Column order mRMR passes on (liblinear's result depends on it; the OVF study has always
+        used ``"ranking"``).
+    prefix : str, optional
+        Use only the columns whose name starts with ``prefix`` (e.g. a compartment
+        ``"cortical__"``).
+    columns : sequence of str, optional
+        Use only these columns (combined with ``prefix``: both must hold).
+    drop_unusable : bool
+        Leave out columns that are non-finite in any training row or constant there.
+    lam, cv, rule, scoring, n_lambdas, lambda_min_ratio, solver, tol, max_iter, min_features,
+    screening, compute_path, random_state :
+        The LASSO (:class:`vcfnb.selection.LassoSelector`): fixed glmnet ``lam`` or lambda by
+        ``cv``-fold CV with ``rule`` ("min"/"1se") on ``scoring`` ("roc_auc"/"deviance").
+        Pass an int ``random_state``: with None, liblinear's random coordinate order makes the
+        coefficients vary by ~1e-5 from one fit to the next.
+    name : str
+        Name of the single output column of ``transform``.
+
+    Attributes
+    ----------
+    columns_ : list of str
+        Input columns used (after ``prefix``/``columns``/``drop_unusable``).
+    pipeline_ : Pipeline
+        The fitted scaler → [mRMR →] LASSO chain.
+    coef_ : Series
+        Non-zero coefficients on the scaled features (index: the input column names), in the
+        order LASSO saw them. ``intercept_`` : float.
+    center_, scale_ : Series
+        Per selected feature, ``scaled = (x - center) / scale`` (z-score: mean and SD; max-abs:
+        0 and max |x|; min-max: min and range; none: 0 and 1).
+    link_ : ProbabilityLink or None
+        Set by :meth:`set_link`.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(80, 12)), columns=[f"f{i}" for i in range(12)])
+    >>> y = (X["f0"] + g.normal(size=80) > 0).astype(int)
+    >>> m = RadscoreModel(cv=5, n_lambdas=20, compute_path=False, random_state=0).fit(X, y)
+    >>> "f0" in m.coef_.index, m.transform(X).shape, hasattr(m, "predict_proba")
+    (True, (80, 1), False)
+    >>> oof = cv_predict(RadscoreModel(lam=0.05, random_state=0), X, y, cv=5, rng=0)
+    >>> hasattr(m.set_link(ProbabilityLink().fit(oof["score"], oof["y_true"])), "predict_proba")
+    True
+    """
+
+    def __init__(self, scaler: str | None = "zscore", k: int | None = None,
+                 mrmr_order: str = "ranking", prefix: str | None = None,
+                 columns: Sequence[str] | None = None, drop_unusable: bool = True,
+                 lam: float | None = None, cv: int = 10, rule: str = "min",
+                 scoring: str = "roc_auc", n_lambdas: int = 50,
+                 lambda_min_ratio: float | None = None, solver: str = "liblinear",
+                 tol: float = 1e-6, max_iter: int = 20000, min_features: int = 1,
+                 screening: bool = True, compute_path: bool = True,
+                 random_state: int | None = None, name: str = "radscore") -> None:
+        self.scaler = scaler
+        self.k = k
+        self.mrmr_order = mrmr_order
+        self.prefix = prefix
+        self.columns = columns
+        self.drop_unusable = drop_unusable
+        self.lam = lam
+        self.cv = cv
+        self.rule = rule
+        self.scoring = scoring
+        self.n_lambdas = n_lambdas
+        self.lambda_min_ratio = lambda_min_ratio
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.min_features = min_features
+        self.screening = screening
+        self.compute_path = compute_path
+        self.random_state = random_state
+        self.name = name
+
+    def _input_columns(self, X: pd.DataFrame) -> list[str]:
+        cols = [c for c in X.columns
+                if (self.prefix is None or str(c).startswith(self.prefix))
+                and (self.columns is None or c in set(self.columns))]
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in X.columns]
+            if missing:
+                raise ValueError(f"columns not in X: {missing[:5]}")
+        if not cols:
+            raise ValueError(f"no input column (prefix={self.prefix!r}, columns given: "
+                             f"{self.columns is not None})")
+        if self.drop_unusable:
+            cols = _usable_columns(X[cols])
+            if not cols:
+                raise ValueError("every input column is non-finite or constant on these rows")
+        return cols
+
+    def _scaler_step(self) -> Any:
+        from sklearn.preprocessing import MinMaxScaler
+
+        if self.scaler is None or self.scaler == "none":
+            return "passthrough"
+        factories = {"zscore": sel.StandardScaler, "maxabs": sel.MaxAbsScaler,
+                     "minmax": MinMaxScaler}
+        if self.scaler not in factories:
+            raise ValueError(f"scaler must be one of {_SCALERS} or None, got {self.scaler!r}")
+        return factories[self.scaler]()
+
+    def fit(self, X: Any, y: Any) -> RadscoreModel:
+        """Fit the whole chain on these rows (``X``: DataFrame of features; ``y``: 0/1)."""
+        from sklearn.pipeline import Pipeline
+
+        if self.mrmr_order not in ("ranking", "input"):
+            raise ValueError(f"mrmr_order must be 'ranking' or 'input', got {self.mrmr_order!r}")
+        X = pd.DataFrame(X)
+        y = np.asarray(y).ravel()
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.classes_ = np.unique(y)
+        self.columns_ = self._input_columns(X)
+        steps: list[tuple[str, Any]] = [("scaler", self._scaler_step())]
+        if self.k is not None:
+            steps.append(("mrmr", sel.MRMRSelector(k=int(self.k), order=self.mrmr_order)))
+        steps.append(("lasso", sel.LassoSelector(
+            cv=self.cv, rule=self.rule, lam=self.lam, scoring=self.scoring,
+            n_lambdas=self.n_lambdas, lambda_min_ratio=self.lambda_min_ratio,
+            solver=self.solver, tol=self.tol, max_iter=self.max_iter,
+            min_features=self.min_features, random_state=self.random_state,
+            compute_path=self.compute_path, screening=self.screening)))
+        self.pipeline_ = Pipeline(steps).set_output(transform="pandas")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pipeline_.fit(X[self.columns_], y)
+        lasso = self.pipeline_.named_steps["lasso"]
+        self.coef_ = lasso.coef_.astype(float).copy()
+        self.coef_.name = "coef"
+        self.intercept_ = float(lasso.intercept_)
+        center, scale = self._linear_scaling()
+        self.center_ = center.loc[self.coef_.index]
+        self.scale_ = scale.loc[self.coef_.index]
+        self.link_ = None
+        return self
+
+    def _linear_scaling(self) -> tuple[pd.Series, pd.Series]:
+        """``(center, scale)`` over ``columns_`` such that scaled = (x - center) / scale."""
+        idx = pd.Index(self.columns_)
+        step = self.pipeline_.named_steps["scaler"]
+        if step == "passthrough":
+            return pd.Series(0.0, index=idx), pd.Series(1.0, index=idx)
+        if self.scaler == "zscore":
+            return pd.Series(step.mean_, index=idx), pd.Series(step.scale_, index=idx)
+        if self.scaler == "maxabs":
+            return pd.Series(0.0, index=idx), pd.Series(step.scale_, index=idx)
+        rng = step.data_range_.copy()
+        rng[rng == 0] = 1.0  # sklearn's handling of constant columns
+        return pd.Series(step.data_min_, index=idx), pd.Series(rng, index=idx)
+
+    @property
+    def lasso_(self) -> sel.LassoSelector:
+        """The fitted LASSO step (``lambda_``, ``cv_results_``, ``path_``)."""
+        check_is_fitted(self, "pipeline_")
+        return self.pipeline_.named_steps["lasso"]
+
+    def radscore(self, X: Any) -> np.ndarray:
+        """Radscore of each row; ``X`` needs the selected columns (``coef_.index``) only."""
+        check_is_fitted(self, "coef_")
+        X = pd.DataFrame(X)
+        cols = list(self.coef_.index)
+        missing = [c for c in cols if c not in X.columns]
+        if missing:
+            raise ValueError(f"selected features missing from X: {missing[:5]}")
+        Z = (X[cols].to_numpy(dtype=float) - self.center_.to_numpy()) / self.scale_.to_numpy()
+        return self.intercept_ + Z @ self.coef_.to_numpy()
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The radscore (log-odds scale of the LASSO model)."""
+        return self.radscore(X)
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        """The radscore as one column named ``name`` (for ``ColumnTransformer``/pipelines)."""
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame({self.name: self.radscore(X)}, index=index)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.array([self.name], dtype=object)
+
+    def set_link(self, link: ProbabilityLink) -> RadscoreModel:
+        """Attach a fitted :class:`ProbabilityLink` (fit it on out-of-fold radscores);
+        ``predict_proba`` then returns its probabilities of this model's radscore."""
+        check_is_fitted(link, "estimator_")
+        check_is_fitted(self, "coef_")
+        self.link_ = link
+        return self
+
+    @available_if(_has_link)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities from the attached link (only after :meth:`set_link`)."""
+        return self.link_.predict_proba(self.radscore(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels: link probability ≥ 0.5 with a link, else ``radscore > 0``."""
+        if _has_link(self):
+            pos = self.predict_proba(X)[:, 1] >= 0.5
+        else:
+            pos = self.radscore(X) > 0
+        return self.classes_[pos.astype(int)]
+
+    def coefficients(self, *, raw: bool = False) -> pd.DataFrame:
+        """``feature, coef`` of the selected features by |coef|, plus the ``intercept`` row.
+
+        ``raw=True`` back-transforms to unscaled feature units (``coef / scale``, intercept
+        ``- Σ coef · center / scale``): the same radscore written on the raw features.
+        """
+        check_is_fitted(self, "coef_")
+        coef, b0 = self.coef_.to_numpy(), self.intercept_
+        if raw:
+            coef = coef / self.scale_.to_numpy()
+            b0 = b0 - float(np.sum(coef * self.center_.to_numpy()))
+        t = pd.DataFrame({"feature": list(self.coef_.index), "coef": coef})
+        t = t.reindex(t["coef"].abs().sort_values(ascending=False, kind="stable").index)
+        return pd.concat([t, pd.DataFrame([{"feature": "intercept", "coef": b0}])],
+                         ignore_index=True)
+
+    def formula(self, digits: int = 3, *, raw: bool = False, label: str = "Radscore") -> str:
+        """The formula as the papers print it, terms by |coef|: ``Radscore = b0 + c1 × f1 …``
+        (scaled features unless ``raw``)."""
+        t = self.coefficients(raw=raw)
+        b0 = float(t["coef"].iloc[-1])
+        parts = [f"{label} = {b0:.{digits}f}"]
+        for f, c in zip(t["feature"].iloc[:-1], t["coef"].iloc[:-1]):
+            parts.append(f"{'+' if c >= 0 else '-'} {abs(c):.{digits}f} × {f}")
+        return " ".join(parts)
+
+
+__all__ += ["RadscoreModel", "ProbabilityLink"]
+
+
+def classifier_scores(X: pd.DataFrame, y: Any, train: Any, *,
+                      names: Sequence[str] = CLASSIFIERS, cv: int = 5, rng: RNGLike = None,
+                      n_jobs: int = 1) -> pd.DataFrame:
+    """Fit each classifier of ``names`` on the ``train`` rows of ``X`` (ids or a boolean mask),
+    tuned by inner ``cv``-fold CV (``cv`` < 2: default hyper-parameters), and score every row.
+
+    With no feature column at all (e.g. no clinical predictor qualified) every classifier's score
+    is the training prevalence: constant, so :func:`vcfnb.stats.evaluate` reports AUC 0.5 and no
+    cut-off instead of the fit failing.
+
+    Returns
+    -------
+    DataFrame
+        Index = rows of ``X``; one positive-class probability column per classifier.
+    """
+    tr = X.index.isin(train) if not np.asarray(train).dtype == bool else np.asarray(train)
+    yy = pd.Series(np.asarray(y.reindex(X.index) if isinstance(y, pd.Series) else y),
+                   index=X.index).astype(int)
+    if X.shape[1] == 0:
+        return pd.DataFrame({n: float(yy[tr].mean()) for n in names}, index=X.index)
+    fitted = fit_classifiers(X[tr], yy[tr], list(names), cv=max(int(cv), 2), rng=rng,
+                             tuned=int(cv) > 1, n_jobs=n_jobs)
+    return predict_scores(fitted, X)
+
+
+def step_counts(pipe: Any, n_input: int) -> pd.DataFrame:
+    """Features left after each selecting step of a fitted pipeline: ``step, n_features``."""
+    rows = [{"step": "input", "n_features": int(n_input)}]
+    rows += [{"step": name, "n_features": len(step.get_feature_names_out())}
+             for name, step in pipe.steps
+             if hasattr(step, "get_feature_names_out") and hasattr(step, "transform")]
+    return pd.DataFrame(rows)
+
+
+__all__ += ["classifier_scores", "step_counts"]

@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from vcfnb.preprocess import grid_differences
 
 __all__ = [
+    "principal_height_axis",
     "HEIGHT_KEYS", "vertebral_heights", "spine_morphometry", "height_ratios", "height_loss",
     "genant_grade", "semantic_from_morphometry",
 ]
@@ -153,8 +154,32 @@ def _measure_plane(full: np.ndarray, eroded: np.ndarray, js: int, ja: int, res: 
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
+def principal_height_axis(mask: sitk.Image, region: np.ndarray | None = None, *,
+                          label: int | None = None) -> np.ndarray:
+    """The cranio-caudal axis of one vertebral body from its own shape (LPS unit vector).
+
+    A vertebral body is shorter than it is deep: in the sagittal plane (the plane spanned by the
+    image's anterior and superior directions) the axis of least spread of the body's voxels is
+    its height axis, whatever the patient's position in the scanner. Used when no neighbouring
+    vertebrae give the axis (a VCF cohort has one vertebra per patient). Raises ValueError
+    when the body's sagittal extent is nearly round (the two spreads within 5 %), where the
+    axis is undefined.
+    """
+    region = _region(mask, label) if region is None else region
+    pts = _physical_points(mask, region)
+    pts = pts - pts.mean(axis=0)
+    frame = _frame(None)  # left, anterior, superior
+    sag = pts @ frame[:, 1:]  # (anterior, superior) coordinates
+    evals, evecs = np.linalg.eigh(np.cov(sag.T))
+    if evals[1] <= 0 or evals[0] / evals[1] > 0.95:
+        raise ValueError("the body's sagittal shape is nearly round: its own height axis is "
+                         "undefined (give height_axis, e.g. from neighbouring vertebrae)")
+    axis = frame[:, 1:] @ evecs[:, 0]
+    return axis if axis @ _SUPERIOR_LPS >= 0 else -axis
+
+
 def vertebral_heights(mask: sitk.Image, label: int | None = None, *,
-                      height_axis: Sequence[float] | None = None,
+                      height_axis: Sequence[float] | str | None = None,
                       positions: tuple[float, float, float] = (0.15, 0.5, 0.85),
                       erosion_mm: float = 3.0, slice_selection: str = "max_spread",
                       slice_step_mm: float = 5.0, scan_margin: float = 0.25,
@@ -168,9 +193,11 @@ def vertebral_heights(mask: sitk.Image, label: int | None = None, *,
         first, as :func:`spine_morphometry` does). Any orientation and spacing.
     label : int, optional
         Body = ``mask == label`` (default: every non-zero voxel).
-    height_axis : 3-vector, optional
+    height_axis : 3-vector, "principal" or None
         Physical (LPS) direction of the vertebra's cranio-caudal axis, e.g. from the centroids of
-        its neighbours. Default: the patient's superior axis from the image direction cosines.
+        its neighbours; ``"principal"``: the body's own axis (:func:`principal_height_axis`),
+        for a single vertebra without neighbours. Default: the patient's superior axis from the
+        image direction cosines.
     positions : (float, float, float)
         Fractions along the posterior→anterior line through the centroid where the posterior,
         middle and anterior heights are measured (TotalSegmentator: 0.15, 0.5, 0.85).
@@ -211,6 +238,11 @@ def vertebral_heights(mask: sitk.Image, label: int | None = None, *,
     if len(positions) != 3 or not all(0.0 <= p <= 1.0 for p in positions):
         raise ValueError(f"positions must be three fractions in [0, 1], got {positions!r}")
     region = _region(mask, label)
+    if isinstance(height_axis, str):
+        if height_axis != "principal":
+            raise ValueError(f"height_axis must be a 3-vector, None or 'principal', "
+                             f"got {height_axis!r}")
+        height_axis = principal_height_axis(mask, region)
     frame = _frame(height_axis)
     spacing = np.asarray(mask.GetSpacing(), float)
     res = float(resolution_mm) if resolution_mm else float(spacing.min()) / 2.0

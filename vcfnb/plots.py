@@ -587,7 +587,9 @@ def plot_nomogram(
     Examples
     --------
     >>> from vcfnb.stats import nomogram_points
-    >>> ax = plot_nomogram(nomogram_points({"age": .05, "score": 2.}, -4., {"age": [40, 60, 80], "score": [-1, 0, 1, 2]}))
+    >>> pts = nomogram_points({"age": .05, "score": 2.}, -4.,
+    ...                       {"age": [40, 60, 80], "score": [-1, 0, 1, 2]})
+    >>> ax = plot_nomogram(pts)
     """
     pts = nomogram.points
     variables = list(dict.fromkeys(pts.variable))

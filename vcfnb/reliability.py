@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["ICC_TYPES", "feature_icc", "icc_from_array", "select_reliable"]
+__all__ = ["ICC_TYPES", "feature_icc", "icc_from_array", "select_reliable", "reader_icc"]
 
 ICC_TYPES = ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
 _ALIASES = {
@@ -273,3 +273,55 @@ def select_reliable(icc_table: pd.DataFrame, threshold: float = 0.75, *, on: str
     if keep_undefined:
         keep |= np.isnan(vals)
     return icc_table.loc[keep, "feature"].astype(str).tolist()
+
+
+#: non-feature columns of a long feature table (ids, file names, extraction bookkeeping)
+META_COLUMNS = ("patient_id", "roi", "sequence", "reader", "image", "mask", "label", "file_row",
+                "resample_mask", "icc_subset", "split", "center")
+
+
+def reader_icc(features: pd.DataFrame, *, readers: tuple = ("1", "2"), by: str | None = "sequence",
+               case: tuple = ("patient_id", "roi"), icc: str = "ICC2", threshold: float = 0.75,
+               inclusive: bool = False) -> pd.DataFrame:
+    """Per-feature ICC between two readers' ROIs of a long feature table, per ``by`` group.
+
+    Cases of the ICC are the ``case`` keys (e.g. patient × vertebra) outlined by both readers;
+    a ``by`` group (e.g. a sequence) without the second reader is left out.
+
+    Returns
+    -------
+    DataFrame
+        ``<by>, feature, icc, ci_low, ci_high, n, kept`` (``kept`` = ICC above ``threshold``;
+        an undefined ICC is never kept, :func:`select_reliable`).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); truth = g.normal(size=20)
+    >>> long = pd.DataFrame({"patient_id": np.tile(np.arange(20), 2), "roi": "L1",
+    ...     "sequence": "T1", "reader": np.repeat(["1", "2"], 20),
+    ...     "f": np.r_[truth, truth + g.normal(scale=0.1, size=20)]})
+    >>> reader_icc(long)[["sequence", "feature", "kept"]].values.tolist()
+    [['T1', 'f', True]]
+    """
+    cols = [c for c in features.columns if c not in META_COLUMNS and c not in case
+            and pd.api.types.is_numeric_dtype(features[c])]
+    f = features.assign(reader=features["reader"].astype(str))
+    groups = [(None, f)] if by is None else list(f.groupby(by, sort=True))
+    tables = []
+    for key, g in groups:
+        a = g[g.reader == str(readers[0])].set_index(list(case))[cols]
+        b = g[g.reader == str(readers[1])].set_index(list(case))[cols]
+        both = a.index.intersection(b.index)
+        if b.empty or not len(both):
+            continue
+        t = feature_icc(a.loc[both], b.loc[both], icc=icc)
+        if by is not None:
+            t.insert(0, by, key)
+        tables.append(t)
+    if not tables:
+        raise ValueError(f"no ROI outlined by both readers {readers}: the ICC needs them")
+    out = pd.concat(tables, ignore_index=True)
+    kept = set(select_reliable(out.assign(feature=out.index.astype(str)), threshold,
+                               inclusive=inclusive))
+    out["kept"] = out.index.astype(str).isin(kept)
+    return out

@@ -27,7 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vcfnb import __version__, io
+from vcfnb import __version__, contract, io
+from vcfnb import metrics as metrics_schema
+from vcfnb.metrics import DELONG_FIELDS, MODEL_FIELDS
+from vcfnb.rng import derive as rng_derive
+from vcfnb.stats import PREDICTION_COLUMNS, SPLITS
 
 __all__ = ["start_run", "Run", "StopRun", "STUDY_COHORT", "project_root", "scrub"]
 
@@ -89,6 +93,13 @@ class Run:
     notes: list = field(default_factory=list)
     simulated: bool = True
     extra: dict = field(default_factory=dict)
+    main_models: list = field(default_factory=list)
+    status: str = "running"
+    stopped_reason: str | None = None
+    comparisons: list = field(default_factory=list)
+    permutations: dict = field(default_factory=dict)
+    requirements: Any = None
+    _pred: list = field(default_factory=list, repr=False)
 
     # ---- seeds
     @property
@@ -97,9 +108,7 @@ class Run:
 
     def rng(self, *keys: int | str) -> np.random.Generator:
         """A generator derived from the master seed and ``keys`` (independent streams per step)."""
-        ints = [self.seed] + [int(hashlib.sha256(str(k).encode()).hexdigest()[:8], 16)
-                              for k in keys]
-        return np.random.default_rng(np.random.SeedSequence(ints))
+        return rng_derive(self.seed, *keys)
 
     def random_state(self, *keys: int | str) -> int:
         """An int ``random_state`` for scikit-learn derived from the master seed and ``keys``."""
@@ -128,30 +137,126 @@ class Run:
         """Save a matplotlib Figure/Axes/grid as ``figures/<name>.png`` and return its figure."""
         fig = _as_figure(obj)
         io.write_figure(fig, self.out_dir / "figures" / f"{_slug(name)}.png")
+        _show_once(fig)
         return fig
 
-    def metric(self, model: str, split: str, *, auc: float, ci_low: float, ci_high: float,
-               n: int, **extra) -> None:
-        """Record one model's AUC (with CI) on one split for ``metrics.json``."""
-        if split not in ("train", "test", "external", "cv"):
-            raise ValueError(f"split must be train/test/external/cv, got {split!r}")
-        entry = {"auc": _r(auc), "ci_low": _r(ci_low), "ci_high": _r(ci_high), "n": int(n)}
-        entry.update({k: _r(v) if isinstance(v, float) else v for k, v in extra.items()})
-        self.models.setdefault(model, {})[split] = entry
+    def metric(self, model: str, split: str, **values) -> None:
+        """Record numbers of one model on one split for ``metrics.json`` (schema fields only:
+        :data:`vcfnb.metrics.MODEL_FIELDS`; the others stay null)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        unknown = sorted(set(values) - set(MODEL_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; metrics.json holds {list(MODEL_FIELDS)}")
+        entry = self.models.setdefault(model, {}).setdefault(
+            split, {k: None for k in MODEL_FIELDS})
+        for k, v in values.items():
+            entry[k] = _json_value(v, MODEL_FIELDS[k])
         self.write_metrics()
 
-    def metrics_from_table(self, table: pd.DataFrame, *, model: str = "model",
-                           split: str = "split") -> pd.DataFrame:
-        """Record every row of a tidy performance table and return the table.
+    # ---- the evaluation core: one predictions table, one record of its statistics
+    def predictions(self, model: str, split: str, *, score, y_true, patient_id=None,
+                    score_kind: str = "probability", fold=None, repeat=None) -> pd.DataFrame:
+        """Add one model's predictions on one split to ``tables/predictions.csv``.
 
-        Columns: ``model, split, auc, n`` and the CI as ``ci_low, ci_high`` or
-        ``auc_ci_low, auc_ci_high`` (the columns of :func:`vcfnb.stats.model_report`)."""
-        lo, hi = (("auc_ci_low", "auc_ci_high") if "auc_ci_low" in table
-                  else ("ci_low", "ci_high"))
-        for _, row in table.iterrows():
-            self.metric(str(row[model]), str(row[split]), auc=row["auc"], ci_low=row[lo],
-                        ci_high=row[hi], n=row["n"])
+        ``score`` (and ``y_true``) may be Series indexed by patient id (then ``patient_id`` may
+        be omitted). ``split`` is one of ``train`` (resubstitution), ``train_oof`` (out-of-fold
+        training predictions), ``test``, ``external``, ``cv``, ``final``; ``score_kind`` is
+        ``probability`` or ``decision`` (SVM decision values, radscores). Recording the same
+        model and split again replaces its rows. Returns the whole table so far.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if score_kind not in ("probability", "decision"):
+            raise ValueError(f"score_kind must be 'probability' or 'decision', got {score_kind!r}")
+        if patient_id is None:
+            if not isinstance(score, pd.Series):
+                raise ValueError("patient_id is needed unless score is a Series indexed by it")
+            patient_id = score.index
+        ids = np.asarray(patient_id).astype(str)
+        s = np.asarray(score, dtype=float).ravel()
+        y = np.asarray(y_true.reindex(score.index) if isinstance(y_true, pd.Series)
+                       and isinstance(score, pd.Series) else y_true).ravel()
+        if not (len(ids) == len(s) == len(y)):
+            raise ValueError(f"{model}/{split}: patient_id, y_true and score differ in length "
+                             f"({len(ids)}, {len(y)}, {len(s)})")
+        if score_kind == "probability" and np.any((s < 0) | (s > 1)):
+            raise ValueError(f"{model}/{split}: probabilities outside [0, 1]; "
+                             "use score_kind='decision'")
+        df = pd.DataFrame({"model": model, "split": split, "patient_id": ids,
+                           "y_true": y.astype(int), "score": s, "score_kind": score_kind})
+        for name, v in (("fold", fold), ("repeat", repeat)):
+            if v is not None:
+                df[name] = np.asarray(v).ravel() if np.ndim(v) else v
+        self._pred = [p for p in self._pred
+                      if not ((p["model"].iat[0] == model) and (p["split"].iat[0] == split))]
+        self._pred.append(df)
+        table = self.predictions_table
+        io.write_table(table, self.out_dir / "tables" / "predictions.csv")
         return table
+
+    @property
+    def predictions_table(self) -> pd.DataFrame:
+        """The long predictions table of this run (``model, split, patient_id, y_true, score,
+        score_kind`` + ``fold``/``repeat`` where recorded)."""
+        if not self._pred:
+            return pd.DataFrame(columns=PREDICTION_COLUMNS)
+        table = pd.concat(self._pred, ignore_index=True)
+        extra = [c for c in ("fold", "repeat") if c in table]
+        return table[PREDICTION_COLUMNS + extra]
+
+    def record(self, *tables: pd.DataFrame) -> pd.DataFrame:
+        """Record the rows of :func:`vcfnb.stats.evaluate` and/or :func:`vcfnb.stats.calibration`
+        tables (columns ``model, split`` + metric columns) in ``metrics.json``; returns the
+        tables merged on ``model, split``."""
+        merged = None
+        for t in tables:
+            merged = t if merged is None else merged.merge(
+                t, on=["model", "split"], how="outer", suffixes=("", "_calibration"))
+        for _, row in merged.iterrows():
+            values = {k: row[k] for k in MODEL_FIELDS if k in row.index}
+            self.metric(str(row["model"]), str(row["split"]), **values)
+        return merged
+
+    def record_delong(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Record the rows of :func:`vcfnb.stats.delong_pairs` under ``comparisons.delong``."""
+        for _, r in table.iterrows():
+            key = (r["model_a"], r["model_b"], r["split"])
+            self.comparisons = [c for c in self.comparisons
+                                if (c["model_a"], c["model_b"], c["split"]) != key]
+            self.comparisons.append({k: _json_value(r[k], DELONG_FIELDS[k])
+                                     for k in DELONG_FIELDS})
+        self.write_metrics()
+        return table
+
+    def record_permutation(self, model: str, result, *, split: str) -> pd.DataFrame:
+        """Record a :class:`vcfnb.models.PermutationResult` of ``model`` on ``split``.
+
+        The observed AUC must be the AUC this run reports for that model and split (same
+        pipeline, same settings); a different one raises. Saves ``tables/permutation_<model>``
+        (the null AUCs) and returns the one-row summary.
+        """
+        reported = self.models.get(model, {}).get(split, {}).get("auc")
+        if reported is None:
+            raise ValueError(f"record the metrics of {model!r} on {split!r} before its "
+                             "permutation test (its observed AUC must equal the reported one)")
+        if abs(float(result.observed_auc) - float(reported)) > 1e-6:
+            raise ValueError(f"permutation test of {model!r}: observed AUC "
+                             f"{result.observed_auc:.6f} differs from the reported "
+                             f"{reported:.6f} on {split!r}; permute the same pipeline with the "
+                             "same settings")
+        null = np.asarray(result.null_auc, dtype=float)
+        self.permutations[model] = {
+            "split": split, "observed_auc": _json_value(result.observed_auc, float),
+            "null_mean": _json_value(float(np.mean(null)) if null.size else None, float),
+            "p_value": _json_value(result.p_value, float), "n_permutations": int(null.size)}
+        self.write_metrics()
+        self.table(f"permutation_{model}", pd.DataFrame({"permutation": np.arange(1, null.size + 1),
+                                                          "null_auc": null}))
+        summary = result.summary()
+        summary.insert(0, "split", split)
+        summary.insert(0, "model", model)
+        return summary
 
     def note(self, text: str) -> str:
         """Record a plain-language note (deviation, limitation) for the report and metrics.json."""
@@ -159,12 +264,27 @@ class Run:
         self.write_metrics()
         return text
 
+    def payload(self) -> dict:
+        """The ``metrics.json`` content (:mod:`vcfnb.metrics` schema)."""
+        p = metrics_schema.empty(self.study, simulated=self.simulated)
+        p.update(status=self.status, stopped_reason=self.stopped_reason,
+                 main_models=list(self.main_models), notes=list(self.notes),
+                 models=self.models, comparisons={"delong": self.comparisons},
+                 permutation=self.permutations,
+                 provenance=dict(self.extra.get("provenance", {})))
+        return p
+
     def write_metrics(self, extra: dict | None = None) -> Path:
-        """Write ``metrics.json``; ``extra`` keys are kept for every later write too."""
+        """Write ``metrics.json``, validated against the closed schema (docs/metrics.md).
+
+        ``extra`` may only set ``provenance`` (kept for every later write)."""
         if extra:
+            unknown = sorted(set(extra) - {"provenance"})
+            if unknown:
+                raise ValueError(f"metrics.json has no key(s) {unknown} (docs/metrics.md); "
+                                 "save other numbers with run.table")
             self.extra.update(extra)
-        payload = {"study": self.study, "simulated": bool(self.simulated),
-                   "models": self.models, "notes": self.notes, **self.extra}
+        payload = metrics_schema.check(self.payload())
         return io.write_json(payload, self.out_dir / "metrics.json")
 
     # ---- comparisons and provenance
@@ -178,8 +298,12 @@ class Run:
         rows = []
         for key, value in paper.items():
             parts = key.split("/")
+            if (ours or {}).get(key) is None and (len(parts) != 3 or parts[1] not in SPLITS
+                                                  or parts[2] not in MODEL_FIELDS):
+                raise ValueError(f"paper number {key!r}: keys are <model>/<split>/<metric> with "
+                                 f"a split of {SPLITS} and a metric of {list(MODEL_FIELDS)}")
             mine = (ours or {}).get(key)
-            if mine is None and len(parts) == 3:
+            if mine is None:
                 mine = self.models.get(parts[0], {}).get(parts[1], {}).get(parts[2])
             rows.append({"quantity": key, "paper": value,
                          "this_run": np.nan if mine is None else mine})
@@ -211,6 +335,8 @@ class Run:
                 rows[pkg] = metadata.version(pkg)
             except metadata.PackageNotFoundError:
                 rows[pkg] = "not installed"
+        if self.status == "running":
+            self.status = "ok"
         self.write_metrics({"provenance": {k: rows[k] for k in
                                            ("params_sha256", "cohort_manifest_sha256")}})
         df = pd.DataFrame({"item": list(rows), "value": list(rows.values())})
@@ -229,23 +355,116 @@ class Run:
             h.update(d.to_csv(index=False).encode())
         return h.hexdigest()[:16]
 
+    def card_data(self) -> dict:
+        """What the run card says about the data (no paths, no identifiers)."""
+        c = self.cohort
+        y = pd.to_numeric(c.cases.get(c.outcome, pd.Series(dtype=float)), errors="coerce")
+        split = (c.cases["split"].astype(str).value_counts().to_dict()
+                 if "split" in c.cases else None)
+        return {"study": self.study, "cohort": c.folder.name, "simulated": bool(c.simulated),
+                "patients": int(len(c.cases)), "rois": int(len(c.rois)),
+                "positive": int((y == 1).sum()), "negative": int((y == 0).sum()),
+                "sequences": sorted(map(str, c.rois["sequence"].unique())),
+                "roi_names": sorted(map(str, c.rois["roi"].unique())),
+                "readers": sorted(map(str, c.rois["reader"].unique())),
+                "split": ", ".join(f"{k} {v}" for k, v in sorted(split.items())) if split
+                else None, "problems": int(len(c.problems))}
+
+    def card(self):
+        """The run card so far (data, parameters, notes) as Markdown for the notebook."""
+        from IPython.display import Markdown
+
+        return Markdown(run_card_markdown(self.out_dir))
+
+    # ---- the cohort contract
+    @property
+    def features_only(self) -> bool:
+        """True when the run needs no outcome (``require_outcome: false``)."""
+        return not bool(self.params.get("require_outcome", True))
+
+    def preflight(self) -> pd.DataFrame:
+        """Check the cohort against the study's requirements before any extraction.
+
+        Saves ``tables/requirements_unmet.csv`` and raises
+        :class:`vcfnb.contract.CohortRequirementsError` listing every unmet requirement; notes
+        the optional readers that are absent (their steps are skipped). Returns the (empty)
+        table of unmet requirements."""
+        req = self.requirements
+        unmet = contract.check(req, self.cohort.cases, self.cohort.rois, self.params,
+                               features_only=self.features_only)
+        if len(unmet):
+            self.table("requirements_unmet", unmet)
+            self.status, self.stopped_reason = "failed", "cohort does not meet the requirements"
+            self.write_metrics()
+            raise contract.CohortRequirementsError(self.study, unmet)
+        for reader, present in contract.reader_modes(req, self.cohort.rois).items():
+            if not present:
+                self.note(f"single-reader mode: no reader-{reader} ROIs, so "
+                          f"{req.optional_readers[reader]} is skipped")
+        return unmet
+
+    def has_reader(self, reader: str | int) -> bool:
+        """Whether the cohort has ROIs of ``reader`` (e.g. the second reader for ICC)."""
+        return str(reader) in set(self.cohort.rois["reader"].astype(str))
+
     def stop(self, reason: str) -> None:
         """Stop the study cleanly here (metrics.json and provenance written), saying why."""
+        self.status, self.stopped_reason = "stopped", str(reason)
         self.note(f"stopped: {reason}")
         self.provenance()
         raise StopRun(reason)
 
 
-def _r(v):
+def _json_value(v, kind: type):
+    """A JSON-ready value of ``kind`` (None for NaN/None/empty)."""
+    if v is None or (isinstance(v, str) and kind is not str and not v):
+        return None
+    if kind is str:
+        return None if (isinstance(v, float) and not np.isfinite(v)) else str(v)
     try:
         f = float(v)
     except (TypeError, ValueError):
-        return v
-    return None if not np.isfinite(f) else round(f, 6)
+        return None
+    if not np.isfinite(f):
+        return None
+    return int(round(f)) if kind is int else round(f, 6)
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+
+
+def _show_once(fig) -> None:
+    """In a notebook, show ``fig`` in place, exactly once.
+
+    The figure leaves pyplot (whose inline backend would show it again at the end of the cell)
+    and is displayed now, so figures made in a loop appear too; when ``run.figure(...)`` is the
+    last line of a cell, the returned figure is not shown a second time as the cell's value. In
+    a later cell, ``fig`` or ``display(fig)`` shows it again as usual. Outside IPython: nothing.
+    """
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+    from IPython.display import display
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
+    display(fig)
+    shown_in = shell.execution_count
+
+    def _ipython_display_() -> None:
+        if getattr(get_ipython(), "execution_count", None) == shown_in:
+            return  # the value of the cell that showed it already
+        del fig._ipython_display_
+        try:
+            display(fig)
+        finally:
+            fig._ipython_display_ = _ipython_display_
+
+    fig._ipython_display_ = _ipython_display_
 
 
 def _as_figure(obj):
@@ -280,7 +499,8 @@ def notebook_params(namespace: dict) -> dict:
             and not isinstance(v, types.ModuleType)}
 
 
-def start_run(study: str, namespace: dict, *, load: bool = True) -> Run:
+def start_run(study: str, namespace: dict, *, load: bool = True,
+              requirements: contract.Requirements | None = None) -> Run:
     """Resolve a study run from the notebook's parameters.
 
     Parameters
@@ -291,7 +511,11 @@ def start_run(study: str, namespace: dict, *, load: bool = True) -> Run:
         The notebook's ``globals()`` right after the parameters cell and imports; the literal
         values in it are the parameters.
     load : bool
-        Load (and, when ``cohort_dir`` is empty, generate) the cohort.
+        Load (and, when ``cohort_dir`` is empty, generate) the cohort, then run the pre-flight
+        check of the study's declared requirements (:mod:`vcfnb.contract`): every unmet
+        requirement is listed at once and the run stops before any extraction.
+    requirements : Requirements, optional
+        The cohort requirements; default: the study's ``REQUIREMENTS`` declaration.
 
     Common parameters used here: ``cohort_dir`` (empty = built-in simulated cohort),
     ``synthetic_size``, ``synthetic_signal``, ``seed``, ``out_dir`` (empty = ``reports/<study>/
@@ -307,6 +531,9 @@ def start_run(study: str, namespace: dict, *, load: bool = True) -> Run:
         cache_dir = root / cache_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     run = Run(study=study, params=params, root=root, out_dir=out_dir, cache_dir=cache_dir)
+    run.requirements = requirements if requirements is not None else contract.for_study(study)
+    if run.requirements is not None:
+        run.main_models = list(run.requirements.main_models)
     if load and STUDY_COHORT.get(study, None) is not None or (load and params.get("cohort_dir")):
         run.cohort = resolve_cohort(run)
         run.simulated = bool(run.cohort.simulated)
@@ -315,7 +542,59 @@ def start_run(study: str, namespace: dict, *, load: bool = True) -> Run:
     io.write_json({k: scrub(v, run._roots()) if isinstance(v, str) else v
                    for k, v in params.items()}, out_dir / "params.json")
     run.write_metrics()
+    if run.cohort is not None:
+        run.table("cohort_problems", run.cohort.problems)
+        io.write_json(run.card_data(), out_dir / "run_card.json")
+    if run.cohort is not None and run.requirements is not None:
+        run.preflight()
     return run
+
+
+def run_card_markdown(out_dir: str | Path) -> str:
+    """The run card that opens a report: the data the run saw, every parameter value, its
+    status, the notes (deviations from the paper, skipped steps) and the rows excluded.
+
+    Built from the files a run leaves (``run_card.json``, ``params.json``, ``metrics.json``,
+    ``tables/cohort_problems.csv``), so the runner can put it on top of the executed notebook
+    after the run."""
+    out = Path(out_dir)
+
+    def load(name):
+        f = out / name
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+
+    card, params, m = load("run_card.json"), load("params.json"), load("metrics.json")
+    lines = [f"# Run card — {m.get('study') or card.get('study', out.parent.name)}", ""]
+    status = m.get("status", "unknown")
+    if m.get("stopped_reason"):
+        status += f" — {m['stopped_reason']}"
+    lines += [f"**Status**: {status}.  ", f"**Main models**: "
+              f"{', '.join(m.get('main_models') or []) or 'none declared'}.", ""]
+    if card:
+        kind = ("**simulated** (built-in generator; not patient data)" if card.get("simulated")
+                else "real (user-provided)")
+        lines += ["## Data", "",
+                  f"- Cohort `{card.get('cohort')}`: {kind}.",
+                  f"- {card.get('patients')} patients ({card.get('positive')} positive, "
+                  f"{card.get('negative')} negative), {card.get('rois')} ROIs; sequences "
+                  f"{', '.join(card.get('sequences', []))}; ROI names "
+                  f"{', '.join(card.get('roi_names', [])[:12])}; readers "
+                  f"{', '.join(card.get('readers', []))}.",
+                  f"- Split column: {card.get('split') or 'none given'}.",
+                  f"- Rows excluded by validation: {card.get('problems', 0)}"
+                  + (" (table `cohort_problems`)." if card.get("problems") else "."), ""]
+    if params:
+        lines += ["## Parameters", "", "| parameter | value |", "|---|---|"]
+        for k in sorted(params):
+            if k in ("out_dir", "cache_dir"):
+                continue
+            v = json.dumps(params[k], ensure_ascii=False)
+            lines.append(f"| `{k}` | `{v if len(v) <= 120 else v[:117] + '...'}` |")
+        lines.append("")
+    notes = m.get("notes") or []
+    lines += ["## Notes: deviations from the paper, steps that could not run", ""]
+    lines += [f"- {n}" for n in notes] or ["- none recorded"]
+    return "\n".join(lines) + "\n"
 
 
 def resolve_cohort(run: Run):

@@ -5,26 +5,40 @@ For every ``notebooks/<study>.ipynb`` and every ``params/<study>/<run>.yaml`` th
 1. loads the params file with the safe YAML loader and rejects unknown keys and wrong types
    **before** running (papermill itself only warns about an unknown parameter and runs on with
    the default, so a typo would silently change a study);
-2. executes the notebook with the ``vcfnb`` kernel into ``reports/<study>/<run>/<study>.ipynb``;
+2. executes the notebook with the ``vcfnb`` kernel into ``reports/<study>/<run>/<study>.ipynb``,
+   with figures inline (PNG) whatever ``MPLBACKEND`` the runner itself has, printing one line per
+   section of the notebook (and every ``VCFNB_PROGRESS_INTERVAL`` seconds while a cell runs);
 3. exports an HTML report without code cells next to it;
-4. skips the run when neither the notebook, the params file nor the vcfnb package changed since
+4. skips the run when neither the notebook, the params file, the vcfnb package nor the cohort
+   (``cases.csv``, ``rois.csv`` and the content of every image and mask they name) changed since
    the last successful run (``--force`` re-runs).
+
+A params file that is invalid fails its own run only; the other runs go on.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import json
+import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 import pandas as pd
 
 from vcfnb import __version__, io
 
 KERNEL = "vcfnb"
+#: environment of the kernels the runner starts: matplotlib's inline backend, so that figures
+#: are PNG outputs of the executed notebook and its HTML (not ``<Figure size ...>`` text), even
+#: when the runner itself runs under ``MPLBACKEND=Agg``
+KERNEL_ENV = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
           "list": (list,), "dict": (dict,)}
 
@@ -74,12 +88,261 @@ def _package_hash() -> str:
     return h.hexdigest()
 
 
-def run_stamp(notebook: Path, params: dict) -> str:
+def _stat_key(path: Path) -> list:
+    """Size and modification time of a file, or of every file of a folder (DICOM series)."""
+    st = path.stat()
+    key: list = [st.st_size, st.st_mtime_ns]
+    if path.is_dir():
+        key.append(sorted([f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns]
+                          for f in path.rglob("*") if f.is_file()))
+    return key
+
+
+def _content_digest(path: Path, name: str, known: dict, files: dict) -> str:
+    """Content digest of ``path`` (:func:`vcfnb.features.file_digest`, the extraction cache's).
+
+    ``known`` maps ``name`` to ``[stat key, digest]`` from an earlier run: an unchanged size and
+    modification time reuse that digest without reading the file again (the extraction cache's
+    own rule). The digest used is recorded in ``files``."""
+    from vcfnb.features import file_digest
+
+    try:
+        key = _stat_key(path)
+    except OSError:
+        return "missing"
+    prev = known.get(name)
+    if isinstance(prev, list) and len(prev) == 2 and prev[0] == key:
+        digest = prev[1]
+    else:
+        try:
+            digest = file_digest(path)
+        except OSError:
+            return "unreadable"
+    files[name] = [key, digest]
+    return digest
+
+
+def _input_path(value: str, notebook: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else notebook.parent / p  # notebooks run in notebooks/
+
+
+def cohort_digest(folder: Path, *, known: dict | None = None, files: dict | None = None,
+                  prefix: str = "") -> str:
+    """Digest of a cohort: ``cases.csv``, ``rois.csv`` and the content of every image and mask
+    file (or DICOM folder) ``rois.csv`` names.
+
+    Parameters
+    ----------
+    folder : Path
+        The cohort folder.
+    known : dict, optional
+        File digests from an earlier run (see :func:`run_stamp`).
+    files : dict, optional
+        Receives the file digests used (for the next run's ``known``).
+    prefix : str
+        Prefix of the keys in ``files`` (the parameter naming this cohort).
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest; changes when a table, an image or a mask changes.
+    """
+    known = {} if known is None else known
+    files = {} if files is None else files
+    h = hashlib.sha256()
+    names: set[str] = set()
+    for table in ("cases.csv", "rois.csv"):
+        path = folder / table
+        h.update(f"{table}\0".encode())
+        h.update(path.read_bytes() if path.is_file() else b"<missing>")
+    if (folder / "rois.csv").is_file():
+        try:
+            rois = pd.read_csv(folder / "rois.csv", dtype=str, keep_default_na=False)
+        except Exception:  # noqa: BLE001 - a malformed table: its bytes are hashed above
+            rois = pd.DataFrame()
+        for col in ("image", "mask"):
+            if col in rois:
+                names.update(v.strip() for v in rois[col] if v.strip())
+    for name in sorted(names):
+        h.update(f"\0{name}\0".encode())
+        h.update(_content_digest(folder / name, f"{prefix}{name}", known, files).encode())
+    return h.hexdigest()
+
+
+def run_stamp(notebook: Path, params: dict, *, known: dict | None = None,
+              files: dict | None = None) -> str:
+    """What a run's results depend on: the notebook, the params, the vcfnb package and the data.
+
+    The data are every cohort folder among the params (``cohort_dir`` and any ``*_cohort_dir``;
+    see :func:`cohort_digest`) and every other string parameter naming an existing file (e.g.
+    ``settings_file``). The built-in cohort (empty ``cohort_dir``) is generated from the params,
+    so the params stand for it. ``known`` carries the file digests of the previous run's stamp
+    so that unchanged images are not read again; ``files`` receives the digests used.
+    """
+    known = {} if known is None else known
+    files = {} if files is None else files
     h = hashlib.sha256()
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(_package_hash().encode())
+    for key in sorted(params):
+        value = params[key]
+        if not isinstance(value, str) or not value or key in ("out_dir", "cache_dir"):
+            continue
+        path = _input_path(value, notebook)
+        if key == "cohort_dir" or key.endswith("_cohort_dir"):
+            h.update(f"\0{key}\0".encode())
+            h.update(cohort_digest(path, known=known, files=files, prefix=f"{key}:").encode()
+                     if path.is_dir() else b"<no folder>")
+        elif path.is_file():
+            h.update(f"\0{key}\0".encode())
+            h.update(_content_digest(path, f"{key}:", known, files).encode())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for what starts in the block (the kernel), then restore."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class RunProgress:
+    """Where a running notebook is, as plain log lines (no carriage returns: readable in CI).
+
+    One line when the first code cell of a new section (markdown heading) starts, and one line
+    after ``interval`` seconds without one (while the kernel starts or a long cell runs)::
+
+          [osteoporosis_mri/smoke] 0:41 cell 23/88: Feature extraction
+          [osteoporosis_mri/smoke] 1:41 cell 23/88: Feature extraction (this cell: 1:00)
+
+    Parameters
+    ----------
+    label : str
+        Run name shown in every line (``study/run``).
+    n_cells : int
+        Cells of the notebook.
+    interval : float, optional
+        Seconds between lines while a cell runs; default ``$VCFNB_PROGRESS_INTERVAL`` or 60.
+    stream : file, optional
+        Where to print (default ``sys.stdout``).
+    """
+
+    def __init__(self, label: str, n_cells: int, *, interval: float | None = None,
+                 stream: TextIO | None = None):
+        self.label, self.n_cells = label, int(n_cells)
+        self.interval = float(os.environ.get("VCFNB_PROGRESS_INTERVAL", 60)
+                              if interval is None else interval)
+        self.stream = stream
+        self.section = "start"
+        self.index: int | None = None
+        self._new_section = True
+        self._finishing = False
+        self._t0 = self._cell_t0 = self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _emit(self, suffix: str = "") -> None:
+        self._last = now = time.monotonic()
+        where = ("starting the kernel" if self.index is None else
+                 "all cells run, saving" if self._finishing else
+                 f"cell {self.index + 1}/{self.n_cells}: {self.section}{suffix}")
+        print(f"  [{self.label}] {_clock(now - self._t0)} {where}",
+              file=self.stream or sys.stdout, flush=True)
+
+    def cell(self, index: int | None, cell: Any) -> None:
+        """Called when the executor reaches a cell (markdown cells included)."""
+        with self._lock:
+            if cell.get("cell_type") == "markdown":
+                for line in str(cell.get("source", "")).splitlines():
+                    if line.lstrip().startswith("#"):
+                        self.section = line.lstrip().lstrip("#").strip()[:80] or self.section
+                        self._new_section = True
+                        break
+                return
+            if cell.get("cell_type") != "code" or not str(cell.get("source", "")).strip():
+                return
+            self.index, self._cell_t0 = index, time.monotonic()
+            if self._new_section:
+                self._new_section = False
+                self._emit()
+
+    def done(self, index: int | None) -> None:
+        """Called when the executor has finished a cell."""
+        if index is not None and index + 1 >= self.n_cells:
+            self._finishing = True
+
+    def _beat(self) -> None:
+        wait = self.interval
+        while not self._stop.wait(wait):
+            with self._lock:
+                wait = self.interval - (time.monotonic() - self._last)
+                if wait <= 0.05:
+                    self._emit(f" (this cell: {_clock(time.monotonic() - self._cell_t0)})")
+                    wait = self.interval
+
+    def __enter__(self) -> RunProgress:
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True,
+                                            name="vcfnb-progress")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+_ENGINE = "vcfnb-progress"
+
+
+def _register_engine() -> str:
+    """Register (once) a papermill engine that reports each cell start to a :class:`RunProgress`
+    passed as ``vcfnb_progress``; returns its name."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    if _ENGINE in papermill_engines._engines:
+        return _ENGINE
+
+    class _ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, vcfnb_progress=None, **kwargs):
+            if vcfnb_progress is not None:
+                vcfnb_progress.n_cells = len(nb_man.nb.cells)  # with the injected parameters
+                start = nb_man.cell_start
+
+                complete = nb_man.cell_complete
+
+                def cell_start(cell, cell_index=None, **kw):
+                    vcfnb_progress.cell(cell_index, cell)
+                    return start(cell, cell_index, **kw)
+
+                def cell_complete(cell, cell_index=None, **kw):
+                    vcfnb_progress.done(cell_index)
+                    return complete(cell, cell_index, **kw)
+
+                nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(_ENGINE, _ProgressEngine)
+    return _ENGINE
 
 
 def scrub_notebook(executed: Path, params: dict, root: Path) -> Path:
@@ -102,6 +365,34 @@ def scrub_notebook(executed: Path, params: dict, root: Path) -> Path:
     return io.write_text(scrub(text, roots), executed)
 
 
+def mark_failed(out_dir: Path, status: str) -> None:
+    """A run that crashed says so in its metrics.json (status ``failed`` and the error)."""
+    from vcfnb import metrics
+
+    f = out_dir / "metrics.json"
+    if not f.is_file():
+        return
+    payload = json.loads(f.read_text(encoding="utf-8"))
+    if not metrics.validate(payload) and payload.get("status") in ("running", "ok"):
+        payload.update(status="failed", stopped_reason=status.removeprefix("failed: ")[:500])
+        io.write_json(payload, f)
+
+
+def insert_run_card(executed: Path, out_dir: Path) -> Path:
+    """Put the run card (:func:`vcfnb.report.run_card_markdown`) on top of an executed notebook,
+    so the report opens with what the run saw and did."""
+    import nbformat
+
+    from vcfnb.report import run_card_markdown
+
+    nb = nbformat.read(str(executed), as_version=4)
+    cell = nbformat.v4.new_markdown_cell(run_card_markdown(out_dir))
+    cell.metadata["tags"] = ["vcfnb-run-card"]
+    nb.cells = [c for c in nb.cells if "vcfnb-run-card" not in c.metadata.get("tags", [])]
+    nb.cells.insert(0, cell)
+    return io.write_text(nbformat.writes(nb), executed)
+
+
 def export_html(executed: Path) -> Path:
     """HTML export of an executed notebook without code cells (for readers)."""
     import nbformat
@@ -114,46 +405,71 @@ def export_html(executed: Path) -> Path:
     return io.write_text(body, executed.with_suffix(".html"))
 
 
+def _previous_stamp(stamp_file: Path) -> dict:
+    try:
+        prev = json.loads(stamp_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return prev if isinstance(prev, dict) else {}
+
+
 def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force: bool = False,
-                 extra: dict | None = None) -> dict:
-    """Execute one notebook with one params file; returns a status record."""
+                 extra: dict | None = None, progress: bool = True) -> dict:
+    """Execute one notebook with one params file; returns a status record.
+
+    Raises :class:`ParamsError` (before anything runs) when the params file is unreadable or
+    does not match the notebook's parameters. ``progress`` prints where the run is (see
+    :class:`RunProgress`).
+    """
     import papermill as pm
 
     study = notebook.stem
     run_name = params_file.stem if params_file else "default"
-    params = io.load_yaml(params_file) if params_file else {}
+    source = str(params_file or notebook)
+    try:
+        params = io.load_yaml(params_file) if params_file else {}
+    except (OSError, ValueError) as exc:
+        raise ParamsError(f"{source}: {exc}") from None
     params.update(extra or {})
-    validate_params(notebook, params, source=str(params_file or notebook))
+    validate_params(notebook, params, source=source)
     out_dir = root / "reports" / study / run_name
     params = {**params, "out_dir": str(out_dir)}
-    stamp = run_stamp(notebook, params)
     stamp_file = out_dir / ".run-stamp.json"
-    if not force and stamp_file.is_file():
-        prev = json.loads(stamp_file.read_text(encoding="utf-8"))
-        if prev.get("stamp") == stamp and prev.get("status") in ("ok", "stopped"):
-            return {"study": study, "run": run_name, "status": "unchanged (skipped)",
-                    "seconds": 0.0}
+    prev = _previous_stamp(stamp_file)
+    files: dict = {}
+    stamp = run_stamp(notebook, params, known=prev.get("files") or {}, files=files)
+    if not force and prev.get("stamp") == stamp and prev.get("status") in ("ok", "stopped"):
+        return {"study": study, "run": run_name, "status": "unchanged (skipped)",
+                "seconds": 0.0}
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp_file.unlink(missing_ok=True)
     executed = out_dir / f"{study}.ipynb"
     t0 = time.perf_counter()
     status = "ok"
+    # cell count set by the engine (with papermill's injected parameters cell)
+    reporter = RunProgress(f"{study}/{run_name}", 0) if progress else contextlib.nullcontext()
     try:
-        pm.execute_notebook(str(notebook), str(executed), parameters=params, kernel_name=KERNEL,
-                            cwd=str(notebook.parent), progress_bar=False,
-                            report_mode=False, log_output=False)
+        with _environ(KERNEL_ENV), reporter:
+            pm.execute_notebook(str(notebook), str(executed), parameters=params,
+                                kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False,
+                                report_mode=False, log_output=False,
+                                engine_name=_register_engine(),
+                                vcfnb_progress=reporter if progress else None)
     except pm.PapermillExecutionError as exc:
         if exc.ename == "StopRun":
             status = "stopped"
         else:
             status = f"failed: {exc.ename}: {exc.evalue}"
     seconds = time.perf_counter() - t0
+    if status.startswith("failed"):
+        mark_failed(out_dir, status)
     if executed.is_file():
+        insert_run_card(executed, out_dir)
         scrub_notebook(executed, params, root)
         export_html(executed)
     if status in ("ok", "stopped"):
-        io.write_json({"stamp": stamp, "status": status, "seconds": round(seconds, 1)},
-                      stamp_file)
+        io.write_json({"stamp": stamp, "status": status, "seconds": round(seconds, 1),
+                       "files": files}, stamp_file)
     return {"study": study, "run": run_name, "status": status, "seconds": round(seconds, 1)}
 
 
@@ -181,6 +497,51 @@ def check_all(root: Path) -> list[str]:
     return errors
 
 
+def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
+                 features_only: bool = False, extra: dict | None = None):
+    """Pre-flight check of one study's cohort without running anything else.
+
+    Resolves the run's parameters (notebook defaults, then the params file, then ``extra``),
+    loads and validates the cohort (``cohort_dir``, or the built-in simulated one) and checks it
+    against the study's declared requirements (:mod:`vcfnb.contract`). Nothing is extracted.
+
+    Returns
+    -------
+    (unmet, problems) : tuple of DataFrame
+        Unmet requirements (``requirement, where, problem, fix``) and the cohort's validation
+        problems (rows excluded: ``row, patient_id, file, problem``).
+    """
+    import ast
+
+    from vcfnb import contract
+    from vcfnb.report import Run, resolve_cohort
+
+    notebook = root / "notebooks" / f"{study}.ipynb"
+    if not notebook.is_file():
+        raise ParamsError(f"no notebook {notebook.name} in {root / 'notebooks'}")
+    given = io.load_yaml(params_file) if params_file else {}
+    given.update(extra or {})
+    validate_params(notebook, given, source=str(params_file or notebook))
+    params = {}
+    for key, (_, default) in notebook_parameters(notebook).items():
+        try:
+            params[key] = ast.literal_eval(default)
+        except (ValueError, SyntaxError):
+            params[key] = default
+    params.update(given)
+    if features_only:
+        params["require_outcome"] = False
+    req = contract.for_study(study)
+    if req is None:
+        raise ParamsError(f"{study} declares no cohort requirements")
+    run = Run(study=study, params=params, root=root, out_dir=root / "reports" / study / "check",
+              cache_dir=root / "data" / "cache")
+    cohort = resolve_cohort(run)
+    unmet = contract.check(req, cohort.cases, cohort.rois, params,
+                           features_only=not params.get("require_outcome", True))
+    return unmet, cohort.problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vcfnb.runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +551,13 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--params", help="only this params file name (e.g. smoke)")
     rp.add_argument("--force", action="store_true", help="re-run unchanged runs too")
     sub.add_parser("check-params", help="validate every params file against its notebook")
+    kp = sub.add_parser("check-cohort", help="check a study's cohort against its declared "
+                        "requirements before any extraction (lists every unmet one)")
+    kp.add_argument("--study", required=True, help="notebook name, e.g. osteoporosis_mri")
+    kp.add_argument("--params", help="params file: a path, or a name under params/<study>/")
+    kp.add_argument("--cohort", help="cohort folder (overrides the params' cohort_dir)")
+    kp.add_argument("--features-only", action="store_true",
+                    help="check everything but the outcome (a cohort without labels)")
     cp = sub.add_parser("cohorts", help="generate the built-in simulated cohorts")
     cp.add_argument("--size", action="append", choices=["smoke", "paper"])
     args = ap.parse_args(argv)
@@ -202,6 +570,30 @@ def main(argv: list[str] | None = None) -> int:
             print(e, file=sys.stderr)
         print(f"{len(errors)} params problem(s)")
         return 1 if errors else 0
+    if args.cmd == "check-cohort":
+        pf = None
+        if args.params:
+            pf = Path(args.params)
+            if not pf.is_file():
+                pf = root / "params" / args.study / f"{args.params}.yaml"
+        extra = {"cohort_dir": str(Path(args.cohort).resolve())} if args.cohort else None
+        try:
+            unmet, problems = check_cohort(root, args.study, pf,
+                                           features_only=args.features_only, extra=extra)
+        except (ParamsError, ValueError, OSError) as exc:
+            print(f"cannot check: {exc}", file=sys.stderr)
+            return 2
+        if len(problems):
+            print(f"{len(problems)} validation problem(s) (rows excluded):")
+            print(problems.to_string(index=False))
+        if len(unmet):
+            print(f"{len(unmet)} unmet requirement(s) of {args.study}:")
+            for i, r in enumerate(unmet.itertuples(), 1):
+                print(f"  {i}. {r.problem}\n     fix: {r.fix}")
+            return 1
+        print(f"the cohort meets every requirement of {args.study}"
+              + (" (features-only: the outcome was not checked)" if args.features_only else ""))
+        return 0
     if args.cmd == "cohorts":
         from vcfnb import synth
 
@@ -212,18 +604,19 @@ def main(argv: list[str] | None = None) -> int:
                 synth.make_cohort(study, out, size=size)
                 print(f"{study:14s} {size:6s} {time.perf_counter() - t0:6.1f} s  {out}")
         return 0
-    errors = check_all(root)
-    if errors:
-        for e in errors:
-            print(e, file=sys.stderr)
-        return 2
     records = []
     pairs = [(nb, pf) for nb, pf in discover(root, args.study)
              if args.params is None or (pf is not None and pf.stem == args.params)]
     for nb, pf in pairs:
         label = f"{nb.stem}/{pf.stem if pf else 'default'}"
         print(f"running {label} ...", flush=True)
-        rec = run_notebook(nb, pf, root, force=args.force)
+        try:
+            rec = run_notebook(nb, pf, root, force=args.force)
+        except ParamsError as exc:  # fails this run only; the others go on
+            print(f"  invalid params, not run: {exc}", file=sys.stderr, flush=True)
+            records.append({"study": nb.stem, "run": pf.stem if pf else "default",
+                            "status": f"failed: invalid params: {exc}", "seconds": 0.0})
+            continue
         print(f"  {rec['status']} in {rec['seconds']:.1f} s -> reports/{nb.stem}/{rec['run']}/",
               flush=True)
         records.append(rec)

@@ -32,7 +32,6 @@ References
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import Any
 
@@ -74,22 +73,15 @@ __all__ = [
     "C_to_lambda",
 ]
 
-RNGLike = int | np.random.Generator | None
+from vcfnb.parallel import pmap  # noqa: E402
+from vcfnb.rng import RNGLike, random_state  # noqa: E402,F401 - RNGLike is re-exported
 _SK_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit())
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _random_state(rng: RNGLike) -> int:
-    """An int ``random_state`` for scikit-learn from ``rng``.
-
-    An int passes through unchanged (so ``rng=seed`` gives ``random_state=seed``, the
-    convention of STUDIES.md); a Generator or ``None`` yields a fresh draw.
-    """
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        return int(rng)
-    return int(np.random.default_rng(rng).integers(0, 2**31 - 1))
+_random_state = random_state  # an int passes through (rng=seed gives random_state=seed)
 
 
 def _binary_labels(y: Any) -> np.ndarray:
@@ -830,9 +822,8 @@ class LassoSelector(_ColumnSelector):
         else:
             folds = StratifiedKFold(n_splits=int(self.cv), shuffle=True,
                                     random_state=self.random_state).split(Xa, y01)
-            scores = np.array(Parallel(n_jobs=self.n_jobs)(
-                delayed(self._fold_scores)(Xa, y01, tr, te, lambdas) for tr, te in folds
-            ))  # (n_folds, n_lambdas)
+            scores = np.array(pmap(lambda f: self._fold_scores(Xa, y01, f[0], f[1], lambdas),
+                                   list(folds), n_jobs=self.n_jobs))  # (n_folds, n_lambdas)
             # a fold whose held-out rows hold one class only has no AUC (small data, many
             # folds): it is left out of the mean
             scores = scores[np.isfinite(scores).all(axis=1)]
@@ -856,7 +847,7 @@ class LassoSelector(_ColumnSelector):
                 "n_nonzero": (path_coefs != 0).sum(axis=1),
             })
         self.lambda_cv_ = lam
-        on_path = [m for m, l in zip(path_models, lambdas) if l == lam]
+        on_path = [m for m, lm in zip(path_models, lambdas) if lm == lam]
         est = on_path[0] if on_path else self._fit_one(Xa, y01, lam)  # the path's fit at lam
         support = est.coef_.ravel() != 0
         self.fallback_ = False

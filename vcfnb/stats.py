@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from vcfnb.rng import generator
+
 __all__ = [
     "Nomogram",
     "balance_table",
@@ -45,7 +47,12 @@ __all__ = [
     "binary_metrics",
     "calibration_curve",
     "calibration_slope_intercept",
+    "calibration",
+    "cv_corrected_ci",
+    "cv_delong_pairs",
     "decision_curve",
+    "delong_pairs",
+    "evaluate",
     "delong_matrix",
     "delong_test",
     "delong_test_unpaired",
@@ -128,8 +135,7 @@ def _delong_cov(cases_list: Sequence[np.ndarray], controls_list: Sequence[np.nda
     return np.array(aucs), s10 / m + s01 / n
 
 
-def _rng(rng: RngLike) -> np.random.Generator:
-    return np.random.default_rng(rng)
+_rng = generator
 
 
 def _prop_ci(k: int, n: int, alpha: float, method: str) -> tuple[float, float]:
@@ -601,14 +607,15 @@ def _quantile_groups(p: np.ndarray, groups: int) -> np.ndarray:
     return np.clip(idx, 0, len(br) - 2)
 
 
-def hosmer_lemeshow(y_true, prob, groups: int = 10) -> pd.Series:
+def hosmer_lemeshow(y_true, prob, groups: int = 10, dof: str = "g-2") -> pd.Series:
     """Hosmer–Lemeshow goodness-of-fit test with quantile groups.
 
     Grouping rule (as ``ResourceSelection::hoslem.test``): breaks are the unique type-7
     quantiles of ``prob`` at ``0, 1/g, ..., 1``; groups are the intervals ``(b_i, b_{i+1}]``,
     the first closed on the left. ``statistic = Σ (O - E)² / E`` over events and non-events of
     every group, ``dof = (number of groups formed) - 2`` (= ``g - 2`` unless ties merge
-    groups), ``p_value`` from the χ² distribution.
+    groups; ``dof="g"`` gives ``g``, Hosmer and Lemeshow's recommendation for a model
+    evaluated on independent data), ``p_value`` from the χ² distribution.
 
     Returns
     -------
@@ -631,7 +638,9 @@ def hosmer_lemeshow(y_true, prob, groups: int = 10) -> pd.Series:
         o1, e1 = y[m].sum(), p[m].sum()
         o0, e0 = m.sum() - o1, m.sum() - e1
         stat += (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
-    dof = ng - 2
+    if dof not in ("g-2", "g"):
+        raise ValueError(f"dof must be 'g-2' (fitted data) or 'g' (independent data), got {dof!r}")
+    dof = ng - 2 if dof == "g-2" else ng
     pval = float(sps.chi2.sf(stat, dof)) if dof > 0 else float("nan")
     return pd.Series(
         {"statistic": float(stat), "dof": int(dof), "p_value": pval, "groups": int(ng)}
@@ -674,10 +683,17 @@ def net_benefit(y_true, prob, thresholds) -> pd.DataFrame:
     return pd.DataFrame({"threshold": t, "net_benefit": nb, "tp": tp, "fp": fp, "n": n})
 
 
-def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None) -> pd.DataFrame:
+def decision_curve(y_true=None, probs: Mapping[str, Sequence[float]] | None = None,
+                   thresholds=None, *, data: pd.DataFrame | None = None,
+                   split: str | None = None) -> pd.DataFrame:
     """Decision-curve table for several models plus the treat-all and treat-none strategies.
 
     Treat all: ``NB = prev - (1 - prev) t / (1 - t)``; treat none: 0.
+
+    Either arrays (``y_true`` and ``probs``, a mapping model → probabilities) or a predictions
+    table: ``data=`` with ``split=`` (one split; probability models only, patients matched on
+    ``patient_id``). ``thresholds`` defaults to 0.01, 0.02, …, 0.99; pass the study's grid
+    explicitly so the notebook cell shows it.
 
     Returns
     -------
@@ -691,6 +707,17 @@ def decision_curve(y_true, probs: Mapping[str, Sequence[float]], thresholds=None
     >>> sorted(dc.model.unique())
     ['Treat all', 'Treat none', 'm']
     """
+    if data is not None:
+        part = _check_predictions(data)
+        if split is None:
+            raise ValueError("decision_curve(data=...) needs split=")
+        part = part[(part["split"] == split) & (part["score_kind"] == "probability")]
+        if part.empty:
+            raise ValueError(f"no probability rows of split {split!r} for a decision curve")
+        wide = part.pivot_table(index="patient_id", columns="model", values="score",
+                                aggfunc="first").dropna()
+        y_true = part.groupby("patient_id")["y_true"].first().loc[wide.index]
+        probs = {m: wide[m].to_numpy() for m in dict.fromkeys(part["model"])}
     y = _binary_y(y_true)
     t = _thresholds(np.arange(0.01, 1.0, 0.01) if thresholds is None else thresholds)
     parts = [
@@ -720,6 +747,7 @@ def baseline_table(
     equal_var: bool = True,
     digits: int = 1,
     rng: RngLike = None,
+    categorical_test: str = "auto",
 ) -> pd.DataFrame:
     """Baseline ("table 1") comparison of variables between the levels of ``group``.
 
@@ -733,6 +761,9 @@ def baseline_table(
     < 5, then Fisher's exact test: scipy for 2×2; exact enumeration for R×2 / 2×C tables (the
     usual two-group case, as R ``fisher.test``); Monte Carlo (scipy, 9999 tables drawn with
     ``rng``) for larger tables. Missing values are dropped per variable.
+    ``categorical_test="pearson"`` uses Pearson's χ² without continuity correction for every
+    categorical table whatever its expected counts (SPSS's "Pearson Chi-Square", the test many
+    papers report; R ``chisq.test(correct = FALSE)``).
 
     Returns
     -------
@@ -810,8 +841,14 @@ def baseline_table(
         else:
             tab = pd.crosstab(d[var], d[group]).reindex(columns=levels, fill_value=0)
             obs = tab.to_numpy()
+            if categorical_test not in ("auto", "pearson"):
+                raise ValueError("categorical_test must be 'auto' or 'pearson', got "
+                                 f"{categorical_test!r}")
             if obs.shape[0] < 2:
                 test, stat, p = "", float("nan"), float("nan")
+            elif categorical_test == "pearson":
+                chi = sps.chi2_contingency(obs, correction=False)
+                test, stat, p = "Pearson chi-square", float(chi.statistic), float(chi.pvalue)
             else:
                 chi = sps.chi2_contingency(obs, correction=True)
                 if np.any(chi.expected_freq < 5):
@@ -1060,7 +1097,8 @@ def propensity_match(
     ``"data"`` or ``"random"`` — the only use of ``rng``), every treated unit gets its first
     control before any gets its second (``ratio`` rounds), ties go to the control earliest in
     ``data``. ``caliper`` is in pooled standard deviations of the distance,
-    ``sqrt((var_treated + var_control) / 2)`` (MatchIt's ``std.caliper = TRUE``); treated units left without any control are dropped.
+    ``sqrt((var_treated + var_control) / 2)`` (MatchIt's ``std.caliper = TRUE``); treated units
+    left without any control are dropped.
 
     Returns
     -------
@@ -1343,3 +1381,471 @@ def nomogram_points(
         scale=float(scale),
         lp_at_zero=lp0,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation core: statistics over the predictions table
+# --------------------------------------------------------------------------------------------
+#: columns of the long predictions table every study writes (``tables/predictions.csv``)
+PREDICTION_COLUMNS = ["model", "split", "patient_id", "y_true", "score", "score_kind"]
+#: the values ``split`` may take in the predictions table and in metrics.json
+SPLITS = ("train", "train_oof", "test", "external", "cv", "final")
+
+
+def _check_predictions(data: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in PREDICTION_COLUMNS if c not in data.columns]
+    if missing:
+        raise ValueError(f"predictions table lacks column(s) {missing}; expected "
+                         f"{PREDICTION_COLUMNS} (+ fold, repeat)")
+    bad = sorted(set(data["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"unknown split value(s) {bad}; allowed: {list(SPLITS)}")
+    kinds = sorted(set(data["score_kind"]) - {"probability", "decision"})
+    if kinds:
+        raise ValueError(f"score_kind must be 'probability' or 'decision', got {kinds}")
+    return data
+
+
+def _by(by) -> list[str]:
+    return [by] if isinstance(by, str) else list(by)
+
+
+def _groups_of(data: pd.DataFrame, by) -> list[tuple[dict, pd.DataFrame]]:
+    keys = _by(by)
+    out = []
+    for key, part in data.groupby(keys, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        out.append((dict(zip(keys, key)), part))
+    return out
+
+
+def _fold_aucs(part: pd.DataFrame) -> tuple[np.ndarray, int, int]:
+    """AUC of every (repeat, fold) of CV predictions; number of folds K and repeats R."""
+    if "fold" not in part:
+        raise ValueError("ci='nadeau-bengio' needs the CV predictions' fold (and repeat) columns")
+    keys = ["repeat", "fold"] if "repeat" in part else ["fold"]
+    aucs = []
+    for _, f in part.groupby(keys):
+        y = _binary_y(f["y_true"])
+        if y.min() != y.max():
+            aucs.append(_placements(*_split(y, f["score"].to_numpy(float)))[0])
+    k = int(part["fold"].nunique())
+    r = int(part["repeat"].nunique()) if "repeat" in part else 1
+    return np.asarray(aucs, dtype=float), k, r
+
+
+def cv_corrected_ci(fold_values, n_folds: int, *, centre: float | None = None,
+                    alpha: float = 0.05) -> pd.Series:
+    """Nadeau–Bengio corrected CI of a repeated-CV estimate from its per-fold values.
+
+    The J = K × R fold estimates are correlated (their training sets overlap), so their plain
+    variance understates the estimate's; Nadeau and Bengio's correction multiplies it by
+    ``1/J + n_test/n_train`` (= ``1/J + 1/(K - 1)`` for K-fold CV): ``se = sqrt((1/J +
+    1/(K-1)) s²)``, CI ``centre ± t_{J-1, 1-α/2} se`` (centre: the mean fold value unless given).
+
+    Nadeau C, Bengio Y. Inference for the generalization error. Mach Learn 2003;52:239–281.
+
+    Examples
+    --------
+    >>> r = cv_corrected_ci([0.70, 0.80, 0.75, 0.65, 0.72, 0.78, 0.74, 0.69, 0.81, 0.71], 5)
+    >>> round(float(r.ci_low), 3), round(float(r.ci_high), 3)
+    (0.667, 0.803)
+    """
+    v = np.asarray(fold_values, dtype=float)
+    v = v[np.isfinite(v)]
+    j = v.size
+    if j < 2 or n_folds < 2:
+        return pd.Series({"estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                          "n_estimates": j})
+    centre = float(v.mean()) if centre is None else float(centre)
+    se = float(np.sqrt((1 / j + 1 / (n_folds - 1)) * v.var(ddof=1)))
+    t = float(sps.t.ppf(1 - alpha / 2, j - 1))
+    return pd.Series({"estimate": centre, "se": se, "ci_low": max(0.0, centre - t * se),
+                      "ci_high": min(1.0, centre + t * se), "n_estimates": j})
+
+
+def _auc_row(y: np.ndarray, s: np.ndarray, ci: str, alpha: float, n_boot: int, g,
+             part: pd.DataFrame | None = None) -> dict:
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    row = {"n": int(y.size), "n_pos": n_pos, "n_neg": n_neg, "auc": np.nan, "ci_low": np.nan,
+           "ci_high": np.nan, "ci_method": ci, "auc_p_value": np.nan, "note": ""}
+    if n_pos == 0 or n_neg == 0:
+        row["note"] = "one class only: AUC not computable"
+        return row
+    if ci == "nadeau-bengio":
+        auc = _placements(*_split(y, s))[0]
+        folds, k, _ = _fold_aucs(part)
+        r = cv_corrected_ci(folds, k, centre=auc, alpha=alpha)
+        row.update(auc=float(auc), ci_low=float(r.ci_low), ci_high=float(r.ci_high))
+        if np.ptp(s) == 0:
+            row["note"] = ("scores constant: the model cannot separate the classes "
+                           "(AUC 0.5, no cut-off)")
+        return row
+    r = roc_auc_ci(y, s, method=ci, n_boot=n_boot, rng=g, alpha=alpha)
+    row.update(auc=float(r.auc), auc_p_value=float(r.p_value))
+    if np.ptp(s) == 0:
+        row["note"] = "scores constant: the model cannot separate the classes (AUC 0.5, no cut-off)"
+    elif r.se > 0 or ci == "bootstrap":
+        row.update(ci_low=float(r.ci_low), ci_high=float(r.ci_high))
+    return row
+
+
+def evaluate(
+    data: pd.DataFrame,
+    *,
+    by=("model", "split"),
+    ci: str = "delong",
+    alpha: float = 0.05,
+    n_boot: int = 2000,
+    rng: RngLike = None,
+    cutoff="youden",
+    cutoff_split: str | None = "train_oof",
+    proportion_ci: str = "wilson",
+) -> pd.DataFrame:
+    """Discrimination of every model on every split of a predictions table.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The long predictions table (``model, split, patient_id, y_true, score, score_kind``;
+        see :data:`PREDICTION_COLUMNS`), e.g. ``run.predictions_table``.
+    by : str or list of str
+        Grouping columns; one output row per group.
+    ci : {"delong", "bootstrap", "nadeau-bengio"}
+        AUC confidence-interval method, named in the ``ci_method`` column: ``delong`` and
+        ``bootstrap`` (:func:`roc_auc_ci`) treat the scores as fixed, right for a held-out split;
+        ``nadeau-bengio`` (:func:`cv_corrected_ci`) is for (repeated) CV predictions with
+        ``fold``/``repeat`` columns: it adds the variance of refitting across folds, which a
+        DeLong CI of pooled out-of-fold scores ignores (its AUC is the pooled one).
+    cutoff : "youden", float, mapping model → float, or None
+        The classification cut-off: ``"youden"`` maximises Youden's J on the rows of
+        ``cutoff_split`` of the same model and applies it unchanged to every split; a number
+        (or one per model) is used as given; ``None`` reports no threshold metrics.
+    cutoff_split : str
+        The split the Youden cut-off is chosen on (default ``"train_oof"``, the out-of-fold
+        training predictions; a CV-only study uses ``"cv"``). A model without rows of that
+        split gets no cut-off, and the ``note`` column says so.
+    proportion_ci : {"wilson", "exact"}
+        CI of accuracy, sensitivity, specificity, PPV and NPV.
+
+    Returns
+    -------
+    DataFrame
+        ``by`` columns, ``n, n_pos, n_neg, auc, ci_low, ci_high, ci_method, auc_p_value,
+        cutoff, cutoff_split, cutoff_rule``, then ``<m>, <m>_count, <m>_ci_low, <m>_ci_high``
+        for accuracy, sensitivity, specificity, ppv and npv, and ``note`` (why a value is
+        missing: one class, constant scores, no cut-off split).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); y = np.tile([0, 1], 20); s = y + g.normal(size=40)
+    >>> pred = pd.DataFrame({"model": "m", "split": np.repeat(["train_oof", "test"], 20),
+    ...                      "patient_id": range(40), "y_true": y, "score": s,
+    ...                      "score_kind": "decision"})
+    >>> evaluate(pred)[["split", "n", "cutoff_split"]].values.tolist()
+    [['train_oof', 20, 'train_oof'], ['test', 20, 'train_oof']]
+    """
+    data = _check_predictions(data)
+    g = _rng(rng)
+    metrics = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
+    cut_cache: dict = {}
+
+    def model_cutoff(model) -> tuple[float, str]:
+        if cutoff is None:
+            return np.nan, "no cut-off requested"
+        if isinstance(cutoff, Mapping):
+            return float(cutoff[model]), ""
+        if not isinstance(cutoff, str):
+            return float(cutoff), ""
+        if cutoff != "youden":
+            raise ValueError(f"cutoff must be 'youden', a number, a mapping or None, "
+                             f"got {cutoff!r}")
+        if model not in cut_cache:
+            rows = data[(data["model"] == model) & (data["split"] == cutoff_split)]
+            if rows.empty:
+                cut_cache[model] = (np.nan, f"no {cutoff_split!r} rows: no Youden cut-off")
+            else:
+                y = _binary_y(rows["y_true"])
+                s = rows["score"].to_numpy(float)
+                if np.ptp(s) == 0 or y.min() == y.max():
+                    cut_cache[model] = (np.nan, f"no Youden cut-off: {cutoff_split!r} scores "
+                                                "constant or one class")
+                else:
+                    cut_cache[model] = (youden_cutoff(y, s), "")
+        return cut_cache[model]
+
+    out = []
+    for key, part in _groups_of(data, by):
+        y = _binary_y(part["y_true"])
+        s = part["score"].to_numpy(float)
+        row = {**key, **_auc_row(y, s, ci, alpha, n_boot, g, part)}
+        model = key.get("model", part["model"].iat[0])
+        cut, why = model_cutoff(model)
+        row.update(cutoff=cut, cutoff_split=cutoff_split if isinstance(cutoff, str) else None,
+                   cutoff_rule=cutoff if isinstance(cutoff, str) else "given")
+        if why:
+            row["note"] = "; ".join(x for x in (row["note"], why) if x)
+        for m in metrics:
+            row.update({m: np.nan, f"{m}_count": "", f"{m}_ci_low": np.nan,
+                        f"{m}_ci_high": np.nan})
+        if np.isfinite(cut):
+            bm = binary_metrics(y, s, cut, alpha=alpha, ci=proportion_ci)
+            for m, v in bm.iterrows():
+                row.update({m: v.estimate, f"{m}_count": v["count"], f"{m}_ci_low": v.ci_low,
+                            f"{m}_ci_high": v.ci_high})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _resolve_groups(groups, n: int) -> int:
+    g = int(groups(n)) if callable(groups) else int(groups)
+    if g < 2:
+        raise ValueError(f"Hosmer–Lemeshow needs at least 2 groups, the rule gave {g} for n={n}")
+    return g
+
+
+def calibration(
+    data: pd.DataFrame,
+    *,
+    by=("model", "split"),
+    hl_groups=10,
+    hl_dof="g-2",
+    min_expected: float = 1.0,
+) -> pd.DataFrame:
+    """Calibration of every probability model on every split of a predictions table.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The long predictions table; rows with ``score_kind == "decision"`` (SVM decision
+        values, radscores) get no calibration (``note`` says so).
+    hl_groups : int or callable
+        Hosmer–Lemeshow groups, or a rule ``n -> groups`` (e.g. ``lambda n: min(10, n // 5)``).
+    hl_dof : {"g-2", "g"} or mapping split → one of them
+        Degrees of freedom: ``"g-2"`` for the data the model was fitted on, ``"g"`` for
+        independent (held-out) data; a mapping chooses per split, e.g.
+        ``{"train_oof": "g-2", "test": "g", "external": "g"}``.
+    min_expected : float
+        The HL statistic is reported as not computable when any group's expected count of
+        events or non-events falls below this (the χ² approximation fails there).
+
+    Returns
+    -------
+    DataFrame
+        ``by`` columns, ``n, hl_statistic, hl_groups, hl_dof, hl_p, calibration_slope,
+        calibration_intercept, brier, note``.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(1); p = g.uniform(.05, .95, 200)
+    >>> pred = pd.DataFrame({"model": "m", "split": "test", "patient_id": range(200),
+    ...     "y_true": (g.uniform(size=200) < p).astype(int), "score": p,
+    ...     "score_kind": "probability"})
+    >>> calibration(pred, hl_groups=lambda n: min(10, n // 5), hl_dof="g")[["hl_groups", "hl_dof"]].values.tolist()
+    [[10, 10]]
+    """
+    data = _check_predictions(data)
+    out = []
+    for key, part in _groups_of(data, by):
+        row = {**key, "n": len(part), "hl_statistic": np.nan, "hl_groups": None, "hl_dof": None,
+               "hl_p": np.nan, "calibration_slope": np.nan, "calibration_intercept": np.nan,
+               "brier": np.nan, "note": ""}
+        if (part["score_kind"] != "probability").any():
+            row["note"] = "decision scores: calibration not applicable"
+            out.append(row)
+            continue
+        y = _binary_y(part["y_true"])
+        p = _prob(part["score"].to_numpy(float), len(y))
+        row["brier"] = float(np.mean((p - y) ** 2))
+        notes = []
+        if y.min() == y.max():
+            notes.append("one class only: calibration not computable")
+        else:
+            split = key.get("split", part["split"].iat[0])
+            dof_rule = hl_dof.get(split, "g-2") if isinstance(hl_dof, Mapping) else hl_dof
+            g = _resolve_groups(hl_groups, len(y))
+            hl = hosmer_lemeshow(y, p, groups=g, dof=dof_rule)
+            grp = _quantile_groups(p, g)
+            e1 = np.array([p[grp == k].sum() for k in np.unique(grp)])
+            e0 = np.array([(grp == k).sum() for k in np.unique(grp)]) - e1
+            row.update(hl_groups=int(hl.groups), hl_dof=int(hl.dof))
+            if hl.dof <= 0:
+                notes.append(f"HL not computable: {int(hl.groups)} group(s) formed")
+            elif min(e1.min(), e0.min()) < min_expected:
+                notes.append(f"HL not computable: an expected count below {min_expected:g} "
+                             f"with {int(hl.groups)} groups of n={len(y)}")
+            else:
+                row.update(hl_statistic=float(hl.statistic), hl_p=float(hl.p_value))
+            if np.ptp(p) == 0:
+                notes.append("probabilities constant: no calibration slope")
+            else:
+                try:
+                    cs = calibration_slope_intercept(y, p)
+                    if np.isfinite(cs.slope) and abs(cs.slope) < 1e6:
+                        row.update(calibration_slope=float(cs.slope),
+                                   calibration_intercept=float(cs.intercept))
+                    else:
+                        notes.append("calibration slope not computable (separation)")
+                except Exception as exc:  # noqa: BLE001 - perfect separation etc.
+                    notes.append(f"calibration slope not computable ({type(exc).__name__})")
+        row["note"] = "; ".join(notes)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def delong_pairs(
+    data: pd.DataFrame, *, split: str, pairs: Sequence[tuple[str, str]] | None = None,
+    models: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Paired DeLong tests between models on one split of a predictions table.
+
+    Patients are matched on ``patient_id`` (rows present for both models). ``pairs`` lists the
+    comparisons (default: every pair of ``models``, default every model on that split).
+
+    Returns
+    -------
+    DataFrame
+        ``model_a, model_b, split, n, auc_a, auc_b, z, p_value``.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0); y = np.tile([0, 1], 30)
+    >>> pred = pd.concat([pd.DataFrame({"model": m, "split": "test", "patient_id": range(60),
+    ...     "y_true": y, "score": y * k + g.normal(size=60), "score_kind": "decision"})
+    ...     for m, k in (("a", 2.0), ("b", 0.5))])
+    >>> delong_pairs(pred, split="test")[["model_a", "model_b", "n"]].values.tolist()
+    [['a', 'b', 60]]
+    """
+    data = _check_predictions(data)
+    part = data[data["split"] == split]
+    if part.empty:
+        raise ValueError(f"no rows of split {split!r} in the predictions table")
+    if "repeat" in part and part["repeat"].nunique() > 1:
+        raise ValueError(f"split {split!r} holds several CV repeats: select one repeat (or "
+                         "average the scores per patient) before a paired DeLong test")
+    names = list(models) if models is not None else list(dict.fromkeys(part["model"]))
+    todo = list(pairs) if pairs is not None else [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    wide = part.pivot_table(index="patient_id", columns="model", values="score",
+                            aggfunc="first")
+    truth = part.groupby("patient_id")["y_true"].first()
+    rows = []
+    for a, b in todo:
+        for m in (a, b):
+            if m not in wide:
+                raise ValueError(f"model {m!r} has no rows on split {split!r}")
+        both = wide[[a, b]].dropna()
+        y = truth.loc[both.index]
+        r = delong_test(y, both[a], both[b])
+        rows.append({"model_a": a, "model_b": b, "split": split, "n": len(both),
+                     "auc_a": float(r.auc_a), "auc_b": float(r.auc_b), "z": float(r.z),
+                     "p_value": float(r.p_value)})
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "split", "n", "auc_a", "auc_b", "z",
+                                       "p_value"])
+
+
+def paper_table(*perfs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`evaluate` table(s) shaped like a paper's performance table: ``Model`` (model and
+    split), ``AUC``, ``95% CI``, accuracy, sensitivity, specificity, PPV, NPV, ``P`` (AUC vs
+    0.5) and ``Note``; rows ordered train, train_oof, test, external, cv, final."""
+    perf = pd.concat(perfs, ignore_index=True)
+    name = {"train": "training", "train_oof": "training (out of fold)", "test": "testing"}
+    out = pd.DataFrame({
+        "Model": perf["model"] + "-" + perf["split"].map(name).fillna(perf["split"]),
+        "AUC": perf["auc"].round(3),
+        "95% CI": [f"{lo:.3f}-{hi:.3f}" if np.isfinite(lo) else "n/a"
+                   for lo, hi in zip(perf.ci_low.astype(float), perf.ci_high.astype(float))],
+        **{c.upper() if len(c) == 3 else c.capitalize(): perf[c].astype(float).round(3)
+           for c in ("accuracy", "sensitivity", "specificity", "ppv", "npv")},
+        "P": [("n/a" if not np.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}")
+              for p in perf["auc_p_value"].astype(float)],
+        "Note": perf["note"]})
+    order = np.argsort(perf["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(),
+                       kind="stable")
+    return out.iloc[order].reset_index(drop=True)
+
+
+def delong_square(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`delong_pairs` as a square p-value matrix (NaN diagonal), the input of
+    :func:`vcfnb.plots.plot_delong_matrix`."""
+    names = list(dict.fromkeys([*pairs["model_a"], *pairs["model_b"]]))
+    m = pd.DataFrame(np.nan, index=names, columns=names)
+    for r in pairs.itertuples():
+        m.loc[r.model_a, r.model_b] = m.loc[r.model_b, r.model_a] = r.p_value
+    return m
+
+
+def calibration_curves(data: pd.DataFrame, cal: pd.DataFrame | None = None, *, split: str,
+                       n_bins: int = 10) -> pd.DataFrame:
+    """Binned :func:`calibration_curve` of every probability model on ``split`` of a predictions
+    table (long: ``model`` + the curve columns), each model labelled with its Hosmer–Lemeshow p
+    from ``cal`` (a :func:`calibration` table) when given."""
+    data = _check_predictions(data)
+    hl = (cal[cal["split"] == split].set_index("model")["hl_p"] if cal is not None
+          else pd.Series(dtype=float))
+    parts = []
+    part = data[(data["split"] == split) & (data["score_kind"] == "probability")]
+    for m, g in part.groupby("model", sort=False):
+        p = float(hl.get(m, np.nan))
+        label = (m if cal is None else f"{m} (HL p={p:.3f})" if np.isfinite(p)
+                 else f"{m} (HL not computable)")
+        parts.append(calibration_curve(g["y_true"], g["score"], n_bins=n_bins)
+                     .assign(model=label))
+    return pd.concat(parts, ignore_index=True)
+
+
+__all__ += ["paper_table", "delong_square", "calibration_curves"]
+
+
+def cv_delong_pairs(
+    data: pd.DataFrame, *, split: str = "cv", pairs: Sequence[tuple[str, str]] | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Model comparisons on (repeated) CV predictions with the Nadeau–Bengio corrected
+    resampled t-test on the per-fold AUC differences (folds matched on ``repeat, fold``).
+
+    A DeLong test of pooled out-of-fold scores treats them as one fixed set of predictions and
+    ignores that every fold refits the models; this test does not.
+
+    Returns
+    -------
+    DataFrame
+        ``model_a, model_b, split, n_folds, auc_diff, se, t, dof, p_value, ci_low, ci_high,
+        method`` (``nadeau-bengio``).
+    """
+    data = _check_predictions(data)
+    part = data[data["split"] == split]
+    if "fold" not in part:
+        raise ValueError("cv_delong_pairs needs fold (and repeat) columns")
+    names = list(dict.fromkeys(part["model"]))
+    todo = list(pairs) if pairs is not None else [
+        (a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    keys = ["repeat", "fold"] if "repeat" in part else ["fold"]
+    per = {}
+    for m in {x for pair in todo for x in pair}:
+        rows = {}
+        for key, f in part[part["model"] == m].groupby(keys):
+            y = _binary_y(f["y_true"])
+            if y.min() != y.max():
+                rows[key] = _placements(*_split(y, f["score"].to_numpy(float)))[0]
+        per[m] = pd.Series(rows, dtype=float)
+    k = int(part["fold"].nunique())
+    out = []
+    for a, b in todo:
+        d = (per[a] - per[b]).dropna().to_numpy()
+        j = d.size
+        if j < 2:
+            out.append({"model_a": a, "model_b": b, "split": split, "n_folds": j,
+                        "auc_diff": np.nan, "se": np.nan, "t": np.nan, "dof": j - 1,
+                        "p_value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                        "method": "nadeau-bengio"})
+            continue
+        se = float(np.sqrt((1 / j + 1 / (k - 1)) * d.var(ddof=1)))
+        t = float(d.mean() / se) if se > 0 else np.nan
+        p = float(2 * sps.t.sf(abs(t), j - 1)) if se > 0 else np.nan
+        q = float(sps.t.ppf(1 - alpha / 2, j - 1))
+        out.append({"model_a": a, "model_b": b, "split": split, "n_folds": j,
+                    "auc_diff": float(d.mean()), "se": se, "t": t, "dof": j - 1, "p_value": p,
+                    "ci_low": float(d.mean() - q * se), "ci_high": float(d.mean() + q * se),
+                    "method": "nadeau-bengio"})
+    return pd.DataFrame(out)

@@ -1,11 +1,12 @@
-"""Study glue for seed 004 (osteolytic vs osteoblastic spinal metastasis).
+"""Study rules of seed 004 (osteolytic vs osteoblastic spinal metastasis).
 
-Only what is specific to this study lives here; the generic steps are vcfnb.features,
-vcfnb.selection, vcfnb.models and vcfnb.stats calls.
+Only what is specific to this study lives here: what a cohort must hold (:data:`REQUIREMENTS`),
+the positive-class rule, the paper's two model pipelines, its feature counts and the tables that
+read a fitted pipeline (selection frequency, MVR correlation). The evaluation (predictions
+table, statistics, permutation test) is done in the notebook with ``vcfnb.models``,
+``vcfnb.stats`` and the run (:mod:`vcfnb.report`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,17 +18,57 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from vcfnb import selection
-from vcfnb.features import wide_by_sequence  # re-exported: moved to vcfnb.features
+from vcfnb.contract import Column, Folds, Requirements
 
-__all__ = ["PAPER_FEATURE_COUNTS", "SEMANTIC", "apply_positive_class", "feature_class_counts",
-           "wide_by_sequence", "RadiomicsCV", "radiomics_cv", "cv_performance",
-           "radiomics_pipeline", "semantic_pipeline", "selection_frequency", "mvr_correlation"]
+__all__ = ["PAPER_FEATURE_COUNTS", "SEMANTIC", "CLASSES", "REQUIREMENTS",
+           "apply_positive_class", "feature_class_counts", "radiomics_pipeline",
+           "semantic_pipeline", "selection_frequency", "mvr_correlation"]
 
 #: seed 004: 107 original-image features per sequence
 PAPER_FEATURE_COUNTS = {"firstorder": 18, "shape": 14, "glcm": 24, "glszm": 16, "glrlm": 16,
                         "gldm": 14, "ngtdm": 5}
 #: the five semantic reads of seed 004 table 1 (columns of cases.csv)
 SEMANTIC = ["si_t1", "si_t2", "si_fst2", "soft_tissue_mass", "severe_compression"]
+#: the CT reference standard's two classes (``lesion_type`` of cases.csv)
+CLASSES = ("osteolytic", "osteoblastic")
+_SI = ("low", "iso", "high")
+
+REQUIREMENTS = Requirements(
+    study="metastasis_lytic_blastic",
+    design="cv",
+    sequences=("T1", "T2", "FS-T2"),
+    rois=(),  # one lesion ROI per lesion and sequence, whatever its name
+    readers={"1": "every step (the lesion ROI on each sequence)"},
+    columns=(
+        Column("{outcome}", "binary", needed_for="the outcome (recomputed from lesion_type and "
+               "positive_class)", outcome=True),
+        Column("lesion_type", "category", CLASSES, needed_for="the CT reference standard, the "
+               "positive class and tables 2-3", outcome=True),
+        Column("si_t1", "category", _SI, needed_for="the semantic model (table 3)"),
+        Column("si_t2", "category", _SI, needed_for="the semantic model (table 3)"),
+        Column("si_fst2", "category", _SI, needed_for="the semantic model (table 3)"),
+        Column("soft_tissue_mass", "binary", needed_for="the semantic model (table 3)"),
+        Column("severe_compression", "binary", needed_for="the semantic model (table 3)"),
+        Column("primary_tumor", "text", needed_for="table 2", missing_ok=True),
+        Column("location", "text", needed_for="table 2", missing_ok=True),
+        Column("age", "numeric", needed_for="table 2", missing_ok=True),
+        Column("sex", "text", needed_for="table 2", missing_ok=True),
+        Column("mvr", "numeric", needed_for="figure 3 (CT HU ratio vs selected features)",
+               missing_ok=True),
+    ),
+    folds=(Folds("cv_folds", on="all"),
+           Folds("sfs_folds", on="all", within=("cv_folds",), when="sfs_folds"),
+           Folds("cv_folds", on="all", within=("cv_folds",), when="sfs_folds=0")),
+    test_size_param=None,
+    main_models=("radiomics",),
+    notes=("Evaluated by cross-validation on all lesions (as the paper): a `split` column is "
+           "ignored.", "One lesion ROI per lesion and sequence (any ROI name); a lesion "
+           "without a usable ROI on every sequence is left out of both models and the report "
+           "counts it.", "`positive_class` (default osteoblastic) must be one of the "
+           "`lesion_type` values; the outcome column is recomputed from it.",
+           "`sfs_folds: 0` (the default) runs the inner forward-selection CV with `cv_folds` "
+           "folds inside each outer training fold."),
+)
 
 
 def apply_positive_class(cases: pd.DataFrame, positive_class: str, *,
@@ -35,9 +76,13 @@ def apply_positive_class(cases: pd.DataFrame, positive_class: str, *,
     """Return ``cases`` with ``outcome`` = 1 for ``positive_class`` (paper: osteoblastic).
 
     Raises when the class is not one of the values of ``column``.
+
+    Examples
+    --------
+    >>> cases = pd.DataFrame({"lesion_type": ["osteolytic", "osteoblastic"]})
+    >>> apply_positive_class(cases, "osteolytic")["outcome"].tolist()
+    [1, 0]
     """
-    if column not in cases:
-        return cases.copy()
     classes = set(cases[column].dropna().unique())
     if positive_class not in classes:
         raise ValueError(f"positive_class {positive_class!r} not among {sorted(classes)} of "
@@ -76,14 +121,14 @@ def radiomics_pipeline(*, n_splits: int = 10, n_repeats: int = 10, tol: float = 
     """z-score → SVM-RBF forward selection (repeated k-fold CV AUC, stop at gain < tol) → SVM-RBF.
 
     Fitted as one pipeline inside every outer fold, so the selection never sees the fold's
-    held-out lesions.
+    held-out lesions. Its scores are SVM decision values (the SVM's own call is > 0).
     """
     return Pipeline([
         ("zscore", StandardScaler().set_output(transform="pandas")),
         ("sfs", selection.SFSSelector(n_splits=n_splits, n_repeats=n_repeats, tol=tol,
                                       max_features=max_features, random_state=random_state,
                                       n_jobs=n_jobs)),
-        ("svm", SVC(kernel="rbf")),  # scores are decision values; its own call is > 0
+        ("svm", SVC(kernel="rbf")),
     ])
 
 
@@ -99,7 +144,10 @@ def semantic_pipeline(categorical=("si_t1", "si_t2", "si_fst2"),
 
 
 def selection_frequency(fitted_pipelines, full_selection: list[str]) -> pd.DataFrame:
-    """How often each feature was selected across the outer folds, beside the full-data choice."""
+    """How often each feature was selected across the outer folds, beside the full-data choice.
+
+    ``fitted_pipelines``: the fold pipelines (e.g. ``vcfnb.models.cv_fit(...).estimators``).
+    """
     counts: dict[str, int] = {}
     for p in fitted_pipelines:
         for f in p.named_steps["sfs"].ranking_:
@@ -121,72 +169,8 @@ def mvr_correlation(features: pd.DataFrame, mvr: pd.Series, selected: list[str])
     rows = []
     for f in selected:
         x = features[f].to_numpy(float)
-        m = mvr.loc[features.index].to_numpy(float)
+        m = pd.to_numeric(mvr.reindex(features.index), errors="coerce").to_numpy(float)
         ok = np.isfinite(x) & np.isfinite(m)
         r, p = sps.pearsonr(x[ok], m[ok]) if ok.sum() > 2 else (np.nan, np.nan)
         rows.append({"feature": f, "pearson_r": r, "p_value": p, "n": int(ok.sum())})
-    return pd.DataFrame(rows)
-
-
-@dataclass
-class RadiomicsCV:
-    """Out-of-fold predictions of the whole radiomics pipeline and what each fold selected."""
-
-    predictions: pd.DataFrame
-    frequency: pd.DataFrame
-    full_selection: list
-    full_history: pd.DataFrame
-
-
-def radiomics_cv(X: pd.DataFrame, y, *, cv_folds: int = 10, sfs_repeats: int = 10,
-                 sfs_tol: float = 1e-6, sfs_max_features: int | None = 10, rng=None,
-                 n_jobs: int = 1) -> RadiomicsCV:
-    """Evaluate z-score → SFS(SVM-RBF) → SVM-RBF by outer stratified k-fold CV.
-
-    The selection runs inside each outer training fold (so the CV AUC is not optimistic); the
-    same pipeline is also fitted on all lesions to report the features "as the paper reports
-    them", with their selection frequency across the outer folds.
-    """
-    from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold
-
-    gen = np.random.default_rng(rng)
-    outer_seed, inner_seed = (int(v) for v in gen.integers(0, 2**31 - 1, 2))
-    pipe = radiomics_pipeline(n_splits=cv_folds, n_repeats=sfs_repeats, tol=sfs_tol,
-                              max_features=sfs_max_features, random_state=inner_seed,
-                              n_jobs=n_jobs)
-    y = np.asarray(y).astype(int)
-    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=outer_seed)
-    score = np.full(len(y), np.nan)
-    fold_id = np.full(len(y), -1)
-    fitted = []
-    for k, (tr, te) in enumerate(folds.split(X, y)):
-        p = clone(pipe).fit(X.iloc[tr], y[tr])
-        score[te] = p.decision_function(X.iloc[te])
-        fold_id[te] = k
-        fitted.append(p)
-    full = clone(pipe).fit(X, y)
-    preds = pd.DataFrame({"y_true": y, "score": score, "fold": fold_id}, index=X.index)
-    sel_full = list(full.named_steps["sfs"].ranking_)
-    return RadiomicsCV(preds, selection_frequency(fitted, sel_full), sel_full,
-                       full.named_steps["sfs"].history_)
-
-
-def cv_performance(predictions: dict, cutoffs: dict) -> pd.DataFrame:
-    """Table 4: AUC (DeLong 95% CI) and sensitivity, specificity, PPV, NPV (with counts) and
-    accuracy of out-of-fold scores at each model's own decision rule (``cutoffs[name]``: 0 for
-    SVM decision values, 0.5 for logistic-regression probabilities)."""
-    from vcfnb import stats
-
-    rows = []
-    for name, pred in predictions.items():
-        auc = stats.roc_auc_ci(pred["y_true"], pred["score"])
-        bm = stats.binary_metrics(pred["y_true"], pred["score"], cutoffs[name])
-        row = {"model": name, "split": "cv", "n": int(auc.n), "auc": auc.auc,
-               "ci_low": auc.ci_low, "ci_high": auc.ci_high, "auc_p_value": auc.p_value,
-               "cutoff": cutoffs[name]}
-        for m, v in bm.iterrows():
-            row[m] = v.estimate
-            row[f"{m}_count"] = v["count"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["feature", "pearson_r", "p_value", "n"])

@@ -1,22 +1,20 @@
-"""Study glue for ``vcf_benign_malignant`` (seeds 000 and 001): benign vs malignant VCF on MRI.
+"""Study rules of ``vcf_benign_malignant`` (seeds 000 and 001): benign vs malignant VCF on MRI.
 
 Two arms of one notebook:
 
 * **Arm A** (seed 000, T2WI radiomics): reader ICC > 0.75 → 7:3 stratified split → random
   oversampling → z-score → |r| > 0.99 redundancy filter → LASSO → RFE with a linear SVM whose
-  feature count is chosen by 5-fold CV AUC → linear SVM (:func:`arm_a_pipeline`).
-* **Arm B** (seed 001, 2.5D deep-learning radiomics nomogram): N4 (:func:`n4_rois`), 1 mm
-  resampling and normalisation (pyradiomics settings, :func:`settings_b`), handcrafted features,
-  ICC ≥ 0.85 on the re-segmented subset, z-score → t-test/Mann-Whitney → |r| > 0.9 → LASSO
-  10-fold (:func:`selection_b`), eight classifiers (:func:`classifier_table`), 2.5D ResNet50
-  features (:mod:`vcfnb.deep`), DLR fusion and score, clinical univariate/multivariable
-  logistic regression (:func:`clinical_analysis`), the DLRN nomogram (:func:`fit_dlrn`), and
-  the comparison statistics (:func:`comparison`).
+  feature count is chosen by CV AUC → linear SVM (:func:`arm_a_pipeline`).
+* **Arm B** (seed 001, 2.5D deep-learning radiomics nomogram): N4
+  (:func:`vcfnb.preprocess.n4_rois`), resampling and normalisation (:func:`settings_b`),
+  handcrafted features, ICC ≥ 0.85 on the re-segmented subset, z-score → t-test/Mann-Whitney →
+  |r| > 0.9 → LASSO (:func:`selection_b`), eight classifiers (:func:`classifier_scores`), 2.5D
+  ResNet50 features (:mod:`vcfnb.deep`), DLR fusion and score, clinical univariate/multivariable
+  logistic regression (:func:`clinical_analysis`) and the DLRN nomogram (:func:`dlrn_chain`).
 
-Everything label-dependent is fitted on the training patients only. Generic steps live in
-:mod:`vcfnb.features`, :mod:`vcfnb.reliability`, :mod:`vcfnb.selection`, :mod:`vcfnb.models`,
-:mod:`vcfnb.stats` and :mod:`vcfnb.deep`; this module only assembles them the way the two papers
-did and shapes their tables.
+This module holds only the two papers' rules (what the cohort must hold, the chains, the clinical
+design and the nomogram); evaluation happens in the notebook on the predictions table
+(:mod:`vcfnb.stats`), the permutation test is :func:`vcfnb.models.permutation_test`.
 
 References
 ----------
@@ -27,97 +25,95 @@ of benign versus malignant vertebral compression fractures. Front Oncol 2025;15:
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
-from vcfnb import features as feat
-from vcfnb import io, models, preprocess, reliability, selection, stats
-
-__all__ = [
-    "SEMANTIC", "CLINICAL", "SETTINGS_A", "settings_a", "settings_b", "compare_models",
-    "roc_by_split", "record_permutation", "arm", "table1_arm_a", "table1_arm_b",
-    "extract", "feature_counts", "reader_icc", "split", "arm_a_pipeline", "arm_a_outputs",
-    "scores", "performance", "record", "n4_rois", "selection_b", "fit_selection", "step_counts",
-    "reader1",
-    "classifier_table", "fuse", "dlr_score_formula", "clinical_analysis", "clinical_design",
-    "fit_dlrn", "stacked_dlr_score", "comparison", "morphometric_wedge", "wedge_agreement",
-    "permutation",
-    "formatted", "gradcam_cases",
-]
+from vcfnb import contract, io, models, reliability, stats, features as feat
+from vcfnb.contract import Column, Folds, Requirements
 
 SEMANTIC = ["wedge_deformity", "band_edema", "paravertebral_mass", "diffuse_signal",
             "posterior_involvement"]
 #: clinical predictors of seed 001 (location is categorical; lumbar is the reference level)
 CLINICAL = ["age", "sex", "location", *SEMANTIC]
+LOCATIONS = ("cervical", "thoracic", "lumbar")
 _CLASSES = ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]
 
-#: arm A (seed 000): 3D-Slicer/pyradiomics defaults on the native T2WI grid, original + the 8
-#: wavelet decompositions (the paper's feature names ``Mean.7``, ``SmallAreaEmphasis.6`` number
-#: 9 image types)
+#: cross-validations of arm A (seed 000) and arm B (seed 001); checked per arm by
+#: :func:`check_arms` (each arm's classes), and on the whole cohort by the pre-flight check
+FOLDS_A = (Folds("cv_oof_a"), Folds("lasso_cv_a", within=("cv_oof_a",)),
+           Folds("rfe_cv_a", within=("cv_oof_a",)))
+FOLDS_B = (Folds("stack_cv_b"), Folds("lasso_cv_b", within=("stack_cv_b",)), Folds("tune_cv"))
+
+REQUIREMENTS = Requirements(
+    study="vcf_benign_malignant",
+    design="holdout",
+    sequences=("T2",),
+    rois=("fractured_body",),
+    readers={"1": "every step"},
+    optional_readers={"2": "the reader ICC filter (arm A ICC > 0.75, arm B ICC >= 0.85)"},
+    columns=(
+        Column("{outcome}", "binary", needed_for="every model (1 = malignant)", outcome=True),
+        Column("age", "numeric", needed_for="table 1 and the clinical model"),
+        Column("sex", "category", ("M", "F"), needed_for="table 1 and the clinical model"),
+        Column("location", "category", LOCATIONS, needed_for="table 1 and the clinical model"),
+        *(Column(c, "binary", needed_for="the clinical model (MRI semantic feature)")
+          for c in SEMANTIC),
+    ),
+    folds=FOLDS_A + FOLDS_B,
+    test_size_param="test_size",
+    main_models=("A_T2WI_radiomics", "B_DLRN"),
+    notes=("Column `arm` (A/B) assigns patients to the arms; without it every patient is in "
+           "both arms.", "Sagittal slices: the slice axis is read from each image's direction."),
+)
+
+
 def settings_a(image_types: Sequence[str] = ("Original", "Wavelet"), *, bin_width: float = 25.0
                ) -> dict:
-    """pyradiomics settings of arm A (seed 000): native grid, fixed bin width, ``image_types``
-    (default: original + the 8 wavelet decompositions, :data:`SETTINGS_A`)."""
-    s = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SETTINGS_A.items()}
-    s["setting"] = {**SETTINGS_A["setting"], "binWidth": float(bin_width)}
-    s["imageType"] = {t: {} for t in image_types}
-    return s
-
-
-SETTINGS_A: dict = {
-    "setting": {"binWidth": 25, "label": 1, "correctMask": True},
-    "imageType": {"Original": {}, "Wavelet": {}},
-    "featureClass": {c: [] for c in _CLASSES},
-    "vcfnb": {"study": "vcf_benign_malignant arm A (seed 000)"},
-}
+    """pyradiomics settings of arm A (seed 000): 3D-Slicer defaults on the native grid, fixed
+    bin width, ``image_types`` (paper: original + the 8 wavelet decompositions)."""
+    return {"setting": {"binWidth": float(bin_width), "label": 1, "correctMask": True},
+            "imageType": {t: {} for t in image_types},
+            "featureClass": {c: [] for c in _CLASSES},
+            "vcfnb": {"study": "vcf_benign_malignant arm A (seed 000)"}}
 
 
 def settings_b(image_types: Sequence[str] = ("Original", "Wavelet", "LoG", "Square", "SquareRoot",
                                              "Logarithm", "Exponential", "Gradient"),
                *, log_sigma: Sequence[float] = (1.0, 2.0, 3.0),
                spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), interpolator: str = "sitkBSpline",
-               bin_width: float = 10.0, normalize_scale: float = 100.0) -> dict:
+               bin_width: float = 10.0, normalize: bool = True, normalize_scale: float = 100.0
+               ) -> dict:
     """pyradiomics settings of arm B (seed 001): resampling, normalisation, image types.
 
     Resampling to ``spacing_mm`` (x, y, z of the image grid; seed 001: 1 × 1 × 1 mm with
     nearest-neighbour interpolation — ``interpolator`` is a parameter because nearest neighbour
-    on an upsampled grid replicates voxels), pyradiomics normalisation (z-score ×
-    ``normalize_scale``) and fixed bin width. ``LBP2D``/``LBP3D`` are accepted but need
-    scikit-image / trimesh (not installed; LBP3D also needs ``scipy.special.sph_harm``, removed in
-    SciPy 1.15): pyradiomics then silently yields no image, which :func:`feature_counts` shows.
+    on an upsampled grid replicates voxels), pyradiomics whole-image normalisation (z-score ×
+    ``normalize_scale``; ``normalize=False`` keeps absolute intensities) and fixed bin width.
 
     Examples
     --------
     >>> sorted(settings_b(["Original", "LoG"])["imageType"])
     ['LoG', 'Original']
     """
-    types: dict[str, dict] = {}
-    for t in image_types:
-        types[t] = {"sigma": [float(s) for s in log_sigma]} if t == "LoG" else {}
-    return {
-        "setting": {"normalize": True, "normalizeScale": float(normalize_scale),
-                    "binWidth": float(bin_width), "label": 1, "correctMask": True,
-                    "resampledPixelSpacing": [float(s) for s in spacing_mm],
-                    "interpolator": interpolator, "padDistance": 5},
-        "imageType": types,
-        "featureClass": {c: [] for c in _CLASSES},
-        "vcfnb": {"study": "vcf_benign_malignant arm B (seed 001)"},
-    }
+    types = {t: ({"sigma": [float(s) for s in log_sigma]} if t == "LoG" else {})
+             for t in image_types}
+    return {"setting": {"normalize": bool(normalize), "normalizeScale": float(normalize_scale),
+                        "binWidth": float(bin_width), "label": 1, "correctMask": True,
+                        "resampledPixelSpacing": [float(s) for s in spacing_mm],
+                        "interpolator": interpolator, "padDistance": 5},
+            "imageType": types, "featureClass": {c: [] for c in _CLASSES},
+            "vcfnb": {"study": "vcf_benign_malignant arm B (seed 001)"}}
 
 
-# --------------------------------------------------------------------------------------------
-# cohort pieces and baseline tables
-# --------------------------------------------------------------------------------------------
 def arm(cohort, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(cases, rois)`` of one arm (column ``arm`` of ``cases.csv``; all rows when absent)."""
     cases = cohort.cases
@@ -131,34 +127,70 @@ def arm(cohort, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cases, rois
 
 
-def _group(cases: pd.DataFrame, outcome: str) -> pd.Series:
-    return cases[outcome].map({1: "malignant", 0: "benign"})
+def check_arms(run) -> pd.DataFrame:
+    """The fold counts of each arm checked on that arm's patients (the pre-flight check counts
+    the whole cohort); raises :class:`vcfnb.contract.CohortRequirementsError` listing all."""
+    if run.features_only:
+        return pd.DataFrame(columns=["requirement", "where", "problem", "fix"])
+    found = []
+    for name, folds in (("A", FOLDS_A), ("B", FOLDS_B)):
+        cases, rois = arm(run.cohort, name)
+        req = dataclasses.replace(REQUIREMENTS, columns=(), sequences=(), rois=(), readers={},
+                                  folds=folds)
+        t = contract.check(req, cases, rois, run.params)
+        found.append(t.assign(problem=f"arm {name}: " + t["problem"]))
+    unmet = pd.concat(found, ignore_index=True)
+    if len(unmet):
+        run.table("requirements_unmet", unmet)
+        raise contract.CohortRequirementsError(REQUIREMENTS.study, unmet)
+    return unmet
+
+
+def slice_axis(rois: pd.DataFrame, *, tol_deg: float = 20.0) -> int:
+    """The array axis (of ``sitk.GetArrayFromImage``) along which the scans are cut into
+    sagittal slices, read from each image's direction cosines.
+
+    The sagittal slices are the planes of constant left-right (LPS x) position: the slice axis
+    is the index axis whose direction is closest to x. Raises naming the file when an image has
+    no axis within ``tol_deg`` of left-right (oblique or non-sagittal planes) or when the images
+    disagree (then the 2.5D stacks would mix planes).
+    """
+    axes, bad = {}, []
+    for path in dict.fromkeys(rois["image"].astype(str)):
+        d = np.asarray(io.read_image_info(path).direction, float).reshape(3, 3)
+        lr = np.abs(d[0, :])  # x component of each index axis's direction
+        k = int(np.argmax(lr))
+        if lr[k] < np.cos(np.deg2rad(tol_deg)):
+            bad.append(f"{path}: no image axis within {tol_deg:g}° of left-right "
+                       f"(direction {np.round(d.ravel(), 3).tolist()})")
+        axes[path] = 2 - k  # sitk index k → numpy axis 2 - k
+    if bad:
+        raise ValueError("sagittal slices cannot be taken: " + "; ".join(bad[:5]))
+    if len(set(axes.values())) > 1:
+        first = {a: p for p, a in axes.items()}
+        raise ValueError(f"scans are cut along different array axes {first}: store them in one "
+                         "orientation (e.g. sitk.DICOMOrient) before the 2.5D step")
+    return next(iter(axes.values()))
 
 
 def table1_arm_a(cases: pd.DataFrame, *, outcome: str = "outcome") -> pd.DataFrame:
-    """Seed 000 table 1: age, sex, tumour type and fracture site by group."""
-    d = cases.assign(group=_group(cases, outcome))
+    """Seed 000 table 1: age, sex, tumour type (when given) and fracture site by group."""
+    d = cases.assign(group=cases[outcome].map({1: "malignant", 0: "benign"}))
     cols = [c for c in ("age", "sex", "tumour_type", "location") if c in d]
     return stats.baseline_table(d, "group", cols)
 
 
-def table1_arm_b(cases: pd.DataFrame, split: pd.Series, *, outcome: str = "outcome"
-                 ) -> pd.DataFrame:
+def table1_arm_b(cases: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
     """Seed 001 table 1: clinical and MRI features in the training vs testing cohorts."""
     cohort = split.reindex(cases.patient_id.astype(str)).map({"train": "training",
                                                              "test": "testing"})
     d = cases.assign(cohort=cohort.to_numpy())
-    cols = [c for c in CLINICAL if c in d]
-    semantic = [c for c in SEMANTIC if c in d]
-    d[semantic] = d[semantic].replace({0: "absent", 1: "present"})
-    return stats.baseline_table(d, "cohort", cols, categorical=semantic)
+    d[SEMANTIC] = d[SEMANTIC].replace({0: "absent", 1: "present"})
+    return stats.baseline_table(d, "cohort", CLINICAL, categorical=SEMANTIC)
 
 
-# --------------------------------------------------------------------------------------------
-# features and reliability
-# --------------------------------------------------------------------------------------------
 def extract(rois: pd.DataFrame, settings: Mapping | str, *, n_jobs: int = 2,
-            cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+            cache_dir=None) -> pd.DataFrame:
     """:func:`vcfnb.features.extract` for every ROI row; raises naming the failed ROIs."""
     table = feat.extract(rois, settings, n_jobs=n_jobs, cache_dir=cache_dir, progress=False)
     fails = feat.failures_table(table)
@@ -169,40 +201,31 @@ def extract(rois: pd.DataFrame, settings: Mapping | str, *, n_jobs: int = 2,
     return table
 
 
-def feature_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Number of feature columns per image type and feature class (+ a total row)."""
-    cols = [c for c in table.columns if c not in feat.ID_COLUMNS and c.count("_") >= 2]
-    parts = pd.DataFrame([c.split("_", 2)[:2] for c in cols], columns=["image_type", "class"])
-    counts = parts.value_counts().rename("n").reset_index()
-    piv = counts.pivot_table(index="image_type", columns="class", values="n", fill_value=0)
-    piv["total"] = piv.sum(axis=1)
-    piv.loc["all"] = piv.sum(axis=0)
-    return piv.reset_index()
-
-
-def _feature_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in feat.ID_COLUMNS
-            and pd.api.types.is_numeric_dtype(table[c])]
-
-
 def reader_icc(table: pd.DataFrame, *, icc: str = "ICC2", threshold: float = 0.75,
-               strict: bool = True) -> tuple[pd.DataFrame, list[str]]:
+               strict: bool = True) -> tuple[pd.DataFrame, list[str], str]:
     """Per-feature ICC between reader 1 and reader 2 on the patients both outlined.
 
-    Returns ``(icc_table, kept)``: the :func:`vcfnb.reliability.feature_icc` table (with a
-    ``kept`` column) and the features with ICC ``> threshold`` (``strict``, seed 000) or
-    ``>= threshold`` (seed 001). Constant/undefined features get NaN and are never kept.
+    Returns ``(icc_table, kept, note)``: the :func:`vcfnb.reliability.feature_icc` table (with a
+    ``kept`` column), the features with ICC ``> threshold`` (``strict``, seed 000) or
+    ``>= threshold`` (seed 001), and a one-line note. Without reader-2 ROIs (single-reader
+    mode) the filter is skipped: every feature is kept and the note says so.
     """
-    cols = _feature_columns(table)
+    cols = [c for c in table.columns if c not in feat.ID_COLUMNS
+            and pd.api.types.is_numeric_dtype(table[c])]
     r1 = table[table.reader.astype(str) == "1"].set_index("patient_id")
     r2 = table[table.reader.astype(str) == "2"].set_index("patient_id")
     both = r1.index.intersection(r2.index)
+    if r2.empty:
+        return (pd.DataFrame(columns=["feature", "icc", "kept"]), cols,
+                f"single-reader mode: no reader-2 ROIs, the ICC filter is skipped and all "
+                f"{len(cols)} features go on")
     if len(both) < 3:
         raise ValueError(f"ICC needs >= 3 patients outlined by both readers, found {len(both)}")
     tab = reliability.feature_icc(r1.loc[both, cols], r2.loc[both, cols], icc=icc)
-    ok = tab["icc"] > threshold if strict else tab["icc"] >= threshold
-    tab = tab.assign(kept=ok.fillna(False).to_numpy())
-    return tab, tab.loc[tab.kept, "feature"].tolist()
+    kept = reliability.select_reliable(tab, threshold, inclusive=not strict)
+    tab = tab.assign(kept=tab["feature"].isin(kept).to_numpy())
+    return tab, kept, (f"{len(kept)} of {len(cols)} features have ICC {'>' if strict else '>='} "
+                       f"{threshold:g} on {len(both)} patients outlined by both readers")
 
 
 def reader1(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -212,24 +235,24 @@ def reader1(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def split(cases: pd.DataFrame, *, test_size: float = 0.3, rng: int = 0,
           outcome: str = "outcome") -> pd.Series:
-    """7:3 stratified split by patient → Series ``patient_id → "train"/"test"``."""
+    """Series ``patient_id → "train"/"test"``: the cohort's own ``split`` column when it gives
+    one (honoured as is), else a stratified split by patient with ``test_size``."""
+    if "split" in cases and cases["split"].astype(str).str.lower().isin(["train"]).any():
+        s = cases.set_index(cases.patient_id.astype(str))["split"].astype(str).str.lower()
+        return s.rename("split")
     train, test = models.split_by_patient(cases, outcome, test_size=test_size, rng=rng)
     s = pd.Series("train", index=cases.patient_id.astype(str), name="split")
     s[test.patient_id.astype(str)] = "test"
     return s
 
 
-# --------------------------------------------------------------------------------------------
-# arm A
-# --------------------------------------------------------------------------------------------
 def arm_a_pipeline(*, corr_threshold: float = 0.99, lasso_cv: int = 5, rfe_cv: int = 5,
                    svm_c: float = 1.0, rng: int = 0):
     """Seed 000's chain as one leakage-free pipeline.
 
     oversampling (training rows only) → z-score → |r| > ``corr_threshold`` filter → LASSO
     (L1 logistic, lambda by ``lasso_cv``-fold CV AUC) → RFE with a linear SVM (feature count by
-    ``rfe_cv``-fold CV AUC) → linear SVM (Platt-scaled probabilities are not needed for AUC;
-    the decision value is the score).
+    ``rfe_cv``-fold CV AUC) → linear SVM (its decision value is the score).
     """
     return models.make_radiomics_pipeline([
         "oversample", "zscore", ("correlation", {"threshold": corr_threshold}),
@@ -239,12 +262,9 @@ def arm_a_pipeline(*, corr_threshold: float = 0.99, lasso_cv: int = 5, rfe_cv: i
 
 
 def arm_a_outputs(pipe) -> dict[str, pd.DataFrame]:
-    """Tables behind seed 000's figures 2-4 and table 3 from a fitted :func:`arm_a_pipeline`.
-
-    ``lasso_path`` (fig 2), ``lasso_cv``, ``rfe_cv`` (fig 3: columns ``n_features, auc, sd``)
-    and ``coefficients`` (fig 4 / table 3: ``feature, coef`` of the final linear SVM on the
-    z-scored features, intercept first).
-    """
+    """Tables behind seed 000's figures 2-4 and table 3 from a fitted :func:`arm_a_pipeline`:
+    ``lasso_path``, ``lasso_cv``, ``rfe_cv`` (``n_features, auc, sd``) and ``coefficients``
+    (``feature, coef`` of the final linear SVM on z-scored features, intercept first)."""
     lasso, rfe, svm = pipe["lasso"], pipe["rfe"], pipe[-1]
     coef = pd.DataFrame({"feature": ["intercept", *rfe.get_feature_names_out()],
                          "coef": [float(svm.intercept_[0]), *np.ravel(svm.coef_)]})
@@ -253,135 +273,6 @@ def arm_a_outputs(pipe) -> dict[str, pd.DataFrame]:
             "coefficients": coef}
 
 
-def scores(model, X: pd.DataFrame) -> pd.Series:
-    """Positive-class score of a fitted pipeline/classifier (probability or decision value)."""
-    if hasattr(model, "predict_proba"):
-        try:
-            s = np.asarray(model.predict_proba(X))[:, 1]
-        except AttributeError:
-            s = np.asarray(model.decision_function(X)).ravel()
-    else:
-        s = np.asarray(model.decision_function(X)).ravel()
-    return pd.Series(s, index=X.index, name="score")
-
-
-def performance(name: str, y: pd.Series, score: pd.Series, split_: pd.Series, *,
-                method: str = "delong", n_boot: int = 1000, rng: int = 0) -> pd.DataFrame:
-    """:func:`vcfnb.stats.model_report` for train and test (Youden cutoff from train)."""
-    tr = split_.reindex(score.index) == "train"
-    yy = y.reindex(score.index)
-    return stats.model_report(yy[tr], score[tr], yy[~tr], score[~tr], model=name,
-                              method=method, n_boot=n_boot, rng=rng)
-
-
-def record(run, table: pd.DataFrame) -> pd.DataFrame:
-    """Record every row of a :func:`performance` table in ``metrics.json`` and return it."""
-    for r in table.itertuples(index=False):
-        run.metric(str(r.model), str(r.split), auc=r.auc, ci_low=r.auc_ci_low,
-                   ci_high=r.auc_ci_high, n=r.n, p_value=float(r.auc_p_value),
-                   accuracy=float(r.accuracy), sensitivity=float(r.sensitivity),
-                   specificity=float(r.specificity), ppv=float(r.ppv), npv=float(r.npv))
-    return table
-
-
-def formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """A performance table shaped like the papers' tables 2-5."""
-    out = pd.DataFrame({
-        "Model": table["model"] + "-" + table["split"].map({"train": "training",
-                                                             "test": "testing"}),
-        "AUC": table["auc"].round(3),
-        "95% CI": [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(table.auc_ci_low, table.auc_ci_high)],
-        "Accuracy": table["accuracy"].round(3), "Sensitivity": table["sensitivity"].round(3),
-        "Specificity": table["specificity"].round(3), "PPV": table["ppv"].round(3),
-        "NPV": table["npv"].round(3),
-        "P": [("<0.001" if p < 0.001 else f"{p:.3f}") for p in table["auc_p_value"]],
-    })
-    order = np.argsort(table["split"].map({"train": 0, "test": 1}).to_numpy(), kind="stable")
-    return out.iloc[order].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------
-# arm B: preprocessing
-# --------------------------------------------------------------------------------------------
-def _digest(path: str) -> str:
-    return feat.file_digest(path)
-
-
-def _n4_one(image: str, masks: list[str], out: str, shrink: int, iterations: list[int],
-            margin_mm: float) -> dict:
-    t0 = time.perf_counter()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one scan per worker, no oversubscription
-    img = io.read_image(image)
-    msk = [io.read_image(m) for m in masks]
-    crop, crop_masks = preprocess.crop_to_rois(img, msk, margin_mm=margin_mm)
-    corrected = preprocess.n4_correct(crop, shrink_factor=shrink, n_iterations=iterations)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"image": str(folder / "image.nii.gz")}
-    _write(sitk.Cast(corrected, sitk.sitkFloat32), paths["image"])
-    for i, m in enumerate(crop_masks):
-        paths[masks[i]] = str(folder / f"mask{i}.nii.gz")
-        _write(m, paths[masks[i]])
-    (folder / "done").write_text("ok")
-    return {"seconds": time.perf_counter() - t0, **paths}
-
-
-def _write(img: sitk.Image, path: str) -> None:
-    tmp = f"{path}.tmp.nii.gz"
-    sitk.WriteImage(img, tmp, useCompression=True)
-    os.replace(tmp, path)
-
-
-def n4_rois(rois: pd.DataFrame, cache_dir: str | os.PathLike, *, shrink_factor: int = 4,
-            n_iterations: Sequence[int] = (30, 30, 30), margin_mm: float = 25.0,
-            n_jobs: int = 2) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """N4 bias-field correction of every scan, cropped around its ROIs, cached on disk.
-
-    Each scan is cropped to the union of its masks plus ``margin_mm`` (the vertebra and its
-    neighbourhood: N4 then fits the field where it matters, much faster than on the whole field
-    of view), corrected with :func:`vcfnb.preprocess.n4_correct`, and written with its cropped
-    masks under ``cache_dir/n4/<hash>/`` (hash of the input files and parameters), so a re-run
-    reuses them. Resampling and normalisation follow in the extraction settings
-    (:func:`settings_b`).
-
-    Returns
-    -------
-    (rois, log)
-        A copy of ``rois`` pointing at the corrected images/cropped masks, and a per-scan log
-        ``image, seconds, cached``.
-    """
-    from joblib import Parallel, delayed
-
-    root = Path(cache_dir) / "n4"
-    jobs, keys = [], {}
-    for image, grp in rois.groupby("image", sort=False):
-        masks = list(dict.fromkeys(grp["mask"].astype(str)))
-        h = hashlib.sha256()
-        for p in (image, *masks):
-            h.update(_digest(p).encode())
-        h.update(repr((int(shrink_factor), list(n_iterations), float(margin_mm))).encode())
-        key = h.hexdigest()[:24]
-        keys[image] = (key, masks)
-        if not (root / key / "done").is_file():
-            jobs.append((image, masks, str(root / key)))
-    done = Parallel(n_jobs=n_jobs)(
-        delayed(_n4_one)(i, m, o, int(shrink_factor), list(n_iterations), float(margin_mm))
-        for i, m, o in jobs)
-    secs = {j[0]: d["seconds"] for j, d in zip(jobs, done)}
-    out = rois.copy()
-    for i, r in out.iterrows():
-        key, masks = keys[r["image"]]
-        out.at[i, "mask"] = str(root / key / f"mask{masks.index(str(r['mask']))}.nii.gz")
-    out["image"] = [str(root / keys[p][0] / "image.nii.gz") for p in rois["image"]]
-    log = pd.DataFrame({"image": [Path(p).name for p in keys],
-                        "seconds": [secs.get(p, 0.0) for p in keys],
-                        "cached": [p not in secs for p in keys]})
-    return out, log
-
-
-# --------------------------------------------------------------------------------------------
-# arm B: selection and classifiers
-# --------------------------------------------------------------------------------------------
 def selection_b(*, alpha: float = 0.05, corr_threshold: float = 0.9, lasso_cv: int = 10,
                 test: str = "auto", rng: int = 0):
     """Seed 001's selection chain: z-score → t-test (Mann-Whitney when not normal) p < alpha
@@ -389,10 +280,9 @@ def selection_b(*, alpha: float = 0.05, corr_threshold: float = 0.9, lasso_cv: i
 
     The LASSO solver runs at scikit-learn's default tolerance (``tol=1e-4``, at most 2000
     iterations) instead of :class:`vcfnb.selection.LassoSelector`'s 1e-6: with hundreds of
-    weak deep features and shuffled labels, the 1e-6 fits near separation took up to minutes
-    each inside the permutation test. On the paper-sized simulated cohort's real labels the
-    chosen lambda and features were identical at both tolerances (coefficients within 0.011);
-    on shuffled labels 1-4 of 30-60 selected features differed in 4 of 9 permutations."""
+    weak deep features and shuffled labels, the 1e-6 fits near separation took minutes each
+    inside the permutation test; on the paper-sized simulated cohort's real labels the chosen
+    lambda and features were identical at both tolerances."""
     return models.make_radiomics_pipeline([
         "zscore", ("univariate", {"test": test, "alpha": alpha}),
         ("correlation", {"threshold": corr_threshold}),
@@ -405,52 +295,25 @@ def fit_selection(X: pd.DataFrame, y: pd.Series, split_: pd.Series, **kw) -> Any
     return selection_b(**kw).fit(X[tr], y.reindex(X.index)[tr])
 
 
-def step_counts(pipe, n_input: int) -> pd.DataFrame:
-    """Features left after each step of a fitted selection pipeline."""
-    rows = [{"step": "input", "n_features": int(n_input)}]
-    for name, step in pipe.steps:
-        if hasattr(step, "get_feature_names_out") and hasattr(step, "transform"):
-            rows.append({"step": name, "n_features": len(step.get_feature_names_out())})
-    return pd.DataFrame(rows)
-
-
-def classifier_table(X: pd.DataFrame, y: pd.Series, split_: pd.Series, *, prefix: str,
-                     names: Sequence[str] = models.CLASSIFIERS, cv: int = 5, rng: int = 0,
-                     n_jobs: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tune each classifier by inner ``cv``-fold CV on the training rows, score everybody.
-
-    ``cv=0`` fits each classifier with its default hyper-parameters (no tuning; fast runs).
-    Returns ``(performance, scores)``: the stacked :func:`performance` rows (model names
-    ``<prefix>-<classifier>``) and a DataFrame of scores (one column per classifier).
-    """
-    tr = (split_.reindex(X.index) == "train").to_numpy()
-    yy = y.reindex(X.index)
-    fitted = models.fit_classifiers(X[tr], yy[tr], list(names), cv=max(int(cv), 2), rng=rng,
-                                    tuned=int(cv) > 1, n_jobs=n_jobs)
-    sc = models.predict_scores(fitted, X)
-    perf = pd.concat([performance(f"{prefix}-{n}", yy, sc[n], split_) for n in names],
-                     ignore_index=True)
-    return perf, sc
+def record_scores(run, scores: Mapping[str, pd.Series], y: pd.Series, split_: pd.Series, *,
+                  splits: Sequence[str] = ("train", "test"), score_kind: str = "probability"
+                  ) -> pd.DataFrame:
+    """``run.predictions`` of every model in ``scores`` (name → score per patient) on each of
+    ``splits`` (``train`` here is resubstitution: the model was fitted on those patients)."""
+    for name, s in scores.items():
+        for sp in splits:
+            run.predictions(name, sp, score=s.reindex(split_.index[split_ == sp]).dropna(),
+                            y_true=y, score_kind=score_kind)
+    return run.predictions_table
 
 
 def fuse(rad: pd.DataFrame, deep: pd.DataFrame) -> pd.DataFrame:
     """Rad and DL features side by side for the same patients (inner join on ``patient_id``)."""
-    d = deep.copy()
-    d.index = d.index.astype(str)
-    r = rad.copy()
-    r.index = r.index.astype(str)
+    d, r = deep.copy(), rad.copy()
+    d.index, r.index = d.index.astype(str), r.index.astype(str)
     return r.join(d, how="inner")
 
 
-def dlr_score_formula(pipe, *, name: str = "DLR_score", digits: int = 6) -> str:
-    """The DLR score formula of a fitted :func:`selection_b` (LASSO on z-scored features), as
-    seed 001 printed it."""
-    return models.radscore_formula(pipe["lasso"], name=name, digits=digits)
-
-
-# --------------------------------------------------------------------------------------------
-# clinical model and nomogram
-# --------------------------------------------------------------------------------------------
 def clinical_design(cases: pd.DataFrame, predictors: Sequence[str] = CLINICAL) -> pd.DataFrame:
     """Numeric design of the clinical predictors (index ``patient_id``): ``sex`` → ``male``,
     ``location`` → ``cervical``/``thoracic`` indicators (lumbar reference)."""
@@ -467,32 +330,22 @@ def clinical_design(cases: pd.DataFrame, predictors: Sequence[str] = CLINICAL) -
     return out
 
 
-def clinical_analysis(cases: pd.DataFrame, split_: pd.Series, *, outcome: str = "outcome",
+def clinical_analysis(cases: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
                       predictors: Sequence[str] = CLINICAL, enter_p: float = 0.05,
                       keep_p: float = 0.05) -> tuple[pd.DataFrame, list[str]]:
     """Supplementary table 1 of seed 001 on the training patients, and the independent predictors.
 
-    Univariate logistic regression of every predictor, then a multivariable model of those
-    with univariate p < ``enter_p``; the design columns with multivariable p < ``keep_p`` are the
-    independent predictors of the clinical model. When none qualifies (e.g. a cohort without
-    any effect), the single best univariate term is used so the model stays defined — said in
-    the returned table's ``attrs["note"]``.
+    Univariate logistic regression of every predictor (labels ``y``), then a multivariable model
+    of those with univariate p < ``enter_p``; the design columns with multivariable p <
+    ``keep_p`` are the independent predictors. When none qualifies the list is empty (the
+    clinical model then has no predictor: constant scores, AUC 0.5, no cut-off).
     """
     X = clinical_design(cases, predictors)
-    y = cases.set_index(cases.patient_id.astype(str))[outcome]
     tr = split_.reindex(X.index) == "train"
-    data = X[tr].assign(**{outcome: y[tr]})
+    data = X[tr].assign(_y=y.reindex(X.index)[tr].astype(int))
     usable = [c for c in X.columns if data[c].nunique() > 1]
-    table = stats.univariate_multivariate(data, outcome, usable, enter_p=enter_p)
-    keep = table.loc[table["p_multi"] < keep_p, "term"].tolist()
-    keep = [k for k in keep if k in X.columns]
-    note = ""
-    if not keep:
-        best = table.sort_values("p_uni").term.iloc[0]
-        keep = [best]
-        note = (f"no predictor was independent (multivariable p < {keep_p}); the clinical model "
-                f"uses the best univariate term {best!r}")
-    table.attrs["note"] = note
+    table = stats.univariate_multivariate(data, "_y", usable, enter_p=enter_p)
+    keep = [k for k in table.loc[table["p_multi"] < keep_p, "term"] if k in X.columns]
     return table, keep
 
 
@@ -501,14 +354,10 @@ def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.
     """DLR score to build the DLRN on: training patients scored **out of fold**, test patients
     by the chain fitted on all training patients.
 
-    ``selection`` is the fitted :func:`fit_selection` chain (z-score → test → |r| → LASSO). A
-    nomogram fitted on the training patients' in-sample DLR scores — the LASSO saw those
-    patients — over-weights the score. Here each training patient's score comes from a clone of the
-    chain refitted, with the same settings, on the other ``cv`` − 1 folds of the training
-    patients (stratified, seeded by ``rng``); the test patients' scores are unchanged. This is
-    ordinary stacking; the paper does not say which scores its nomogram was fitted on. It does
-    not by itself make the DLRN well calibrated: in the paper-sized simulated run the test
-    split's Hosmer–Lemeshow p is still ≈ 0 (cause not found; see the notebook's HL table).
+    ``selection`` is the fitted :func:`fit_selection` chain (z-score → test → |r| → LASSO). Each
+    training patient's score comes from a clone of the chain refitted, with the same settings,
+    on the other ``cv`` − 1 folds of the training patients (stratified, seeded by ``rng``), so
+    the nomogram does not over-weight an in-sample LASSO score (ordinary stacking).
 
     Examples
     --------
@@ -521,9 +370,6 @@ def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.
     >>> bool(np.allclose(s[sp == "test"], models.radscore(sel, X[sp == "test"])))
     True
     """
-    from sklearn.base import clone
-    from sklearn.model_selection import StratifiedKFold
-
     out = models.radscore(selection, X, name=name)
     tr = X.index[(split_.reindex(X.index) == "train").to_numpy()]
     yt = y.reindex(tr).astype(int)
@@ -535,70 +381,67 @@ def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.
     return out
 
 
-def fit_dlrn(dlr_score: pd.Series, clinical: pd.DataFrame, y: pd.Series, split_: pd.Series
-             ) -> tuple[LogisticRegression, pd.DataFrame, stats.Nomogram]:
-    """DLRN: unpenalised logistic regression of the DLR score and the independent clinical
-    predictors on the training patients; returns ``(model, design, nomogram)``."""
-    X = clinical.join(dlr_score.rename("DLR_score"), how="inner")
-    X = X[["DLR_score", *[c for c in clinical.columns]]]
-    tr = split_.reindex(X.index) == "train"
-    m = LogisticRegression(penalty=None, max_iter=10000).fit(X[tr], y.reindex(X.index)[tr])
-    coef = dict(zip(X.columns, m.coef_.ravel()))
-    nomo = stats.nomogram_points(coef, float(m.intercept_[0]), data=X[tr])
-    return m, X, nomo
+def dlrn_chain(X_dlr: pd.DataFrame, cases: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
+               selection: dict, stack_cv: int = 5, enter_p: float = 0.05, keep_p: float = 0.05,
+               rng: int = 0, template: Any = None) -> dict:
+    """Seed 001's DLRN from the labels up, fitted on the training patients only.
 
-
-def comparison(y: pd.Series, scores_: Mapping[str, pd.Series], split_: pd.Series, *,
-               groups: int = 10) -> dict[str, pd.DataFrame]:
-    """Seed 001's model comparison: ROC inputs, DeLong matrix, calibration + HL, DCA.
-
-    ``scores_`` maps a model name to its probability per patient. Returns tables
-    ``roc_<split>`` (long: model, y_true, score), ``delong_<split>``, ``calibration_<split>``
-    (with model labels carrying the Hosmer–Lemeshow p), ``hl`` and ``dca_<split>``.
+    Selection chain on the fused features (:func:`selection_b` with ``selection`` kwargs, or a
+    fresh copy of ``template``) → out-of-fold DLR score (:func:`stacked_dlr_score`, ``stack_cv``
+    folds) → independent clinical predictors (:func:`clinical_analysis`) → unpenalised logistic
+    regression of DLR score + those predictors. Returns ``selection, dlr_score, clinical_table,
+    keep, design, model, score`` (DLRN probability of every patient).
     """
-    out: dict[str, pd.DataFrame] = {}
-    hl_rows = []
-    for sp in ("train", "test"):
-        ids = split_.index[split_ == sp]
-        yy = y.reindex(ids).astype(int)
-        probs = {k: v.reindex(ids).astype(float) for k, v in scores_.items()}
-        out[f"roc_{sp}"] = pd.concat([pd.DataFrame({"model": k, "y_true": yy.to_numpy(),
-                                                    "score": v.to_numpy()})
-                                      for k, v in probs.items()], ignore_index=True)
-        out[f"delong_{sp}"] = stats.delong_matrix(yy.to_numpy(), {k: v.to_numpy()
-                                                                  for k, v in probs.items()})
-        cal = []
-        for k, v in probs.items():
-            hl = stats.hosmer_lemeshow(yy.to_numpy(), np.clip(v.to_numpy(), 1e-6, 1 - 1e-6),
-                                       groups=groups)
-            hl_rows.append({"model": k, "split": sp, "statistic": hl["statistic"],
-                            "dof": hl["dof"], "p_value": hl["p_value"]})
-            c = stats.calibration_curve(yy.to_numpy(), v.to_numpy(),
-                                        n_bins=min(groups, max(2, len(yy) // 8)))
-            cal.append(c.assign(model=f"{k} (HL p={hl['p_value']:.3f})"))
-        out[f"calibration_{sp}"] = pd.concat(cal, ignore_index=True)
-        out[f"dca_{sp}"] = stats.decision_curve(yy.to_numpy(), {k: v.to_numpy()
-                                                                for k, v in probs.items()},
-                                                thresholds=np.linspace(0.01, 0.99, 99))
-    out["hl"] = pd.DataFrame(hl_rows)
-    return out
+    tr = split_.reindex(X_dlr.index) == "train"
+    sel = (clone(template) if template is not None else selection_b(**selection)).fit(
+        X_dlr[tr], y.reindex(X_dlr.index)[tr])
+    dlr = stacked_dlr_score(sel, X_dlr, y, split_, cv=stack_cv, rng=rng)
+    table, keep = clinical_analysis(cases, y, split_, enter_p=enter_p, keep_p=keep_p)
+    X = clinical_design(cases)[keep].join(dlr.rename("DLR_score"), how="inner")
+    X = X[["DLR_score", *keep]]
+    trx = split_.reindex(X.index) == "train"
+    m = LogisticRegression(penalty=None, max_iter=10000).fit(X[trx], y.reindex(X.index)[trx])
+    score = pd.Series(m.predict_proba(X)[:, 1], index=X.index, name="DLRN")
+    return {"selection": sel, "dlr_score": dlr, "clinical_table": table, "keep": keep,
+            "design": X, "model": m, "score": score}
 
 
-# --------------------------------------------------------------------------------------------
-# morphometry
-# --------------------------------------------------------------------------------------------
+def dlrn_test_auc(X_dlr: pd.DataFrame, cases: pd.DataFrame, y: pd.Series, split_: pd.Series,
+                  **chain_kw) -> Callable:
+    """``evaluate(selection, X, train_labels) -> test AUC`` of :func:`dlrn_chain` for
+    :func:`vcfnb.models.permutation_test` (custom design): the whole DLRN chain refitted on the
+    given training labels, scored on the untouched test patients."""
+    train = split_.index[split_ == "train"]
+    test = split_.index[split_ == "test"]
+
+    def evaluate(selection, _X, labels) -> float:
+        yy = y.copy()
+        yy.loc[train] = np.asarray(labels).astype(int)
+        out = dlrn_chain(X_dlr, cases, yy, split_, template=selection, **chain_kw)
+        return float(roc_auc_score(y.loc[test].astype(int), out["score"].loc[test]))
+    return evaluate
+
+
+def nomogram(chain: dict, split_: pd.Series) -> stats.Nomogram:
+    """Points nomogram of a :func:`dlrn_chain` (scales from the training patients)."""
+    X, m = chain["design"], chain["model"]
+    coef = dict(zip(X.columns, m.coef_.ravel()))
+    return stats.nomogram_points(coef, float(m.intercept_[0]),
+                                 data=X[split_.reindex(X.index) == "train"])
+
+
 def morphometric_wedge(rois: pd.DataFrame, *, reader: str = "1", wedge_threshold: float = 0.20
                        ) -> pd.DataFrame:
-    """Anterior/middle/posterior heights of each fractured body and the derived
-    "anterior wedge deformity" (:func:`vcfnb.morphometry.semantic_from_morphometry`)."""
+    """Anterior/middle/posterior heights of each fractured body (cranio-caudal axis from the
+    image direction, :func:`vcfnb.morphometry.vertebral_heights`) and the derived "anterior
+    wedge deformity" (:func:`vcfnb.morphometry.semantic_from_morphometry`)."""
     from vcfnb import morphometry
 
     rows = []
     for r in rois[rois.reader.astype(str) == str(reader)].itertuples():
         h = morphometry.vertebral_heights(io.read_image(r.mask), int(r.label))
         sem = morphometry.semantic_from_morphometry(h, wedge_threshold=wedge_threshold)
-        rows.append({"patient_id": r.patient_id, **h,
-                     **morphometry.height_ratios(h),
+        rows.append({"patient_id": r.patient_id, **h, **morphometry.height_ratios(h),
                      "wedge_morphometry": int(bool(sem["anterior_wedge"]))})
     return pd.DataFrame(rows)
 
@@ -617,66 +460,21 @@ def wedge_agreement(morpho: pd.DataFrame, cases: pd.DataFrame,
     return tab.reset_index(), summ
 
 
-# --------------------------------------------------------------------------------------------
-# permutation tests
-# --------------------------------------------------------------------------------------------
-def permutation(pipe, X: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
-                n_permutations: int, rng: int = 0, n_jobs: int = 1) -> models.PermutationResult:
-    """Whole-pipeline label-permutation test, train/test design (labels of the training
-    patients shuffled, the pipeline refitted, AUC on the untouched test patients)."""
-    tr = (split_.reindex(X.index) == "train").to_numpy()
-    yy = y.reindex(X.index).astype(int)
-    return models.permutation_test(pipe, X[tr], yy[tr], X_test=X[~tr], y_test=yy[~tr],
-                                   n_permutations=n_permutations, rng=rng, n_jobs=n_jobs)
-
-
-def gradcam_cases(result, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Input slices and Grad-CAM maps of a few cases of a :class:`vcfnb.deep.DeepResult`."""
-    imgs, cams = [], []
-    for pid in ids:
-        pos = result.slices.index.get_loc(str(pid))
-        imgs.append(result.stacks[pos].numpy())
-        cams.append(np.asarray(result.gradcam(str(pid))))
-    return np.stack(imgs), np.stack(cams)
-
-
-def compare_models(y: pd.Series, probs: Mapping[str, pd.Series], split_: pd.Series, *,
-                   prefix: str = "B_") -> pd.DataFrame:
-    """Seed 001 table 5: :func:`performance` of each model (name ``<prefix><key>``) stacked."""
-    return pd.concat([performance(f"{prefix}{k}", y, v, split_) for k, v in probs.items()],
-                     ignore_index=True)
-
-
-def roc_by_split(y: pd.Series, score: pd.Series, split_: pd.Series) -> dict[str, tuple]:
-    """``{"train": (y, score), "test": (y, score)}`` for :func:`vcfnb.plots.plot_roc`."""
-    sp = split_.reindex(score.index)
-    yy = y.reindex(score.index)
-    return {s: (yy[sp == s].to_numpy(), score[sp == s].to_numpy()) for s in ("train", "test")}
-
-
-def record_permutation(run, model: str, result: models.PermutationResult) -> pd.DataFrame:
-    """Store a permutation test's p-value and null summary with ``model``'s test metrics in
-    ``metrics.json`` (keys ``permutation_p_value``, ``permutation_null_mean``,
-    ``permutation_n``) and return its summary table."""
-    summ = result.summary()
-    entry = run.models.setdefault(model, {}).setdefault("test", {})
-    entry.update({"permutation_p_value": round(float(result.p_value), 6),
-                  "permutation_null_mean": round(float(np.mean(result.null_auc)), 6),
-                  "permutation_n": int(result.n_permutations)})
-    run.write_metrics()
-    return summ
-
-
 def with_wedge(cases: pd.DataFrame, morpho: pd.DataFrame, source: str = "read",
                column: str = "wedge_deformity") -> pd.DataFrame:
     """Cases with the "anterior wedge deformity" the clinical model uses: the radiologists'
-    reading (``source="read"``, the cohort column) or vertebral morphometry
-    (``source="morphometry"``, :func:`morphometric_wedge`)."""
+    reading (``source="read"``) or vertebral morphometry (``source="morphometry"``)."""
     if source == "read":
         return cases
     if source != "morphometry":
         raise ValueError(f"wedge source must be 'read' or 'morphometry', got {source!r}")
-    m = morpho.set_index("patient_id")["wedge_morphometry"]
     out = cases.copy()
-    out[column] = out.patient_id.map(m).astype(int)
+    out[column] = out.patient_id.map(morpho.set_index("patient_id")["wedge_morphometry"]).astype(int)
     return out
+
+
+def gradcam_cases(result, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Input slices and Grad-CAM maps of a few cases of a :class:`vcfnb.deep.DeepResult`."""
+    imgs = [result.stacks[result.slices.index.get_loc(str(p))].numpy() for p in ids]
+    cams = [np.asarray(result.gradcam(str(p))) for p in ids]
+    return np.stack(imgs), np.stack(cams)

@@ -143,7 +143,7 @@ def _render(ph: dict, seq: str, ff: np.ndarray, rarefaction: np.ndarray,
     img = np.where(ph["canal"], t["csf"], img)
     img = np.where(ph["disc"], t["disc"] * (1 + rng.normal(0, 0.08)), img)
     a, b = t["marrow"]
-    for lev, (body, inner) in enumerate(ph["bodies"]):
+    for lev, (_body, inner) in enumerate(ph["bodies"]):
         f, r = float(ff[lev]), float(rarefaction[lev])
         islands = ph["coarse"] > (1.1 - 0.55 * r)  # more/larger fatty islands with rarefaction
         marrow = (a + b * f) * (1.0 + (0.05 + 0.05 * r) * ph["fine"]) \

@@ -5,7 +5,8 @@ What is simulated
 -----------------
 Per patient one small axial CT crop in Hounsfield units (``AXIAL_DIRECTION``, 1.0 × 1.0 mm
 in-plane, 2.5 mm slices -- seed 003 reconstructed 1.25 mm; thicker slices halve the voxels so
-the paper-sized extraction of 1920 VOIs × 15 image types fits the time budget) holding the vertebral bodies of T11, T12, L1 and L2 stacked
+the paper-sized extraction of 1920 VOIs × 15 image types fits the time budget) holding the
+vertebral bodies of T11, T12, L1 and L2 stacked
 inferior→superior (L2 lowest) with intervertebral discs between them, soft tissue around them,
 and CT-like noise. One mask file per patient and reader labels the whole vertebral bodies:
 ``1..4 = T11..L2`` (:data:`LEVELS`); ``rois.csv`` has one row per level and reader.
@@ -175,7 +176,7 @@ def _phantom(p: pd.Series, seed: int, readers: int):
     for k in range(1, readers):
         gr = rng_for(seed, "reader", k, str(p.patient_id))
         other = np.zeros_like(labels)
-        for lv, lab in LEVELS.items():
+        for _lv, lab in LEVELS.items():
             one = labels == lab
             zs = np.flatnonzero(one.any(axis=(1, 2)))
             a, b = max(zs[0] - 3, 0), min(zs[-1] + 4, shape[0])
@@ -237,14 +238,9 @@ def generate(out, *, size: str = "paper", seed: int = 0, signal: float = 1.0,
     if n_jobs is None:  # worker start-up costs more than it saves on small cohorts
         n_jobs = min(2, os.cpu_count() or 1) if len(pts) >= 60 else 1
     rows = [p for _, p in pts.iterrows()]
-    if n_jobs > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as ex:
-            drawn = list(ex.map(_phantom, rows, [seed] * len(rows), [readers] * len(rows),
-                                chunksize=8))
-    else:
-        drawn = [_phantom(p, seed, readers) for p in rows]
+    from vcfnb.parallel import pmap
+
+    drawn = pmap(lambda p: _phantom(p, seed, readers), rows, n_jobs=n_jobs)
     for p, (img, masks, level_vbmd) in zip(rows, drawn):
         sp = (SPACING_XY, SPACING_XY, SLICE_MM)
         origin = (-img.shape[2] * SPACING_XY / 2, -img.shape[1] * SPACING_XY / 2, 0.0)

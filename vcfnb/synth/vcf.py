@@ -3,7 +3,8 @@
 Each patient has one sagittal T2-like MR volume of a short thoracolumbar segment (three vertebral
 bodies with their discs, spinal canal and posterior elements, array order ``(slices, SI, AP)``
 with :data:`~vcfnb.synth._phantom.SAGITTAL_DIRECTION`) in which the middle vertebra is fractured
-(height loss: anterior/middle/posterior height ratios, as in :func:`~vcfnb.synth._phantom.wedge_body`). The ROI is the whole fractured
+(height loss: anterior/middle/posterior height ratios, as in
+:func:`~vcfnb.synth._phantom.wedge_body`). The ROI is the whole fractured
 vertebral body (``roi = "fractured_body"``, label 1), outlined by reader 1 for everybody and by
 reader 2 for every arm-A patient and a random subset of arm B (the papers' reliability subsets).
 
@@ -270,7 +271,7 @@ def simulate_patient(rng: np.random.Generator, arm: str, y: int, signal: float,
                         (10.0 / sz, ny, canal_ap / 2), power=4.0) & ~any_body
     arch = np.zeros(shape, bool)
     pedicles = np.zeros(shape, bool)
-    for i, c in enumerate(centres_si):
+    for _i, c in enumerate(centres_si):
         h = body_h * 0.35
         # lamina and spinous process behind the canal (midline and paramedian slices)
         arch |= rounded_box(shape, (c_lr, c + 2.0, post_edge + canal_ap + 12.0 / sx),

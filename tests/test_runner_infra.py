@@ -1,0 +1,243 @@
+"""Runner infrastructure of issue 17, on a tiny notebook in a temporary project root.
+
+* defect 0: figures are inline PNG in the executed notebook and its HTML, each shown once,
+  although the tests (and the runner) run under ``MPLBACKEND=Agg``;
+* defect 2: the run stamp includes the cohort (tables and image/mask contents);
+* defect 9: one invalid params file fails its own run only;
+* defect 11: report files are 0644; the runner prints progress lines while a notebook runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from vcfnb import runner
+
+pytestmark = pytest.mark.slow
+
+STUDY = "tiny"
+CELLS = [
+    ("markdown", "# Tiny study\nA notebook for the runner's tests."),
+    ("code", 'cohort_dir: str = ""  # cohort folder\nout_dir: str = ""  # report folder\n'
+             "wait: float = 0.0  # seconds to sleep in the last section\n"
+             "slope: int = 1  # slope of the line"),
+    ("markdown", "## Figures\nOne figure as the cell's value, two made in a loop."),
+    ("code", "from pathlib import Path\nimport matplotlib.pyplot as plt\n"
+             "from vcfnb.report import Run\n"
+             'run = Run(study="tiny", params={}, root=Path("."), out_dir=Path(out_dir), '
+             "cache_dir=Path(out_dir))"),
+    ("code", "fig, ax = plt.subplots(figsize=(2, 2))\nax.plot([0, 1], [0, slope])\n"
+             'run.figure("line", fig)'),
+    ("code", "for k in range(2):\n    f, a = plt.subplots(figsize=(2, 2))\n"
+             '    a.bar([0], [k + 1])\n    run.figure(f"bar{k}", f)'),
+    ("markdown", "## Waiting for the heartbeat"),
+    ("code", "import time\ntime.sleep(wait)\nprint('done')"),
+]
+
+
+def _notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    for kind, src in CELLS:
+        cell = (nbformat.v4.new_markdown_cell(src) if kind == "markdown"
+                else nbformat.v4.new_code_cell(src))
+        if "cohort_dir: str" in src:
+            cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    kernel = {"name": "vcfnb", "display_name": "vcfnb (Python 3)", "language": "python"}
+    nb.metadata["kernelspec"] = kernel
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _cohort(folder: Path) -> Path:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    rois = []
+    for pid in ("A", "B"):
+        img = sitk.GetImageFromArray(rng.normal(0, 1, (4, 6, 6)).astype(np.float32))
+        m = np.zeros((4, 6, 6), np.uint8)
+        m[1:3, 1:4, 1:4] = 1
+        sitk.WriteImage(img, str(folder / "images" / f"{pid}.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(m), str(folder / "masks" / f"{pid}.nii.gz"))
+        rois.append({"patient_id": pid, "roi": "L1", "image": f"images/{pid}.nii.gz",
+                     "mask": f"masks/{pid}.nii.gz", "label": 1})
+    pd.DataFrame({"patient_id": ["A", "B"], "outcome": [0, 1]}).to_csv(folder / "cases.csv",
+                                                                     index=False)
+    pd.DataFrame(rois).to_csv(folder / "rois.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixed_package_hash():
+    """Others may edit vcfnb while these tests run: the package's part of the stamp is fixed."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "_package_hash", lambda: "vcfnb-under-test")
+        yield
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, _fixed_package_hash):
+    """A project root with notebooks/tiny.ipynb, params/tiny/site.yaml (a user cohort) and
+    params/tiny/broken.yaml (an unknown key); site has been run once, its output captured."""
+    root = tmp_path_factory.mktemp("runner") / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params" / STUDY).mkdir(parents=True)
+    nb = _notebook(root / "notebooks" / f"{STUDY}.ipynb")
+    cohort = _cohort(root.parent / "cohort")
+    site = root / "params" / STUDY / "site.yaml"
+    site.write_text(f"cohort_dir: {cohort}\nwait: 2.5\n", encoding="utf-8")
+    (root / "params" / STUDY / "broken.yaml").write_text("slpoe: 2\n", encoding="utf-8")
+    out = _io.StringIO()
+    old_umask = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+            mp.setenv("MPLBACKEND", "Agg")
+            mp.setenv("VCFNB_PROGRESS_INTERVAL", "1")
+            record = runner.run_notebook(nb, site, root)
+            assert os.environ["MPLBACKEND"] == "Agg"  # the runner's own env is left alone
+    finally:
+        os.umask(old_umask)
+    return {"root": root, "nb": nb, "site": site, "cohort": cohort, "record": record,
+            "stdout": out.getvalue(), "report": root / "reports" / STUDY / "site"}
+
+
+def test_tests_run_under_agg():
+    import matplotlib
+
+    assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_figures_are_inline_png_each_shown_once(project):
+    assert project["record"]["status"] == "ok", project["record"]
+    executed = nbformat.read(str(project["report"] / f"{STUDY}.ipynb"), as_version=4)
+    pngs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+    assert len(pngs) == 3  # 1 as the cell's value + 2 from the loop, none twice
+    by_cell = [sum("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+               for c in executed.cells if c.cell_type == "code" and "run.figure" in c.source]
+    assert by_cell == [1, 2]
+    text_only = [o for c in executed.cells for o in c.get("outputs", [])
+                 if "<Figure size" in str(o.get("data", {}).get("text/plain", ""))
+                 and "image/png" not in o.get("data", {})]
+    assert not text_only
+    html = (project["report"] / f"{STUDY}.html").read_text(encoding="utf-8")
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) == 3
+    assert "&lt;Figure size" not in html
+    assert sorted(p.name for p in (project["report"] / "figures").glob("*.png")) == \
+        ["bar0.png", "bar1.png", "line.png"]
+
+
+def test_report_files_are_group_readable(project):
+    files = [p for p in project["report"].rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o044 == 0o044, (p.name, oct(p.stat().st_mode))
+
+
+def test_progress_lines_while_running(project):
+    lines = [ln for ln in project["stdout"].splitlines() if "[tiny/site]" in ln]
+    assert "\r" not in project["stdout"]
+    assert any(re.search(r"\] 0:\d\d cell \d+/9: Figures$", ln) for ln in lines), \
+        project["stdout"]
+    assert any(ln.endswith(": Waiting for the heartbeat") for ln in lines)
+    assert any("(this cell: 0:0" in ln for ln in lines), project["stdout"]  # heartbeat
+
+
+def _stamp(project) -> str:
+    params = {**runner.io.load_yaml(project["site"]),
+              "out_dir": str(project["report"])}
+    return runner.run_stamp(project["nb"], params)
+
+
+def test_stamp_changes_with_every_cohort_file(project, tmp_path):
+    cohort = project["cohort"]
+    before = _stamp(project)
+    assert _stamp(project) == before  # deterministic
+    for rel, edit in [("cases.csv", lambda p: p.write_text(p.read_text() + "C,1\n")),
+                      ("masks/A.nii.gz", lambda p: _rewrite(p, lambda a: a * 0 + (a > 0))),
+                      ("images/B.nii.gz", lambda p: _rewrite(p, lambda a: a + 1))]:
+        path = cohort / rel
+        saved = path.read_bytes()
+        edit(path)
+        assert _stamp(project) != before, rel
+        path.write_bytes(saved)
+        assert _stamp(project) == before, rel
+    # a file rois.csv does not name is not part of the cohort
+    (cohort / "notes.txt").write_text("unrelated")
+    assert _stamp(project) == before
+
+
+def _rewrite(path: Path, fn) -> None:
+    img = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(img)
+    if arr.dtype == np.uint8:  # the mask: move the ROI by one voxel
+        arr = np.roll(arr, 1, axis=2)
+    else:
+        arr = fn(arr)
+    out = sitk.GetImageFromArray(arr.astype(sitk.GetArrayViewFromImage(img).dtype))
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(path))
+
+
+def test_builtin_cohort_stamp_is_params_only(project):
+    params = {"cohort_dir": "", "out_dir": str(project["report"])}
+    a = runner.run_stamp(project["nb"], params)
+    assert runner.run_stamp(project["nb"], {**params, "slope": 2}) != a
+    assert runner.run_stamp(project["nb"], params) == a
+
+
+def test_edited_cohort_reruns_instead_of_skipping(project):
+    root, nb, site = project["root"], project["nb"], project["site"]
+    again = runner.run_notebook(nb, site, root, progress=False)
+    assert again["status"] == "unchanged (skipped)"
+    stamp = json.loads((project["report"] / ".run-stamp.json").read_text())
+    assert set(stamp["files"]) == {"cohort_dir:images/A.nii.gz", "cohort_dir:images/B.nii.gz",
+                                   "cohort_dir:masks/A.nii.gz", "cohort_dir:masks/B.nii.gz"}
+    assert str(project["cohort"]) not in json.dumps(stamp)  # no absolute path of this machine
+    cases = project["cohort"] / "cases.csv"
+    cases.write_text(cases.read_text().replace("B,1", "B,0"))
+    rerun = runner.run_notebook(nb, site, root, progress=False)
+    assert rerun["status"] == "ok"
+    assert runner.run_notebook(nb, site, root, progress=False)["status"] == \
+        "unchanged (skipped)"
+
+
+def test_bad_params_file_fails_only_its_own_run(project, monkeypatch, capsys):
+    root = project["root"]
+    monkeypatch.chdir(root)
+    code = runner.main(["reproduce", "--study", STUDY])
+    out, err = capsys.readouterr()
+    assert code == 1
+    runs = pd.read_csv(root / "reports" / "runs.csv").set_index("run")
+    assert runs.loc["broken", "status"].startswith("failed: invalid params")
+    assert "unknown parameter 'slpoe'" in runs.loc["broken", "status"]
+    assert "did you mean 'slope'" in err
+    assert runs.loc["site", "status"] in ("ok", "unchanged (skipped)")
+    # check-params still checks every file
+    assert runner.main(["check-params"]) == 1
+    assert "slpoe" in capsys.readouterr().err
+
+
+def test_invalid_yaml_is_a_params_error(project, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(project["root"] / "notebooks", root / "notebooks")
+    bad = root / "params" / STUDY / "bad.yaml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("cohort_dir: [unclosed\n")
+    with pytest.raises(runner.ParamsError, match="invalid YAML"):
+        runner.run_notebook(root / "notebooks" / f"{STUDY}.ipynb", bad, root)
+    assert not (root / "reports").exists()
