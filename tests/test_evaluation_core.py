@@ -335,3 +335,21 @@ def test_pearson_chi_square_reproduces_the_metastasis_paper_table3():
     assert pearson.test.iat[0] == "Pearson chi-square"
     yates = stats.baseline_table(df, "group", ["mass"])
     assert yates.statistic.iat[0] < 18.0  # the corrected test stays available as the default
+
+
+def test_recovery_check_finds_a_planted_effect_and_not_a_null_one():
+    from vcfnb import recovery
+
+    g = np.random.default_rng(7)
+    names = ([f"T{i}_original_firstorder_Mean" for i in (1, 2)] + ["T2_log_firstorder_Median"]
+             + [f"T2_original_glcm_f{i}" for i in range(7)])
+    X = pd.DataFrame(g.normal(size=(80, 10)), columns=names)
+    assert recovery.default_features(X.columns) == names[:3]
+    pipe = models.make_radiomics_pipeline(["zscore", "LR"], rng=0)
+    table = recovery.recovery_check(pipe, X, effects=(0.0, 1.0), n_draws=1, cv=5,
+                                    n_permutations=19, rng=1)
+    s = recovery.summary(table).set_index("d")
+    assert s.loc[1.0, "power"] == 1.0 and s.loc[1.0, "mean_auc"] >= 0.7
+    assert s.loc[0.0, "power"] == 0.0
+    with pytest.raises(ValueError, match="no feature"):
+        recovery.plant_effect(X[names[3:]], 1.0)

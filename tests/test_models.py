@@ -284,3 +284,52 @@ def test_make_radiomics_pipeline(xy):
     assert custom.steps[1][1].random_state == 3
     with pytest.raises(ValueError, match="unknown pipeline step 'pca'"):
         models.make_radiomics_pipeline(["pca"])
+
+
+# ---- feature contributions (issue 20)
+def _contrib_data(seed: int = 0):
+    g = np.random.default_rng(seed)
+    X = pd.DataFrame(g.normal(size=(80, 5)), columns=[f"f{i}" for i in range(5)])
+    y = (1.5 * X["f0"] - X["f2"] + 0.5 * g.normal(size=80) > 0).astype(int)
+    return X, y
+
+
+def test_feature_contributions_linear_is_exact():
+    X, y = _contrib_data()
+    pipe = models.make_radiomics_pipeline(["zscore", "LR"], rng=0).fit(X, y)
+    t = models.feature_contributions(pipe, X)
+    assert list(t.columns) == models.CONTRIBUTION_COLUMNS and set(t["method"]) == {"linear"}
+    total = t.attrs["per_row"].sum(axis=1) + t.attrs["intercept"]
+    np.testing.assert_allclose(total, pipe.decision_function(X), rtol=0, atol=1e-10)
+    assert set(t["feature"].iloc[:2]) == {"f0", "f2"}
+    d = t.set_index("feature")["direction"]
+    assert d["f0"] == 1 and d["f2"] == -1
+    rad = models.RadscoreModel(lam=0.05, random_state=0).fit(X, y)
+    tr = models.feature_contributions(rad, X)
+    np.testing.assert_allclose(tr.attrs["per_row"].sum(axis=1) + tr.attrs["intercept"],
+                               rad.decision_function(X), rtol=0, atol=1e-10)
+    assert set(tr["feature"]) == set(rad.coef_.index)
+
+
+@pytest.mark.parametrize("name", ["XGBoost", "LightGBM"])
+def test_feature_contributions_tree_sum_to_margin(name):
+    X, y = _contrib_data(1)
+    pipe = models.make_radiomics_pipeline(["zscore", name], rng=0).fit(X, y)
+    t = models.feature_contributions(pipe, X)
+    assert set(t["method"]) == {"tree"} and t["feature"].iloc[0] in ("f0", "f2")
+    margin = t.attrs["per_row"].sum(axis=1).to_numpy() + t.attrs["intercept"]
+    p = pipe.predict_proba(X)[:, 1]
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), p, rtol=0, atol=1e-5)
+    assert t.set_index("feature").loc["f0", "direction"] == 1
+
+
+def test_feature_contributions_permutation():
+    X, y = _contrib_data(2)
+    pipe = models.make_radiomics_pipeline(["zscore", "ExtraTrees"], rng=0).fit(X, y)
+    with pytest.raises(ValueError, match="needs the labels"):
+        models.feature_contributions(pipe, X)
+    t = models.feature_contributions(pipe, X, y, n_repeats=5, rng=0)
+    assert set(t["method"]) == {"permutation"} and t["feature"].iloc[0] in ("f0", "f2")
+    assert t.attrs["per_row"].shape == (5, 5) and t["direction"].isna().all()
+    with pytest.raises(ValueError, match="not an XGBoost"):
+        models.feature_contributions(pipe, X, method="tree")

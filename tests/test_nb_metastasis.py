@@ -60,18 +60,18 @@ def test_negative_control_signal0(tmp_path, cache):
     """No class effect: the permutation null is centred at 0.5 and the observed CV AUCs are not
     extreme in it; metrics.json validates and the predictions table is complete.
 
-    19 radiomics permutations make p = 0.05 reachable and 99 semantic ones p = 0.01, so the
-    assertions can fail (a leaky pipeline shifts the null above 0.5). DeLong CIs of pooled CV
+    19 permutations per model make p = 0.05 reachable, so the assertions can fail (a leaky
+    pipeline shifts the null above 0.5 and the observed AUC to its top). DeLong CIs of pooled CV
     AUCs ignore refitting variance (the notebook says so), so no assertion is made on them.
     """
     out, m = _run(tmp_path, cache, synthetic_signal=0.0, n_permutations=19,
-                  n_permutations_semantic=99, cv_folds=5, sfs_folds=5, sfs_repeats=1,
+                  n_permutations_semantic=19, cv_folds=5, sfs_folds=5, sfs_repeats=1,
                   sfs_max_features=2, seed=0)
     assert metrics.validate(m) == [], metrics.validate(m)
     assert m["simulated"] is True and m["study"] == "metastasis_lytic_blastic"
     assert m["status"] == "ok" and m["main_models"] == ["radiomics"]
     for model, (n_perm, tol, p_min) in {"radiomics": (19, 0.08, 0.05),
-                                        "semantic": (99, 0.05, 0.01)}.items():
+                                        "semantic": (19, 0.08, 0.05)}.items():
         cv = m["models"][model]["cv"]
         assert cv["n"] == 36 and cv["ci_method"] == "delong"
         perm = m["permutation"][model]
@@ -119,7 +119,8 @@ def test_negative_control_signal0(tmp_path, cache):
     assert "same 5-fold stratified cross-validation" in text
     assert "5-fold inner CV repeated 1 time(s)" in text and "at 2 features" in text
     assert "no `split` column" in text and "normalisation is **on**" in text
-    assert "19 label permutations" in text and "99 of the semantic model" in text
+    assert "19 label permutations" in text and "19 of the semantic model" in text
+    assert any("5-fold inner CV x 1 repeat(s) (paper: 10-fold x 1000)" in n for n in m["notes"])
 
 
 @pytest.mark.slow
@@ -145,3 +146,28 @@ def test_user_cohort_split_ignored_and_untouched(tmp_path, cache):
     text = _markdown_outputs(tmp_path / "out.ipynb")
     assert "`split` column (test, train) is **ignored**" in text
     assert "same 3-fold stratified cross-validation" in text
+    assert any("`split` column is ignored" in n for n in m["notes"])  # on the run card too
+
+
+@pytest.mark.slow
+def test_cohort_without_labels_stops_after_features(tmp_path, cache):
+    """`require_outcome: false` (issue 17, features-only mode): a cohort without `outcome` and
+    `lesion_type` passes the pre-flight check, its features are saved, and the run stops
+    cleanly before any model, saying why."""
+    import papermill as pm
+
+    from vcfnb import synth
+
+    cohort = synth.make_cohort("metastasis", tmp_path / "c", size="smoke", seed=0, signal=0.0)
+    cases = pd.read_csv(cohort / "cases.csv").drop(columns=["outcome", "lesion_type"])
+    cases.to_csv(cohort / "cases.csv", index=False)
+    (cohort / "cohort.json").unlink()
+    with pytest.raises(pm.PapermillExecutionError, match="no outcome labels"):
+        _run(tmp_path, cache, cohort_dir=str(cohort), require_outcome=False)
+    out = tmp_path / "report"
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics.validate(m) == []
+    assert m["status"] == "stopped" and "no outcome labels" in m["stopped_reason"]
+    assert m["models"] == {} and not (out / "tables" / "predictions.csv").exists()
+    feats = pd.read_csv(out / "tables" / "features.csv", index_col=0)
+    assert len(feats) == 36 and feats.shape[1] == 321

@@ -56,7 +56,7 @@ def _stderr(executed: Path) -> str:
 def null_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("op_null")
     _execute(out, synthetic_signal=0.0, seed=11, n_permutations=19, reliability_patients=6,
-             feature_classes=["shape", "firstorder", "glcm", "glszm"])
+             feature_classes=["shape", "firstorder", "glcm", "glszm"], cv_folds=3, lasso_cv=3)
     return out / "report"
 
 
@@ -143,7 +143,8 @@ def test_report_text_describes_the_run(null_run):
     counts = pd.read_csv(null_run / "tables" / "split_counts.csv").set_index("split")
     assert f"train {counts.loc['train', 'total']}" in text
     assert "drawn: stratified 70% / 30%" in text
-    assert "chosen by 5-fold CV (deviance, 1se rule)" in text
+    assert "chosen by 3-fold CV (deviance, 1se rule)" in text  # lasso_cv=3 was set
+    assert "from 3 folds" in text
     assert "Intensity normalisation is on" in text
     assert "labelled 56 of 56 patients" in text  # the DXA rule says what it did
 
@@ -159,7 +160,7 @@ def _lumbar_fixture(src: Path, out: Path) -> Path:
     given (8 train / 4 test), DXA columns drawn per patient from a seeded rng."""
     import SimpleITK as sitk
 
-    from vcfnb.studies.osteoporosis import _levels_vb3
+    from vcfnb.sources import _levels_vb3
 
     out.mkdir(parents=True)
     (out / "images").mkdir()

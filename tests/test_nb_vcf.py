@@ -20,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 import vcfnb as vc
+from vcfnb import metrics as metrics_schema
 from vcfnb.studies import vcf as study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,8 @@ def null_run(tmp_path_factory):
     pm.execute_notebook(
         str(NOTEBOOK), str(tmp / "executed.ipynb"), kernel_name="vcfnb", cwd=str(ROOT),
         parameters={"synthetic_signal": 0.0, "seed": 202, "out_dir": str(out),
-                    "n_permutations": 19, "lasso_cv_b": 4, "cache_dir": str(tmp / "cache")},
+                    "n_permutations": 19, "lasso_cv_b": 4,
+                    "gradcam_cases": 1, "cache_dir": str(tmp / "cache")},
         progress_bar=False)
     return out, nbformat.read(tmp / "executed.ipynb", as_version=4)
 
@@ -68,7 +70,7 @@ def null_run(tmp_path_factory):
 def test_notebook_null_signal(null_run):
     out, _ = null_run
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert vc.metrics.validate(metrics) == []
+    assert metrics_schema.validate(metrics) == []
     assert metrics["study"] == "vcf_benign_malignant" and metrics["simulated"] is True
     assert metrics["status"] == "ok"
     assert metrics["main_models"] == ["A_T2WI_radiomics", "B_DLRN"]
@@ -230,6 +232,9 @@ def test_slice_axis_follows_the_image_direction(smoke_cohort, tmp_path):
         study.slice_axis(pd.DataFrame({"image": [oblique]}))
     with pytest.raises(ValueError, match="different array axes"):
         study.slice_axis(pd.DataFrame({"image": [axial, rois.image.iloc[0]]}))
+    by_slice = {"setting": {"force2D": True, "force2Ddimension": 0}, "imageType": {"Original": {}}}
+    assert study.follow_axis(by_slice, 2)["setting"]["force2Ddimension"] == 2
+    assert study.follow_axis(study.settings_a(), 2) == study.settings_a()
 
 
 def test_constant_clinical_model_is_evaluated_not_raised():
@@ -264,3 +269,15 @@ def test_study_module_holds_only_study_rules():
     for bad in ("open(", ".to_csv(", "WriteImage", "write_text", ".permutation(", "shuffle(",
                 "Parallel(", "default_rng("):
         assert bad not in code, bad
+
+
+def test_a_given_split_is_honoured():
+    """Issue 17: the split a cohort gives is the split used (no re-draw); other values refused."""
+    cases = pd.DataFrame({"patient_id": [f"p{i}" for i in range(10)], "outcome": [0, 1] * 5,
+                          "split": ["test"] * 3 + ["train"] * 7})
+    s = study.split(cases, test_size=0.5, rng=1)
+    assert s.tolist() == cases.split.tolist() and s.index.tolist() == cases.patient_id.tolist()
+    drawn = study.split(cases.drop(columns="split"), test_size=0.3, rng=1)
+    assert (drawn == "test").sum() == 3
+    with pytest.raises(ValueError, match="external"):
+        study.split(cases.assign(split=["external"] + ["train"] * 9))

@@ -104,9 +104,11 @@ TINY = '''{"cells": [
   "source": ["seed: int = 0  # seed\\n", "out_dir: str = \\"\\"  # out\\n", "stop: bool = False  # stop early"]},
  {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [], "source": ["import vcfnb as vc"]},
  {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
-  "source": ["run = vc.report.start_run(\\"tiny\\", globals())\\n", "if stop:\\n", "    run.stop(\\"no outcome labels\\")"]},
+  "source": ["run = vc.report.start_run(\\"tiny\\", globals())\\n", "if stop:\\n",
+             "    run.stop(\\"no outcome labels\\")"]},
  {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
-  "source": ["run.metric(\\"m\\", \\"test\\", auc=0.5 + seed / 10, ci_low=0.4, ci_high=0.6, n=10)\\n", "run.provenance()"]}
+  "source": ["run.metric(\\"m\\", \\"test\\", auc=0.5 + seed / 10, ci_low=0.4, ci_high=0.6, n=10)\\n",
+             "run.provenance()"]}
  ],
  "metadata": {"kernelspec": {"name": "vcfnb", "display_name": "vcfnb", "language": "python"}},
  "nbformat": 4, "nbformat_minor": 5}'''

@@ -238,3 +238,33 @@ def test_extract_with_workers_from_a_notebook(roi_set, tmp_path):
     errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
     assert not errors, errors
     pd.testing.assert_frame_equal(pd.read_pickle(out), expected)
+
+
+def test_extract_with_workers_from_the_cli(tmp_path):
+    import yaml
+
+    from vcfnb import io
+
+    exe = Path(sys.executable).with_name("vcfnb")
+    if not exe.is_file():
+        pytest.skip("the vcfnb console script is not installed in this environment")
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    rois = _write_rois(cohort)
+    rois["image"] = [Path(p).name for p in rois["image"]]
+    rois["mask"] = [Path(p).name for p in rois["mask"]]
+    rois.to_csv(cohort / "rois.csv", index=False)
+    pd.DataFrame({"patient_id": rois.patient_id, "outcome": [0, 1, 0]}).to_csv(
+        cohort / "cases.csv", index=False)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SETTINGS))
+    result = subprocess.run([str(exe), "extract", "--cohort", str(cohort), "--settings",
+                             str(tmp_path / "s.yaml"), "--out", str(tmp_path / "f.csv"),
+                             "--no-cache", "--jobs", "2", "--quiet"],
+                            capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "in this process instead" not in result.stderr
+    expected = features.extract(io.load_cohort(cohort).rois, SETTINGS, n_jobs=1, progress=False)
+    io.write_table(expected, tmp_path / "expected.csv")
+    got = pd.read_csv(tmp_path / "f.csv")
+    assert any(c.startswith("original_") for c in got.columns)
+    pd.testing.assert_frame_equal(got, pd.read_csv(tmp_path / "expected.csv"))

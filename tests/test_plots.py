@@ -212,3 +212,79 @@ def test_plot_conformance_by_family():
     assert len(ax2.patches) == len(families)
     with pytest.raises(ValueError, match="lacks columns"):
         plots.plot_conformance_by_family(counts.drop(columns="match"))
+
+
+# ---- reviewer figures: cohort flow, case montage, feature contributions (issue 20)
+def _box_texts(ax: Axes) -> list[str]:
+    return [t.get_text() for t in ax.texts if t.get_text()]
+
+
+def test_plot_cohort_flow():
+    card = {"patients": 40, "positive": 15, "negative": 25, "rois": 120, "problems": 3}
+    probs = pd.DataFrame({"row": ["rois.csv:3", "rois.csv:4", "cases.csv:9"],
+                          "patient_id": ["P3", "P3", "P9"], "file": ["a", "b", ""],
+                          "problem": ["empty mask: 0 voxels", "empty mask: 0 voxels",
+                                      "outcome missing"]})
+    splits = [{"split": "train", "patients": 28, "positive": 10, "negative": 18},
+              {"split": "test", "patients": 12, "positive": 5, "negative": 7}]
+    texts = _box_texts(plots.plot_cohort_flow(card, probs, splits))
+    assert len(texts) == 5
+    assert texts[0].endswith("41 patient rows, 122 ROI rows")
+    assert "Excluded: 3 row(s)" in texts[1] and "empty mask: 2" in texts[1]
+    assert "outcome missing: 1" in texts[1] and "(2 patient(s))" in texts[1]
+    assert "40 patients (15 positive, 25 negative)" in texts[2]
+    assert texts[3].startswith("train\n28 patients") and "5 positive, 7 negative" in texts[4]
+    # without problems or splits: three boxes
+    assert len(_box_texts(plots.plot_cohort_flow({**card, "problems": 0}))) == 3
+
+
+def test_plot_case_montage_and_montage_slices(tmp_path):
+    import SimpleITK as sitk
+
+    from vcfnb import montage
+
+    arr = np.random.default_rng(0).normal(100, 10, (6, 30, 30)).astype(np.float32)
+    m = np.zeros(arr.shape, np.uint8)
+    m[2, 8:20, 8:20] = 2  # largest slice of label 2 at z = 2
+    m[3, 10:12, 10:12] = 2
+    m[4, 5:25, 5:25] = 1  # another label: ignored
+    img, msk = sitk.GetImageFromArray(arr), sitk.GetImageFromArray(m)
+    msk.CopyInformation(img)
+    sitk.WriteImage(img, str(tmp_path / "i.nii.gz"))
+    sitk.WriteImage(msk, str(tmp_path / "m.nii.gz"))
+    rois = pd.DataFrame({"patient_id": ["P1", "P1"], "sequence": ["T2", "T1"],
+                         "roi": ["lesion", "lesion"], "image": [str(tmp_path / "i.nii.gz")] * 2,
+                         "mask": [str(tmp_path / "m.nii.gz")] * 2, "label": [2, 2]})
+    sl = montage.montage_slices(rois, margin=3, sequences=["T1", "T2"])
+    assert [s["sequence"] for s in sl] == ["T1", "T2"] and sl[0]["slice"] == 2
+    assert sl[0]["image"].shape == sl[0]["mask"].shape == (18, 18)
+    assert int(sl[0]["mask"].sum()) == 144 and sl[0]["title"] == "P1 T1 lesion"
+    np.testing.assert_array_equal(sl[0]["image"], arr[2, 5:23, 5:23])
+    axes = plots.plot_case_montage([s["image"] for s in sl], [s["mask"] for s in sl],
+                                   [s["title"] for s in sl], ncols=2)
+    assert len(axes) == 2 and axes[1].get_title() == "P1 T2 lesion"
+    assert len(axes[0].images) == 1 and len(axes[0].collections) >= 1  # image + ROI contour
+    with pytest.raises(ValueError, match="differ in length"):
+        plots.plot_case_montage([sl[0]["image"]], [], ["x"])
+    pred = pd.DataFrame({"model": "m", "split": "test", "patient_id": list("abcdef"),
+                         "y_true": [1, 1, 0, 0, 1, 0], "score": [0.9, 0.6, 0.2, 0.8, 0.1, 0.45]})
+    picked = montage.classified_cases(pred, "m", "test", 0.5, per_kind=1)
+    assert picked[["patient_id", "kind"]].values.tolist() == [
+        ["a", "TP"], ["c", "TN"], ["d", "FP"], ["e", "FN"]]
+
+
+def test_plot_feature_contributions(rng):
+    from vcfnb import models
+
+    X = pd.DataFrame(rng.normal(size=(60, 4)), columns=["a", "b", "c", "d"])
+    y = (X["a"] - X["b"] + 0.5 * rng.normal(size=60) > 0).astype(int)
+    pipe = models.make_radiomics_pipeline(["zscore", "LR"], rng=0).fit(X, y)
+    table = models.feature_contributions(pipe, X)
+    ax = plots.plot_feature_contributions(table, top=3)
+    assert len(ax.patches) == 3
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == table["feature"].iloc[0]
+    assert "standardised" in ax.get_xlabel() and _legend(ax)
+    perm = models.feature_contributions(models.make_radiomics_pipeline(
+        ["zscore", "RandomForest"], rng=0).fit(X, y), X, y, n_repeats=3, rng=0)
+    ax2 = plots.plot_feature_contributions(perm)
+    assert "permutation" in ax2.get_xlabel() and len(ax2.patches) == 4

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from vcfnb import features, io
-from vcfnb.studies import osteoporosis as study
+from vcfnb import features, io, reliability, sources
 
 SETTINGS = {"setting": {"normalize": True, "normalizeScale": 100, "binWidth": 10,
                         "force2D": True, "force2Ddimension": 0, "minimumROIDimensions": 2},
@@ -25,7 +24,7 @@ def cohort(shared_data, tmp_path_factory):
     src = shared_data / "lumbar_mri"
     if not src.is_dir():
         pytest.skip(f"{src} is absent")
-    out = study.lumbar_mri_cohort(src, tmp_path_factory.mktemp("lumbar"), 0)
+    out = sources.lumbar_mri_cohort(src, tmp_path_factory.mktemp("lumbar"), seed=0)
     return io.load_cohort(out, require_outcome=False)
 
 
@@ -61,7 +60,7 @@ def test_levels_in_anatomical_order(cohort):
 def test_vb1_level_assignment_by_position(shared_data):
     """VB1 exam 02: its labels are not in anatomical order; position decides."""
     m = sitk.GetArrayFromImage(io.read_image(shared_data / "lumbar_mri" / "VB1" / "02_mask.nii.gz"))
-    levels = study._levels_by_position(m, "S1")
+    levels = sources._levels_by_position(m, "S1")
     # centroid rows of exam 02 (superior -> inferior): 9, 6, 5, 4, 8, 7, 3, 2, 1
     assert levels == {"L1": 4, "L2": 8, "L3": 7, "L4": 3}
 
@@ -83,7 +82,7 @@ def test_icc_under_perturbation(cohort, tmp_path):
     rois = cohort.rois[cohort.rois.patient_id.str.startswith("VB3")]
     feats = features.extract(rois, SETTINGS, n_jobs=2, cache_dir=tmp_path, progress=False)
     assert features.failures_table(feats).empty
-    icc = study.reader_icc(feats, threshold=0.75)
+    icc = reliability.reader_icc(feats, threshold=0.75)
     assert set(icc.sequence) == {"WATER"} and icc["n"].max() == 48
     median = float(icc["icc"].median())
     # measured when this test was written (seed 0): median 0.918, 34 of 42 features kept; most

@@ -166,13 +166,64 @@ def test_compartments_density_and_radscore_linearity(small_cohort, tmp_path):
     feats.insert(0, "patient_id", voi.patient_id.to_numpy())
     table = study.patient_features(feats, voi)
     y = c.cases.set_index("patient_id").outcome.reindex(table.index)
-    rs = study.CompartmentRadscore("cancellous", k=3, cv=3, random_state=0).fit(table, y)
-    per_v = study.vertebra_radscores(rs, feats, voi).groupby("patient_id").radscore.mean()
+    rs = vc.models.RadscoreModel(scaler="maxabs", k=3, prefix="cancellous__", cv=3,
+                                 random_state=0, name="radscore_cancellous").fit(table, y)
+    per_v = study.vertebra_scores({"cancellous": rs}, feats, voi)
+    per_v = per_v.groupby("patient_id").radscore_cancellous.mean()
     np.testing.assert_allclose(per_v.reindex(table.index), rs.transform(table).iloc[:, 0], rtol=1e-10)
-    assert study.radscore_formula(rs).startswith("Radscore_cancellous = ")
+    # derived masks go where they are told (the run's cache), never next to the source masks
+    assert all(str(m).startswith(str(tmp_path / "comp")) for m in voi["mask"])
+
+
+def test_given_split_is_kept_and_external_rows_are_not_matched():
+    """Issue 17 defect 1: a split in cases.csv is the split used (after matching)."""
+    from vcfnb.studies import ovf as study
+
+    g = np.random.default_rng(0)
+    n = 90
+    cases = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)],
+                          "outcome": (np.arange(n) % 3 == 0).astype(int),
+                          "age": g.normal(70, 8, n), "sex": g.choice(["F", "M"], n),
+                          "split": np.where(np.arange(n) < 60, np.where(np.arange(n) % 4 == 1,
+                                                                        "test", "train"),
+                                            "external")})
+    matched, balance = study.match_controls(cases, ratio=1, caliper=None, rng=0)
+    ext = cases[cases.split == "external"]
+    assert set(ext.patient_id) <= set(matched.patient_id)  # external: kept, not matched
+    internal = cases[cases.split != "external"]
+    assert int(balance.n_treated_before.iat[0]) == int((internal.outcome == 1).sum())
+    split = study.split_patients(matched, test_size=0.5, random_state=0)
+    assert split.attrs["source"] == "given"
+    given = cases.set_index("patient_id").split
+    pd.testing.assert_series_equal(split, given.reindex(split.index), check_names=False)
+    # an incomplete split column is refused, not silently re-drawn
+    broken = matched.assign(split=matched.split.where(matched.index % 5 != 0, ""))
+    with pytest.raises(ValueError, match="split column"):
+        study.split_patients(broken)
+    with pytest.raises(ValueError, match="lacks train or test"):  # no test patients given
+        study.split_patients(matched.assign(split=matched.split.replace("test", "train")))
+    # without a split column: stratified draw with test_size
+    drawn = study.split_patients(matched.drop(columns="split"), test_size=0.3, random_state=0)
+    assert drawn.attrs["source"].startswith("stratified") and set(drawn) == {"train", "test"}
 
 
 def rng_features(voi):
     g = np.random.default_rng(0)
     return {f"original_firstorder_F{i}": g.normal(size=len(voi)) + (voi.n_voxels.to_numpy() / 1e4) * i
             for i in range(6)}
+
+
+def test_requirements_list_every_problem_at_once(small_cohort):
+    """Issue 17: the declared requirements are checked before any extraction, all at once."""
+    from vcfnb import contract
+    from vcfnb.studies import ovf as study
+
+    c = vc.io.load_cohort(small_cohort)
+    params = {"outcome": "outcome", "test_size": 0.3, "oof_folds": 2, "lasso_cv": 2}
+    ok = contract.check(study.REQUIREMENTS, c.cases, c.rois, params)
+    assert set(ok["requirement"]) <= {"folds"}, ok  # 4 fracture patients: only folds can fail
+    bad = contract.check(study.REQUIREMENTS, c.cases.drop(columns=["age"]),
+                         c.rois.assign(sequence="MR"), {**params, "lasso_cv": 50})
+    where = set(bad["where"])
+    assert {"cases.csv: age", "rois.csv: sequence CT", "parameter lasso_cv"} <= where, bad
+    assert study.REQUIREMENTS.main_models == ("combined",)

@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "io", "synth", "preprocess", "morphometry", "filters", "features", "reliability",
     "selection", "models", "stats", "plots", "report", "deep", "runner", "studies",
-    "conformance", "plots_deep", "harmonize", "sources",
+    "conformance", "plots_deep", "harmonize", "sources", "dicom_masks", "builders",
+    "parallel", "bundle", "modelcard", "montage",
 )
 __all__ = ["__version__", *_SUBMODULES]  # noqa: PLE0604 - names of lazily imported modules
 

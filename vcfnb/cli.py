@@ -3,7 +3,8 @@
 ``reproduce``, ``check-params`` and ``check-cohort`` hand over to :mod:`vcfnb.runner` (the same
 code ``make reproduce`` runs); ``cohort from-folders`` / ``cohort from-totalseg`` call
 :mod:`vcfnb.builders`; ``extract`` writes a cached feature table with
-:func:`vcfnb.features.extract`.
+:func:`vcfnb.features.extract`; ``predict`` applies a run's saved models
+(:func:`vcfnb.bundle.predict`).
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from vcfnb import __version__
 
@@ -29,6 +28,7 @@ examples:
   vcfnb cohort from-totalseg ct_cohort --study ovf \\
       --scan P001 ct/P001.nii.gz totalseg/P001.nii.gz --body P001 totalseg/P001_body.nii.gz
   vcfnb extract --cohort my_cohort --settings ovf_ct --out features.csv
+  vcfnb predict --run reports/osteoporosis_mri/smoke --cohort new_patients --out scores.csv
 """
 
 _FOLDERS_EXAMPLE = """\
@@ -208,6 +208,25 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 1 if len(fail) or len(cohort.problems) else 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from vcfnb import bundle, io
+    from vcfnb.report import project_root
+
+    cache = None if args.no_cache else Path(args.cache or project_root() / "data" / "cache")
+    try:
+        table = bundle.predict(args.run, args.cohort, args.out, cache_dir=cache,
+                               n_jobs=args.jobs, models=args.model, progress=not args.quiet)
+    except (FileNotFoundError, bundle.CohortMismatchError, bundle.UntrustedModelError,
+            io.CohortError, ValueError) as exc:
+        print(f"vcfnb: {exc}", file=sys.stderr)
+        return 2
+    flagged = int((table["out_of_range_features"] != "").sum())
+    print(f"wrote {args.out}: {table['patient_id'].nunique()} patient(s) x "
+          f"{table['model'].nunique()} model(s); {flagged} row(s) with features outside the "
+          f"training range; {int(table['score'].isna().sum())} row(s) without a score")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------------
@@ -352,13 +371,34 @@ def build_parser() -> argparse.ArgumentParser:
                    "problem (default), resample = resample them onto the image grid")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("predict", formatter_class=fmt,
+                       help="apply a run's saved models to a cohort -> one row per patient",
+                       description="Load the models a study run saved (reports/<study>/<run>/"
+                       "models/), refuse a cohort whose sequences, ROIs or readers do not "
+                       "match their feature recipe, extract the features with the saved "
+                       "pyradiomics settings (cached) and write patient_id, model, score, "
+                       "predicted_class, out_of_range_features (score on the scale of the "
+                       "run's predictions.csv; class = score >= the saved cut-off). Exit "
+                       "status 2 when the cohort is refused.")
+    p.add_argument("--run", required=True, metavar="DIR",
+                   help="report folder of the run, e.g. reports/osteoporosis_mri/smoke")
+    p.add_argument("--cohort", required=True, metavar="DIR", help="cohort folder to score")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="predictions to write")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="only this saved model (repeatable; default: all)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="feature cache folder (default: data/cache of the project folder)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vcfnb`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    pd.set_option("display.width", 200)
     return int(args.func(args) or 0)
 
 

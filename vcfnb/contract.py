@@ -25,8 +25,12 @@ Examples
 >>> cases = pd.DataFrame({"patient_id": list("abcd"), "outcome": [0, 1, 0, 1]})
 >>> rois = pd.DataFrame({"patient_id": list("abcd"), "roi": "L1", "sequence": "T2",
 ...                      "reader": "1"})
->>> check(req, cases, rois, {"outcome": "outcome", "cv_folds": 5, "test_size": 0.0}).problem.tolist()
-["parameter 'cv_folds' = 5 needs at least 5 patients of each class in the training rows; the smaller class allows 2 (the training rows of a stratified 100%/0% split)"]
+>>> unmet = check(req, cases, rois, {"outcome": "outcome", "cv_folds": 5, "test_size": 0.0})
+>>> print(unmet.problem.iat[0])  # doctest: +NORMALIZE_WHITESPACE
+parameter 'cv_folds' = 5 needs at least 5 patients of each class in the training rows; the
+smaller class allows 2 (the training rows of a stratified 100%/0% split)
+>>> unmet.fix.tolist()
+['set cv_folds: 2 or less']
 """
 from __future__ import annotations
 
@@ -298,7 +302,9 @@ def check(req: Requirements, cases: pd.DataFrame, rois: pd.DataFrame, params: Ma
             for n in names:
                 if s not in set(r["sequence"]) or n not in set(r["roi"]):
                     continue
-                lack = [p for p in cases["patient_id"].astype(str) if (p, s, n) not in have]
+                lack = [p for p in cases["patient_id"].astype(str) if (p, s, n) not in have
+                        # features only: no model combines sequences, one of them suffices
+                        and not (features_only and any((p, s2, n) in have for s2 in seqs))]
                 if lack:
                     add("roi", f"rois.csv: {n}/{s}", f"{len(lack)} patient(s) lack ROI {n!r} on "
                         f"{s!r}: {_few(lack)}", "add their ROI rows or remove those patients "

@@ -10,6 +10,7 @@ valid rows go on, and the caller decides whether the problems are fatal.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -529,10 +530,8 @@ def _shared_scans(rois: pd.DataFrame, bad: np.ndarray, folder: Path, problems: l
     ids: the same scan twice, possibly on both sides of a train/test split (leakage). Every row
     involved becomes a problem naming the other patients and files, and is excluded.
 
-    Only images of equal size are hashed (with :func:`vcfnb.features.file_digest`, memoised per
+    Only images of equal size are hashed (with :func:`file_digest`, memoised per
     file, so extraction does not read them again)."""
-    from vcfnb.features import file_digest
-
     by_size: dict[tuple[int, int], list[int]] = {}
     for i in np.flatnonzero(~bad):
         try:
@@ -616,6 +615,40 @@ def _umask() -> int:
     mask = os.umask(0o022)  # elsewhere: set and restore at once
     os.umask(mask)
     return mask
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """BLAKE2b digest of a file's bytes, or of all files of a folder (DICOM series) in name order.
+
+    Digests are memoised per (path, size, mtime) within the process.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = p.write_bytes(b"abc")
+    >>> file_digest(p)[:12]
+    '384264f676f3'
+    """
+    p = Path(path)
+    st = p.stat()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    stamp = (str(p.resolve()), st.st_size, st.st_mtime_ns,
+             tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files) if p.is_dir()
+             else ())
+    if stamp in _DIGESTS:
+        return _DIGESTS[stamp]
+    h = hashlib.blake2b(digest_size=20)
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    _DIGESTS[stamp] = h.hexdigest()
+    return _DIGESTS[stamp]
 
 
 def _atomic_write(path: Path, write, *, fsync: bool = False) -> Path:

@@ -1309,3 +1309,607 @@ def step_counts(pipe: Any, n_input: int) -> pd.DataFrame:
 
 
 __all__ += ["classifier_scores", "step_counts"]
+
+
+# --------------------------------------------------------------------------------------------
+# a whole study from a configuration (notebooks/radiomics_study.ipynb)
+# --------------------------------------------------------------------------------------------
+#: the selection menu of :func:`study_pipeline` (besides scalers and oversampling)
+SELECTION_MENU: tuple[str, ...] = ("variance", "correlation", "univariate", "mrmr", "lasso",
+                                   "rfe", "sfs")
+#: the final models :func:`study_pipeline` builds: the eight classifiers, the LASSO radscore
+#: (:class:`RadscoreModel`, probability link fitted on out-of-fold scores by :func:`fit_oof`)
+#: and ``SVC`` (an RBF ``sklearn.svm.SVC`` scored by its decision values, as seeds 000 and 004)
+STUDY_MODELS: tuple[str, ...] = (*CLASSIFIERS, "radscore", "SVC")
+
+
+def _step_spec(item: Any) -> tuple[str, dict]:
+    """``"name"``, ``["name", {params}]`` (YAML) or ``("name", {params})`` → (name, params)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, Mapping) and len(item) == 1:
+        (name, params), = item.items()
+        return str(name), dict(params or {})
+    if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+        return item[0], dict(item[1] or {})
+    raise ValueError(f"a pipeline step is a name or [name, {{parameters}}], got {item!r}")
+
+
+def _seed_for(random_state: Any, key: str) -> int:
+    if callable(random_state):
+        return int(random_state(key))
+    return _random_state(random_state)
+
+
+def study_pipeline(selection: Sequence[Any], model: Any, *, tune: bool = False,
+                   tune_cv: int = 3, random_state: Any = 0, n_jobs: int = 1) -> Any:
+    """One estimator from a study configuration: the selection chain, then the model.
+
+    Every step is fitted on the rows given to ``fit`` only, so the result refits the whole
+    chain inside each CV fold and permutation (:func:`cv_predict`, :func:`permutation_test`).
+
+    Parameters
+    ----------
+    selection : sequence
+        The chain in order, each a name or ``[name, {parameters}]``: ``zscore``/``standard``,
+        ``maxabs``, ``oversample``, ``variance`` (``VarianceThreshold``, label-free; parameter
+        ``threshold``, default 0: constant features), ``correlation``, ``univariate``, ``mrmr``,
+        ``lasso``, ``rfe``, ``sfs`` (:mod:`vcfnb.selection`; their keyword arguments).
+    model : str or [name, {parameters}]
+        One of :data:`STUDY_MODELS`: a classifier of :data:`CLASSIFIERS`, ``radscore``
+        (:class:`RadscoreModel` keyword arguments) or ``SVC`` (RBF SVM, decision values).
+    tune : bool
+        Tune the model's hyper-parameters (:func:`param_grid`; ``SVC``: ``C`` and the kernel)
+        by a ``tune_cv``-fold stratified grid search inside every fit (so inside every outer
+        fold: nested). Not for ``radscore`` (its LASSO chooses lambda by its own CV).
+    random_state : int or callable
+        An int seeds every step; a callable ``key -> int`` (e.g. ``run.random_state``) seeds
+        each step from its own name (``sfs``, ``lasso``, ``rfe``, the model's name; the
+        radscore's LASSO from ``lasso``), so adding a step never changes another's stream.
+    n_jobs : int
+        Passed to the grid search.
+
+    Returns
+    -------
+    estimator
+        The bare model when ``selection`` is empty and no tuning is asked (so a radscore alone
+        equals ``RadscoreModel(...)``), else a :func:`make_radiomics_pipeline` pipeline.
+
+    Examples
+    --------
+    >>> pipe = study_pipeline(["zscore", ["lasso", {"cv": 3}]], "LR", random_state=0)
+    >>> [name for name, _ in pipe.steps]
+    ['zscore', 'lasso', 'lr']
+    >>> type(study_pipeline([], ["radscore", {"cv": 5}], random_state=0)).__name__
+    'RadscoreModel'
+    """
+    from sklearn.feature_selection import VarianceThreshold
+
+    steps: list[Any] = []
+    for item in selection:
+        name, params = _step_spec(item)
+        low = name.lower()
+        if low == "variance":
+            steps.append(VarianceThreshold(**params).set_output(transform="pandas"))
+            continue
+        if low not in _STEP_FACTORIES:
+            raise ValueError(f"unknown selection step {name!r}; choose from zscore, maxabs, "
+                             f"oversample, {', '.join(SELECTION_MENU)}")
+        est = _STEP_FACTORIES[low]()
+        if "random_state" in est.get_params(deep=False) and "random_state" not in params:
+            params["random_state"] = _seed_for(random_state, low)
+        steps.append(est.set_params(**params))
+    name, params = _step_spec(model)
+    low = name.lower()
+    if low == "radscore":
+        if tune:
+            raise ValueError("tune is not for the radscore: its LASSO chooses lambda by CV")
+        params.setdefault("random_state", _seed_for(random_state, "lasso"))
+        final: Any = RadscoreModel(**params)
+        grid: dict = {}
+    elif low == "svc":
+        params.setdefault("kernel", "rbf")
+        final = SVC(**params)
+        grid = {k.replace("estimator__", ""): v for k, v in _GRIDS["SVM"].items()}
+    else:
+        canon = _canonical(name)
+        final = make_classifier(canon, random_state=_seed_for(random_state, canon.lower()))
+        if params:
+            final.set_params(**params)
+        grid = param_grid(canon)
+    if tune:
+        rs = _seed_for(random_state, f"tune-{low}")
+        final = GridSearchCV(final, grid, scoring="roc_auc", refit=True, n_jobs=n_jobs,
+                             cv=StratifiedKFold(int(tune_cv), shuffle=True, random_state=rs),
+                             error_score="raise")
+    if not steps:
+        return final
+    named: list[tuple[str, Any]] = []
+    seen: dict[str, int] = {}
+    for s in [*steps, final]:
+        key = {"standardscaler": "zscore", "maxabsscaler": "maxabs",
+               "randomoversampler": "oversample", "variancethreshold": "variance",
+               "univariatefilter": "univariate", "correlationfilter": "correlation",
+               "mrmrselector": "mrmr", "lassoselector": "lasso", "rfeselector": "rfe",
+               "sfsselector": "sfs", "gridsearchcv": "tuned_" + low,
+               "radscoremodel": "radscore"}.get(type(s).__name__.lower(), low)
+        seen[key] = seen.get(key, 0) + 1
+        named.append((key if seen[key] == 1 else f"{key}_{seen[key]}", s))
+    pipe = sel.Pipeline(named)
+    pipe.set_output(transform="pandas")
+    return pipe
+
+
+def _final_step(estimator: Any) -> Any:
+    return estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+
+
+def score_kind(estimator: Any) -> str:
+    """``"probability"`` when an estimator has ``predict_proba``, else ``"decision"`` (for an
+    unfitted one: whether its fits will have it)."""
+    return "probability" if hasattr(estimator, "predict_proba") else "decision"
+
+
+def fit_oof(estimator: Any, X: Any, y: Any, *, cv: Any = 5, rng: RNGLike = None,
+            groups: Any = None) -> tuple[Any, pd.DataFrame]:
+    """Fit ``estimator`` on all rows and score each row out of fold (``cv``-fold CV).
+
+    When the final step is a :class:`RadscoreModel`, a :class:`ProbabilityLink` fitted on the
+    out-of-fold radscores is attached to the fitted model (as the osteoporosis study's
+    radscore), and the out-of-fold ``score`` is that link's probability (``radscore`` keeps the
+    raw value). ``groups``: patient of each row (folds keep a patient's rows together).
+
+    Returns
+    -------
+    (fitted, oof)
+        ``oof`` indexed like ``X``: ``y_true, score, fold`` (+ ``radscore``).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(60, 4)), columns=list("abcd"))
+    >>> y = (X["a"] + g.normal(size=60) > 0).astype(int)
+    >>> fitted, oof = fit_oof(RadscoreModel(cv=3, random_state=0), X, y, cv=3, rng=0)
+    >>> score_kind(fitted), bool(oof["score"].between(0, 1).all())
+    ('probability', True)
+    """
+    oof = cv_predict(estimator, X, y, cv=cv, rng=rng, groups=groups)
+    fitted = _fresh(estimator)
+    ctx = _quiet()
+    try:
+        fitted.fit(X, np.asarray(y).ravel())
+    finally:
+        ctx.__exit__(None, None, None)
+    final = _final_step(fitted)
+    if isinstance(final, RadscoreModel):
+        link = ProbabilityLink().fit(oof["score"], oof["y_true"])
+        final.set_link(link)
+        oof = oof.assign(radscore=oof["score"], score=link.predict_proba(oof["score"])[:, 1])
+    return fitted, oof
+
+
+def positive_scores(estimator: Any, X: Any, *, groups: Any = None) -> pd.Series:
+    """Scores of a fitted estimator (probability, else decision value), indexed like ``X``;
+    with ``groups`` (patient of each row) averaged per patient (index ``patient_id``)."""
+    ctx = _quiet()
+    try:
+        s = _positive_score(estimator, X)
+    finally:
+        ctx.__exit__(None, None, None)
+    index = X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(s))
+    out = pd.Series(s, index=index, name="score")
+    if groups is not None:
+        out = aggregate_by_patient(out, np.asarray(groups))
+        out.index = out.index.astype(str)
+    return out
+
+
+def holdout_evaluator(X_test: Any, y_test: Any, *, cv: Any, rng: RNGLike = None,
+                      groups: Any = None, test_groups: Any = None) -> Callable:
+    """The ``evaluate`` callable of :func:`permutation_test` for :func:`fit_oof` models: refit
+    (and re-link) on the labels given, AUC of the scores on the untouched test rows (averaged
+    per patient with ``test_groups``; ``y_test`` then per patient, sorted like the ids).
+
+    The AUC equals the one a report computes from the same model's test predictions, so a
+    permutation test built on it has the reported AUC as its observed value."""
+
+    def evaluate(estimator, X, y) -> float:
+        fitted, _ = fit_oof(estimator, X, y, cv=cv, rng=rng, groups=groups)
+        s = positive_scores(fitted, X_test, groups=test_groups)
+        yt = (pd.Series(np.asarray(y_test), index=s.index) if not isinstance(y_test, pd.Series)
+              else y_test.reindex(s.index))
+        return float(roc_auc_score(yt.to_numpy(), s.to_numpy()))
+
+    return evaluate
+
+
+def repeated_cv_predict(estimator: Any, X: Any, y: Any, *, splitters: Sequence[Any],
+                        groups: Any = None, n_jobs: int = 1) -> pd.DataFrame:
+    """Out-of-fold scores of every repeat of a repeated CV (one splitter per repeat, e.g.
+    ``[cv_splitter(k, rng=g) for _ in range(r)]`` from one generator ``g``).
+
+    Returns
+    -------
+    DataFrame
+        ``y_true, score, fold, row`` (the index of ``X``; its position for a multi-level
+        index), ``repeat``: one row per row of ``X`` and repeat.
+    """
+    parts = []
+    for r, splitter in enumerate(splitters):
+        p = cv_predict(estimator, X, y, cv=splitter, groups=groups, n_jobs=n_jobs)
+        rows = p.index.to_numpy() if p.index.nlevels == 1 else np.arange(len(p))
+        parts.append(p.reset_index(drop=True).assign(row=rows, repeat=r))
+    return pd.concat(parts, ignore_index=True)
+
+
+def repeated_cv_evaluator(splitters: Sequence[Any], *, groups: Any = None) -> Callable:
+    """The ``evaluate`` callable of :func:`permutation_test` for a repeated CV: the AUC of the
+    out-of-fold scores pooled over all repeats (with ``groups``: averaged per patient within
+    each repeat first), i.e. the AUC a report computes from those predictions."""
+
+    def evaluate(estimator, X, y) -> float:
+        p = repeated_cv_predict(estimator, X, y, splitters=splitters, groups=groups)
+        if groups is not None:
+            g = np.tile(np.asarray(groups).astype(str), len(splitters))
+            p = p.assign(patient_id=g).groupby(["repeat", "patient_id"], sort=True).agg(
+                y_true=("y_true", "first"), score=("score", "mean"))
+        return float(roc_auc_score(p["y_true"], p["score"]))
+
+    return evaluate
+
+
+__all__ += ["SELECTION_MENU", "STUDY_MODELS", "study_pipeline", "score_kind", "fit_oof",
+            "positive_scores", "holdout_evaluator", "repeated_cv_predict",
+            "repeated_cv_evaluator"]
+
+
+def study_models(models: Mapping[str, Any], *, selection: Sequence[Any] = (), tune: bool = False,
+                 tune_cv: int = 3, random_state: Any = 0, n_jobs: int = 1) -> dict[str, Any]:
+    """The models of a study configuration, each built by :func:`study_pipeline`.
+
+    ``models`` maps a model name (as reported) to ``{"model": one of STUDY_MODELS, "params":
+    {...}, "selection": [...], "tune": bool}``; ``selection`` and ``tune`` default to the shared
+    ones given here (a radscore is never tuned). A bare string is ``{"model": <string>}``.
+
+    Examples
+    --------
+    >>> sorted(study_models({"LR": "LR", "Radscore": {"model": "radscore", "selection": []}},
+    ...                     selection=["zscore"], random_state=0))
+    ['LR', 'Radscore']
+    """
+    out = {}
+    for name, spec in models.items():
+        spec = {"model": spec} if isinstance(spec, str) else dict(spec)
+        unknown = sorted(set(spec) - {"model", "params", "selection", "tune"})
+        if unknown or "model" not in spec:
+            raise ValueError(f"model {name!r}: keys are model, params, selection, tune "
+                             f"(got {sorted(spec)})")
+        kind = str(spec["model"])
+        if kind.lower() not in {m.lower() for m in STUDY_MODELS}:
+            raise ValueError(f"model {name!r}: unknown model {kind!r}; choose from "
+                             f"{', '.join(STUDY_MODELS)}")
+        do_tune = bool(spec.get("tune", tune)) and kind.lower() != "radscore"
+        out[str(name)] = study_pipeline(spec.get("selection", selection),
+                                        [kind, dict(spec.get("params") or {})], tune=do_tune,
+                                        tune_cv=tune_cv, random_state=random_state,
+                                        n_jobs=n_jobs)
+    return out
+
+
+def study_split(cases: pd.DataFrame, *, outcome: str = "outcome", design: str = "holdout",
+                test_size: float = 0.3, random_state: int = 0) -> pd.Series:
+    """Each patient's role under a study design (``patient_id`` → split), in ``cases`` order.
+
+    - ``holdout``: a ``split`` column the cohort gives (train/test, and external) is used as
+      it is; without one the non-external patients are split ``train_test_split(ids,
+      test_size=test_size, stratify=outcome, random_state=random_state)`` in ``cases`` order;
+      ``external`` rows stay external.
+    - ``external``: every non-external patient trains, the ``external`` rows validate.
+    - ``cv``: every patient is ``cv`` (a ``split`` column is ignored).
+
+    Examples
+    --------
+    >>> c = pd.DataFrame({"patient_id": list("abcd"), "outcome": [0, 1, 0, 1],
+    ...                   "split": ["train", "train", "test", "test"]})
+    >>> study_split(c).tolist()
+    ['train', 'train', 'test', 'test']
+    """
+    if design not in ("holdout", "external", "cv"):
+        raise ValueError(f"design must be holdout, external or cv, got {design!r}")
+    ids = cases["patient_id"].astype(str)
+    given = (cases["split"] if "split" in cases else pd.Series("", index=cases.index)
+             ).fillna("").astype(str).str.strip().str.lower()
+    bad = ~given.isin(["", "train", "test", "external"])
+    if bad.any():
+        raise ValueError(f"cases.csv: split must be train, test, external or empty; found "
+                         f"{sorted(set(given[bad]))[:5]}")
+    if design == "cv":
+        return pd.Series("cv", index=ids.to_numpy(), name="split")
+    out = given.copy()
+    internal = given != "external"
+    if design == "external":
+        if not (~internal).any():
+            raise ValueError("design 'external' needs patients with split = external")
+        out[internal] = "train"
+    elif given[internal].eq("").all():
+        tr, te = train_test_split(np.flatnonzero(internal.to_numpy()), test_size=test_size,
+                                  stratify=cases.loc[internal, outcome].to_numpy(),
+                                  random_state=random_state)
+        out.iloc[tr], out.iloc[te] = "train", "test"
+    elif given[internal].eq("").any() or given[internal].nunique() < 2:
+        raise ValueError("cases.csv: the split is given for some internal patients but not all, "
+                         "or lacks a train or a test group; give train/test for every internal "
+                         "patient or leave it empty")
+    return pd.Series(out.to_numpy(), index=ids.to_numpy(), name="split")
+
+
+def _patient_mean(df: pd.DataFrame, groups: Any) -> pd.DataFrame:
+    """Average the scores of each patient's rows (``y_true`` and ``fold`` are per patient)."""
+    g = pd.Series(np.asarray(groups).astype(str), index=df.index, name="patient_id")
+    agg = {"y_true": ("y_true", "first"), "score": ("score", "mean")}
+    if "fold" in df:
+        agg["fold"] = ("fold", "first")
+    return df.groupby(g, sort=True).agg(**agg)
+
+
+def holdout_predictions(estimator: Any, X: pd.DataFrame, y: Any, split: Any, *, cv: Any = 5,
+                        rng: RNGLike = None, groups: Any = None) -> tuple[Any, pd.DataFrame]:
+    """Fit on the ``train`` rows (:func:`fit_oof`) and score every split, one row per patient.
+
+    ``split`` (one value per row of ``X``: train/test/external) chooses the rows; ``groups``
+    (patient of each row, for several rows per patient) makes the out-of-fold folds keep a
+    patient's rows together and averages each patient's scores.
+
+    Returns
+    -------
+    (fitted, predictions)
+        ``predictions``: ``split`` (``train_oof`` for the out-of-fold training scores, then
+        ``test``/``external``), ``patient_id, y_true, score, fold, score_kind`` -- ready for
+        :meth:`vcfnb.report.Run.predictions`.
+    """
+    split = np.asarray(split).astype(str)
+    y = pd.Series(np.asarray(y).ravel(), index=X.index).astype(int)
+    tr = split == "train"
+    g = None if groups is None else np.asarray(groups).astype(str)
+    fitted, oof = fit_oof(estimator, X[tr], y[tr], cv=cv, rng=rng,
+                          groups=None if g is None else g[tr])
+    kind = score_kind(fitted)
+    oof = oof[["y_true", "score", "fold"]]
+    oof = _patient_mean(oof, g[tr]) if g is not None else oof.rename_axis("patient_id")
+    parts = [oof.reset_index().assign(split="train_oof")]
+    for s in ("test", "external"):
+        rows = split == s
+        if rows.any():
+            score = positive_scores(fitted, X[rows], groups=None if g is None else g[rows])
+            truth = (y[rows].groupby(g[rows]).first() if g is not None else y[rows])
+            truth.index = truth.index.astype(str)
+            parts.append(pd.DataFrame({"patient_id": score.index.astype(str), "y_true":
+                                       truth.reindex(score.index.astype(str)).to_numpy(),
+                                       "score": score.to_numpy(), "fold": -1, "split": s}))
+    out = pd.concat(parts, ignore_index=True)
+    out["patient_id"] = out["patient_id"].astype(str)
+    out["score_kind"] = kind
+    return fitted, out[["split", "patient_id", "y_true", "score", "fold", "score_kind"]]
+
+
+def cv_splitters(n_folds: int, n_repeats: int = 1, *, rng: RNGLike = None,
+                 grouped: bool = False) -> list:
+    """``n_repeats`` shuffled stratified ``n_folds``-fold splitters drawn from one generator
+    (:func:`cv_splitter`; the first equals ``cv_splitter(n_folds, rng=rng)`` of the same
+    generator)."""
+    g = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    return [cv_splitter(n_folds, rng=g, grouped=grouped) for _ in range(int(n_repeats))]
+
+
+def cv_predictions(estimator: Any, X: pd.DataFrame, y: Any, *, splitters: Sequence[Any],
+                   groups: Any = None, n_jobs: int = 1) -> pd.DataFrame:
+    """Repeated-CV predictions one row per patient and repeat: ``patient_id, y_true, score,
+    fold, repeat, score_kind`` (``groups``: several rows per patient, scores averaged).
+
+    ``score_kind``: :func:`score_kind` of ``estimator`` (scikit-learn exposes
+    ``predict_proba`` on an unfitted estimator exactly when its fitted copies will have it; a
+    radscore without link and an ``SVC`` give decision values)."""
+    p = repeated_cv_predict(estimator, X, y, splitters=splitters, groups=groups, n_jobs=n_jobs)
+    if groups is not None:
+        g = np.tile(np.asarray(groups).astype(str), len(splitters))
+        p = p.assign(patient_id=g).groupby(["repeat", "patient_id"], sort=True).agg(
+            y_true=("y_true", "first"), score=("score", "mean"), fold=("fold", "first")
+        ).reset_index()
+    else:
+        p = p.rename(columns={"row": "patient_id"})
+    p["patient_id"] = p["patient_id"].astype(str)
+    p["score_kind"] = score_kind(estimator)
+    return p[["patient_id", "y_true", "score", "fold", "repeat", "score_kind"]]
+
+
+__all__ += ["study_models", "study_split", "holdout_predictions", "cv_splitters",
+            "cv_predictions"]
+
+
+# --------------------------------------------------------------------------------------------
+# what drives a model: per-feature contributions
+# --------------------------------------------------------------------------------------------
+CONTRIBUTION_COLUMNS = ["feature", "mean_abs", "mean", "std", "direction", "method"]
+
+
+def _split_head(model: Any) -> tuple[Any, Any]:
+    """``(transform head or None, final estimator)`` of a pipeline / RadscoreModel / model."""
+    if hasattr(model, "steps") and len(model.steps) > 1:
+        return model[:-1], model.steps[-1][1]
+    if hasattr(model, "steps"):
+        return None, model.steps[-1][1]
+    return None, model
+
+
+def _head_transform(head: Any, X: pd.DataFrame) -> pd.DataFrame:
+    if head is None:
+        return X
+    Z = head.transform(X)
+    if not isinstance(Z, pd.DataFrame):
+        try:
+            names = [str(c) for c in head.get_feature_names_out()]
+        except Exception:  # noqa: BLE001 - a step without feature names
+            names = [f"x{i}" for i in range(np.shape(Z)[1])]
+        Z = pd.DataFrame(np.asarray(Z), columns=names, index=X.index)
+    return Z
+
+
+def _contribution_summary(per_row: pd.DataFrame, method: str,
+                          direction: np.ndarray) -> pd.DataFrame:
+    out = pd.DataFrame({"feature": [str(c) for c in per_row.columns],
+                        "mean_abs": per_row.abs().mean().to_numpy(float),
+                        "mean": per_row.mean().to_numpy(float),
+                        "std": per_row.std(ddof=1).to_numpy(float) if len(per_row) > 1
+                        else np.nan, "direction": np.sign(direction).astype(float),
+                        "method": method})
+    out = out.sort_values("mean_abs", ascending=False, kind="stable").reset_index(drop=True)
+    out.attrs["per_row"] = per_row
+    return out
+
+
+def feature_contributions(model: Any, X: Any, y: Any = None, *, method: str = "auto",
+                          n_repeats: int = 20, rng: RNGLike = None) -> pd.DataFrame:
+    """Per-feature contributions of a fitted model on rows ``X`` (what drives its scores).
+
+    Parameters
+    ----------
+    model : fitted estimator
+        :class:`RadscoreModel`, a pipeline ending in a linear model (``coef_``), in an
+        XGBoost or LightGBM classifier, or any classifier (permutation importance).
+    X : DataFrame
+        The model's input rows (same columns as in ``fit``).
+    y : array-like, optional
+        Labels; needed by ``method="permutation"`` only.
+    method : {"auto", "linear", "tree", "permutation"}
+        ``linear``: exact linear contributions on the log-odds scale, coefficient × the value
+        the final linear model sees (the standardised feature), so that for every row the
+        intercept plus the contributions equals the model's decision value (radscore).
+        ``tree``: TreeSHAP contributions from the booster itself (XGBoost
+        ``pred_contribs=True``, LightGBM ``pred_contrib=True``; log-odds scale; the bias column
+        is left out, the contributions plus the bias equal the raw margin). ``permutation``:
+        scikit-learn's permutation importance (drop in AUC when a feature is shuffled,
+        ``n_repeats`` times; model-agnostic, for ExtraTrees/RandomForest/KNN/MLP/SVM).
+        ``auto`` picks the first that applies in this order.
+    n_repeats : int
+        Shuffles per feature for ``permutation``.
+    rng : int, Generator or None
+        Seed of the shuffles.
+
+    Returns
+    -------
+    DataFrame
+        ``feature, mean_abs, mean, std, direction, method``, by decreasing ``mean_abs``.
+        ``direction`` is +1 when a higher feature value raises the score (linear: the sign of
+        the coefficient; tree: the sign of the correlation between value and contribution),
+        -1 when it lowers it, NaN for permutation importance (there ``mean_abs`` and ``mean``
+        are the mean AUC drop and ``std`` its SD over the repeats).
+        ``attrs["per_row"]``: rows × features contributions (linear, tree) or repeats ×
+        features AUC drops (permutation); ``attrs["intercept"]``: the intercept or bias (a
+        float, or per row for trees).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(60, 3)), columns=["a", "b", "c"])
+    >>> y = (X["a"] + 0.3 * g.normal(size=60) > 0).astype(int)
+    >>> pipe = make_radiomics_pipeline(["zscore", "LR"], rng=0).fit(X, y)
+    >>> t = feature_contributions(pipe, X)
+    >>> t["feature"].iloc[0], t["method"].iloc[0]
+    ('a', 'linear')
+    >>> total = t.attrs["per_row"].sum(axis=1) + t.attrs["intercept"]
+    >>> bool(np.allclose(total, pipe.decision_function(X)))
+    True
+    """
+    if method not in ("auto", "linear", "tree", "permutation"):
+        raise ValueError(f"method must be auto, linear, tree or permutation, got {method!r}")
+    X = pd.DataFrame(X)
+    if isinstance(model, RadscoreModel):
+        if method not in ("auto", "linear"):
+            raise ValueError("a RadscoreModel has exact linear contributions: method='linear'")
+        check_is_fitted(model, "coef_")
+        cols = list(model.coef_.index)
+        Z = (X[cols].to_numpy(float) - model.center_.to_numpy()) / model.scale_.to_numpy()
+        per_row = pd.DataFrame(Z * model.coef_.to_numpy(), columns=cols, index=X.index)
+        out = _contribution_summary(per_row, "linear", model.coef_.to_numpy(float))
+        out.attrs["intercept"] = float(model.intercept_)
+        return out
+    head, last = _split_head(model)
+    kind = type(last).__name__
+    is_linear = hasattr(last, "coef_") and np.ndim(getattr(last, "coef_", None)) in (1, 2) \
+        and np.asarray(last.coef_).reshape(-1).size == np.asarray(last.coef_).shape[-1]
+    is_tree = kind in ("XGBClassifier", "LGBMClassifier")
+    if method == "auto":
+        method = "linear" if is_linear else "tree" if is_tree else "permutation"
+    if method == "linear":
+        if not is_linear:
+            raise ValueError(f"{kind} has no single row of coefficients: use 'permutation'")
+        Z = _head_transform(head, X)
+        coef = np.asarray(last.coef_, dtype=float).reshape(-1)
+        per_row = pd.DataFrame(Z.to_numpy(float) * coef, columns=list(Z.columns), index=X.index)
+        out = _contribution_summary(per_row, "linear", coef)
+        out.attrs["intercept"] = float(np.ravel(getattr(last, "intercept_", [0.0]))[0])
+        return out
+    if method == "tree":
+        if not is_tree:
+            raise ValueError(f"{kind} is not an XGBoost/LightGBM model: use 'permutation'")
+        Z = _head_transform(head, X)
+        if kind == "XGBClassifier":
+            import xgboost as xgb
+
+            contrib = last.get_booster().predict(xgb.DMatrix(Z), pred_contribs=True)
+        else:
+            contrib = last.predict(Z, pred_contrib=True)
+        contrib = np.asarray(contrib, dtype=float)
+        per_row = pd.DataFrame(contrib[:, :-1], columns=list(Z.columns), index=X.index)
+        with np.errstate(all="ignore"):
+            corr = [np.corrcoef(Z.iloc[:, j].to_numpy(float), per_row.iloc[:, j])[0, 1]
+                    if per_row.iloc[:, j].std() > 0 and Z.iloc[:, j].std() > 0 else 0.0
+                    for j in range(per_row.shape[1])]
+        out = _contribution_summary(per_row, "tree", np.nan_to_num(np.asarray(corr)))
+        out.attrs["intercept"] = contrib[:, -1]
+        return out
+    from sklearn.inspection import permutation_importance
+
+    if y is None:
+        raise ValueError("permutation importance needs the labels y")
+    res = permutation_importance(model, X, np.asarray(y).ravel(), scoring="roc_auc",
+                                 n_repeats=int(n_repeats), random_state=_random_state(rng))
+    per_rep = pd.DataFrame(res.importances.T, columns=[str(c) for c in X.columns])
+    out = pd.DataFrame({"feature": list(per_rep.columns),
+                        "mean_abs": res.importances_mean, "mean": res.importances_mean,
+                        "std": res.importances_std, "direction": np.nan,
+                        "method": "permutation"})
+    out = out.sort_values("mean_abs", ascending=False, kind="stable").reset_index(drop=True)
+    out.attrs["per_row"] = per_rep
+    out.attrs["intercept"] = None
+    return out
+
+
+__all__ += ["feature_contributions", "CONTRIBUTION_COLUMNS"]
+
+
+def deployable(fitted: Any) -> Any:
+    """The fitted estimator with every fitted grid search replaced by its refitted best
+    estimator (same scores; no scorer or CV splitter inside), e.g. to save it
+    (:func:`vcfnb.bundle.save_model`). Other estimators are returned as they are.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(40, 3)), columns=list("abc")); y = (X.a > 0).astype(int)
+    >>> pipe = study_pipeline(["zscore"], "LR", tune=True, random_state=0).fit(X, y)
+    >>> type(deployable(pipe).steps[-1][1]).__name__
+    'LogisticRegression'
+    """
+    import copy
+
+    if isinstance(fitted, GridSearchCV):
+        return fitted.best_estimator_
+    if hasattr(fitted, "steps"):
+        out = copy.copy(fitted)
+        out.steps = [(n, deployable(s)) for n, s in fitted.steps]
+        return out
+    return fitted
+
+
+__all__ += ["deployable"]

@@ -32,7 +32,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 __all__ = ["PRELOAD", "pmap", "resolve_n_jobs", "scheduler_address", "shutdown_workers",
-           "start_workers", "worker_pool"]
+           "start_workers", "start_workers_in_background", "worker_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ _LOCK = threading.RLock()
 _SPAWNING = threading.local()
 _PATCHED = False
 _IN_WORKER = False  # True in vcfnb's worker processes: a nested pmap runs in-process there
+_STARTING: threading.Thread | None = None  # start_workers_in_background's thread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,6 +212,39 @@ def start_workers(n_jobs: int | None = None, wait: bool = True) -> None:
     if wait:
         for f in futures:
             f.result()
+
+
+def _start_all(n: int) -> None:
+    pool = worker_pool(n)
+    if pool is not None:
+        try:
+            for f in [pool.submit(_noop) for _ in range(n)]:
+                f.result()
+        except Exception:  # noqa: BLE001 - the caller's own use of the pool will see it
+            pass
+
+
+def start_workers_in_background(n_jobs: int | None) -> threading.Thread | None:
+    """Start the ``n_jobs`` worker processes in a daemon thread and return at once, so that the
+    caller's own work (reading headers and scans, hashing files) overlaps the ~1 s the forkserver
+    needs to import pyradiomics. Returns the thread, or None when there is nothing to start (a pool
+    of at least that size runs, processes cannot start here, one job, or inside a worker). A later
+    :func:`worker_pool` call waits for the start to finish (the pool's lock); a failure to start
+    is remembered as usual and reported by the caller's own fallback. A start already under way
+    is returned as is."""
+    global _STARTING
+    n = resolve_n_jobs(n_jobs)
+    # no lock here: a start under way holds it, and this must return at once
+    starting = _STARTING
+    if starting is not None and starting.is_alive():
+        return starting
+    if n <= 1 or _IN_WORKER or _UNAVAILABLE is not None or (
+            _POOL is not None and _POOL_SIZE >= n):
+        return None
+    _STARTING = threading.Thread(target=_start_all, args=(n,), name="vcfnb-start-workers",
+                                 daemon=True)
+    _STARTING.start()
+    return _STARTING
 
 
 def shutdown_workers() -> None:

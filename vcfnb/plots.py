@@ -869,3 +869,227 @@ def plot_scatter_grid(data: pd.DataFrame, x: str, ys: Sequence[str], *, hue: str
     if hue is not None and len(ys):
         axes[0].legend(fontsize="x-small", title=hue)
     return axes[: len(ys)]
+
+
+# --------------------------------------------------------------------------------------------
+# reviewer figures: cohort flow, example cases, feature contributions
+# --------------------------------------------------------------------------------------------
+def _box(ax: Axes, x: float, y: float, text: str, *, width: float, color: str = "#eef3fa",
+         fontsize: float = 8.5) -> None:
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, wrap=True,
+            bbox={"boxstyle": "round,pad=0.5", "facecolor": color, "edgecolor": "#34495e",
+                  "linewidth": 1.0})
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "-|>", "color": "#34495e",
+                                                      "linewidth": 1.0, "shrinkA": 0,
+                                                      "shrinkB": 0})
+
+
+def plot_cohort_flow(card_data: Mapping, problems: pd.DataFrame | None = None,
+                     split_counts: pd.DataFrame | Sequence[Mapping] | None = None, *,
+                     ax: Axes | None = None, max_reasons: int = 6) -> Axes:
+    """Cohort flow diagram (the papers' Figure 1): cases in → excluded with reasons → per split.
+
+    Parameters
+    ----------
+    card_data : mapping
+        The run card data (``run.card_data()`` or ``run_card.json``): ``patients``,
+        ``positive``, ``negative``, ``rois``, ``problems`` (rows excluded).
+    problems : DataFrame, optional
+        The cohort's validation problems (``row, patient_id, file, problem``;
+        ``tables/cohort_problems.csv``): grouped by kind of problem (the text before the first
+        colon) in the exclusion box.
+    split_counts : DataFrame or list of dict, optional
+        One row per split: ``split``, ``patients`` (or ``n``), ``positive``, ``negative``
+        (e.g. ``card_data["split_counts"]``, or patients per split of the predictions
+        table). None: no split row.
+    ax : Axes, optional
+    max_reasons : int
+        Kinds of problem listed before "... and k more".
+
+    Returns
+    -------
+    Axes
+        Axis off; one text box per stage (the non-empty ``ax.texts``), arrows (empty
+        annotations) between them.
+
+    Examples
+    --------
+    >>> card = {"patients": 40, "positive": 15, "negative": 25, "rois": 120, "problems": 2}
+    >>> probs = pd.DataFrame({"row": ["rois.csv:3", "cases.csv:9"], "patient_id": ["P3", "P9"],
+    ...                       "file": ["m.nii.gz", ""], "problem": ["empty mask: 0 voxels",
+    ...                                                              "outcome missing"]})
+    >>> splits = pd.DataFrame({"split": ["train", "test"], "patients": [28, 12],
+    ...                        "positive": [10, 5], "negative": [18, 7]})
+    >>> ax = plot_cohort_flow(card, probs, splits)
+    >>> len([t for t in ax.texts if t.get_text()])  # boxes: in, excluded, analysed, 2 splits
+    5
+    """
+    probs = problems if problems is not None else pd.DataFrame(columns=["row", "problem"])
+    n_prob = int(card_data.get("problems", len(probs)) or 0)
+    rows = [] if split_counts is None else (
+        split_counts.to_dict("records") if isinstance(split_counts, pd.DataFrame)
+        else [dict(r) for r in split_counts])
+    if ax is None:
+        width = max(7.0, 2.6 * max(len(rows), 1))
+        _, ax = plt.subplots(figsize=(width, 5.2))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    rows_col = probs["row"].astype(str) if "row" in probs else pd.Series(dtype=str)
+    bad_cases = int(rows_col.str.startswith("cases.csv").sum())
+    bad_rois = int(rows_col.str.startswith("rois.csv").sum())
+    n_pat, n_roi = card_data.get("patients"), card_data.get("rois")
+    top = (f"Cases in the cohort tables\n{(n_pat or 0) + bad_cases} patient rows, "
+           f"{(n_roi or 0) + bad_rois} ROI rows")
+    _box(ax, 0.3, 0.88, top, width=0.5)
+    if "problem" in probs and len(probs):
+        kinds = (probs["problem"].astype(str).str.split(":").str[0].str.strip()
+                 .value_counts())
+        lines = [f"{k}: {v}" for k, v in kinds.head(max_reasons).items()]
+        if len(kinds) > max_reasons:
+            lines.append(f"... and {len(kinds) - max_reasons} more kinds")
+        excl = (f"Excluded: {n_prob} row(s)\n({probs['patient_id'].astype(str).nunique()} "
+                "patient(s))\n" + "\n".join(lines))
+    else:
+        excl = f"Excluded: {n_prob} row(s)"
+    _box(ax, 0.74, 0.66, excl, width=0.4, color="#fbeeee")
+    _arrow(ax, (0.3, 0.8), (0.3, 0.5))
+    _arrow(ax, (0.3, 0.66), (0.56, 0.66))
+    pos, neg = card_data.get("positive"), card_data.get("negative")
+    _box(ax, 0.3, 0.44, f"Analysed\n{n_pat} patients ({pos} positive, {neg} negative)\n"
+         f"{n_roi} ROIs", width=0.5, color="#eef8ee")
+    if rows:
+        xs = np.linspace(0.5 / len(rows), 1 - 0.5 / len(rows), len(rows))
+        for x, r in zip(xs, rows):
+            n = r.get("patients", r.get("n"))
+            _arrow(ax, (0.3, 0.37), (float(x), 0.22))
+            _box(ax, float(x), 0.13, f"{r.get('split')}\n{n} patients\n"
+                 f"{r.get('positive')} positive, {r.get('negative')} negative", width=0.9 /
+                 len(rows))
+    return ax
+
+
+def _robust_limits(img: np.ndarray) -> tuple[float, float]:
+    vals = img[np.isfinite(img)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals, [1, 99])
+    return (float(lo), float(hi)) if hi > lo else (float(vals.min()), float(vals.max()) + 1e-9)
+
+
+def plot_case_montage(images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                      titles: Sequence[str], *, ncols: int = 3, color: str = "#ff3b30",
+                      axes=None, panel_size: float = 2.6) -> np.ndarray:
+    """Slices with the ROI outlined (seed 004 Figures 5–6), one panel per slice.
+
+    Parameters
+    ----------
+    images, masks : sequence of 2-D arrays
+        Each slice and its ROI mask (same shapes), e.g. from
+        :func:`vcfnb.montage.montage_slices`.
+    titles : sequence of str
+        Panel titles (e.g. ``"P012 T2 lesion — FP"``).
+    ncols : int
+        Panels per row (e.g. the number of sequences, so a patient is one row).
+    color : str
+        Contour colour.
+    axes : array of Axes, optional
+    panel_size : float
+        Inches per panel.
+
+    Returns
+    -------
+    ndarray of Axes
+        One per slice (grey image at the 1st–99th percentile window, ROI contour), unused
+        panels hidden.
+
+    Examples
+    --------
+    >>> img = np.random.default_rng(0).normal(size=(32, 32)); m = np.zeros((32, 32), bool)
+    >>> m[10:20, 8:22] = True
+    >>> plot_case_montage([img, img], [m, m], ["a", "b"], ncols=2).shape
+    (2,)
+    """
+    if not (len(images) == len(masks) == len(titles)):
+        raise ValueError(f"images, masks and titles differ in length ({len(images)}, "
+                         f"{len(masks)}, {len(titles)})")
+    n = max(len(images), 1)
+    ncols = max(1, min(int(ncols), n))
+    if axes is None:
+        nrows = int(np.ceil(n / ncols))
+        _, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                               squeeze=False)
+    axes = np.ravel(axes)
+    for ax, img, m, title in zip(axes, images, masks, titles):
+        img, m = np.asarray(img, dtype=float), np.asarray(m).astype(bool)
+        if img.shape != m.shape:
+            raise ValueError(f"{title}: image {img.shape} and mask {m.shape} differ")
+        vmin, vmax = _robust_limits(img)
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        if m.any() and not m.all():
+            ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=1.2)
+        ax.set_title(title, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(images):]:
+        ax.set_visible(False)
+    return axes[: len(images)]
+
+
+def plot_feature_contributions(table: pd.DataFrame, *, top: int = 20, ax: Axes | None = None,
+                               **kw) -> Axes:
+    """Bar chart of per-feature contributions (:func:`vcfnb.models.feature_contributions`).
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``feature, mean_abs`` (+ ``mean``, ``std``, ``method``).
+    top : int
+        Largest features shown.
+    ax : Axes, optional
+    **kw
+        Passed to ``ax.barh``.
+
+    Returns
+    -------
+    Axes
+        Horizontal bars of ``mean_abs`` (largest on top), coloured by ``direction`` (red: a
+        higher value raises the score; blue: lowers it; grey: unknown), with ``std`` error
+        bars for permutation importance.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"feature": ["a", "b"], "mean_abs": [0.8, 0.2], "mean": [0.1, -0.2],
+    ...                   "std": [0.3, 0.1], "method": "linear"})
+    >>> len(plot_feature_contributions(t).patches)
+    2
+    """
+    _need(table, ["feature", "mean_abs"], "plot_feature_contributions")
+    t = table.sort_values("mean_abs", ascending=False, kind="stable").head(int(top))[::-1]
+    method = str(t["method"].iloc[0]) if "method" in t and len(t) else ""
+    ax = _ax(ax, figsize=(6.5, 0.32 * len(t) + 1.4))
+    direction = (t["direction"].to_numpy(float) if "direction" in t
+                 else np.full(len(t), np.nan))
+    colors = np.where(direction > 0, "#c0392b", np.where(direction < 0, "#2e86c1", "#5d6d7e"))
+    xerr = t["std"].to_numpy(float) if method == "permutation" and "std" in t else None
+    ax.barh(t["feature"].astype(str), t["mean_abs"].to_numpy(float), color=colors, xerr=xerr,
+            **kw)
+    labels = {"linear": "mean |coefficient × standardised value| (log-odds)",
+              "tree": "mean |TreeSHAP contribution| (log-odds)",
+              "permutation": "mean AUC drop when shuffled (permutation importance)"}
+    ax.set_xlabel(labels.get(method, "mean |contribution|"))
+    ax.tick_params(axis="y", labelsize="small")
+    if np.isfinite(direction).any():
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="#c0392b", label="higher value → higher score"),
+                           Patch(color="#2e86c1", label="higher value → lower score")],
+                  fontsize="x-small", loc="lower right")
+    ax.set_title("Feature contributions" + (f" ({method})" if method else ""))
+    return ax
+
+
+__all__ += ["plot_cohort_flow", "plot_case_montage", "plot_feature_contributions"]

@@ -275,11 +275,6 @@ def select_reliable(icc_table: pd.DataFrame, threshold: float = 0.75, *, on: str
     return icc_table.loc[keep, "feature"].astype(str).tolist()
 
 
-#: non-feature columns of a long feature table (ids, file names, extraction bookkeeping)
-META_COLUMNS = ("patient_id", "roi", "sequence", "reader", "image", "mask", "label", "file_row",
-                "resample_mask", "icc_subset", "split", "center")
-
-
 def reader_icc(features: pd.DataFrame, *, readers: tuple = ("1", "2"), by: str | None = "sequence",
                case: tuple = ("patient_id", "roi"), icc: str = "ICC2", threshold: float = 0.75,
                inclusive: bool = False) -> pd.DataFrame:
@@ -303,6 +298,8 @@ def reader_icc(features: pd.DataFrame, *, readers: tuple = ("1", "2"), by: str |
     >>> reader_icc(long)[["sequence", "feature", "kept"]].values.tolist()
     [['T1', 'f', True]]
     """
+    from vcfnb.features import META_COLUMNS
+
     cols = [c for c in features.columns if c not in META_COLUMNS and c not in case
             and pd.api.types.is_numeric_dtype(features[c])]
     f = features.assign(reader=features["reader"].astype(str))

@@ -42,6 +42,7 @@ STUDY_COHORT = {
     "ovf_prediction_ct": "ovf",
     "metastasis_lytic_blastic": "metastasis",
     "ibsi_conformance": None,
+    "radiomics_study": "osteoporosis",  # default; its `synthetic_cohort` parameter picks another
 }
 _LITERAL = (str, int, float, bool, type(None), list, dict, tuple)
 _IGNORED = {"In", "Out", "exit", "quit", "get_ipython"}
@@ -177,6 +178,8 @@ class Run:
         s = np.asarray(score, dtype=float).ravel()
         y = np.asarray(y_true.reindex(score.index) if isinstance(y_true, pd.Series)
                        and isinstance(score, pd.Series) else y_true).ravel()
+        if len(ids) == 0:
+            raise ValueError(f"{model}/{split}: no predictions (no patient of that split)")
         if not (len(ids) == len(s) == len(y)):
             raise ValueError(f"{model}/{split}: patient_id, y_true and score differ in length "
                              f"({len(ids)}, {len(y)}, {len(s)})")
@@ -257,6 +260,19 @@ class Run:
         summary.insert(0, "split", split)
         summary.insert(0, "model", model)
         return summary
+
+    def save_model(self, name: str, estimator, *, feature_recipe: dict, feature_columns,
+                   cutoff: float | None = None, score_kind: str, X_train: pd.DataFrame,
+                   settings, split: str | None = None) -> Path:
+        """Save a fitted model to ``models/<name>.skops`` + ``.json`` for ``vcfnb predict``:
+        settings, feature recipe, columns, cut-off (default: the recorded out-of-fold Youden
+        one), score kind and training ranges. See :func:`vcfnb.bundle.save_model`."""
+        from vcfnb import bundle
+
+        return bundle.save_model(self, name, estimator, feature_recipe=feature_recipe,
+                                 feature_columns=feature_columns, cutoff=cutoff,
+                                 score_kind=score_kind, X_train=X_train, settings=settings,
+                                 split=split)
 
     def note(self, text: str) -> str:
         """Record a plain-language note (deviation, limitation) for the report and metrics.json."""
@@ -368,7 +384,9 @@ class Run:
                 "roi_names": sorted(map(str, c.rois["roi"].unique())),
                 "readers": sorted(map(str, c.rois["reader"].unique())),
                 "split": ", ".join(f"{k} {v}" for k, v in sorted(split.items())) if split
-                else None, "problems": int(len(c.problems))}
+                else None, "problems": int(len(c.problems)),
+                "split_counts": _class_counts(c.cases, "split", y),
+                "centers": _class_counts(c.cases, "center", y)}
 
     def card(self):
         """The run card so far (data, parameters, notes) as Markdown for the notebook."""
@@ -413,6 +431,16 @@ class Run:
         self.note(f"stopped: {reason}")
         self.provenance()
         raise StopRun(reason)
+
+
+def _class_counts(cases: pd.DataFrame, column: str, y: pd.Series) -> list | None:
+    """``[{column: value, patients, positive, negative}]`` per value of ``column`` (run card)."""
+    if column not in cases:
+        return None
+    key = cases[column].astype(str)
+    return [{column: str(k), "patients": int((key == k).sum()),
+             "positive": int(((key == k) & (y == 1)).sum()),
+             "negative": int(((key == k) & (y == 0)).sum())} for k in sorted(key.unique())]
 
 
 def _json_value(v, kind: type):
@@ -608,7 +636,7 @@ def resolve_cohort(run: Run):
         if not folder.is_absolute():
             folder = run.root / folder
     else:
-        gen = STUDY_COHORT[run.study]
+        gen = p.get("synthetic_cohort") or STUDY_COHORT[run.study]
         size = p.get("synthetic_size", "smoke")
         signal = float(p.get("synthetic_signal", 1.0))
         folder = run.root / "data" / "cohorts" / f"{gen}-{size}-seed{run.seed}-signal{signal:g}"
@@ -616,4 +644,13 @@ def resolve_cohort(run: Run):
     return io.load_cohort(folder, outcome=p.get("outcome", "outcome") or "outcome",
                           mask_grid=p.get("mask_grid", "strict"),
                           geometry_tol=float(p.get("geometry_tol", 1e-3)),
-                          require_outcome=bool(p.get("require_outcome", True)))
+                          require_outcome=bool(p.get("require_outcome", True))
+                          and _reads_outcome(run))
+
+
+def _reads_outcome(run: Run) -> bool:
+    """Whether the run reads the outcome column as given: not when the study's requirements
+    make it conditional and the condition is off (e.g. osteoporosis derives it from DXA)."""
+    cols = [c for c in getattr(run.requirements, "columns", ()) if c.outcome
+            and c.name == "{outcome}"]
+    return not cols or any(contract._active(c.when, run.params) for c in cols)

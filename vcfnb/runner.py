@@ -43,6 +43,19 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
           "list": (list,), "dict": (dict,)}
 
 
+#: top-level key of a params file that needs the real scans of ``../shared/data``
+#: (``VCFNB_SHARED_DATA`` overrides the folder): ``requires_shared_data: true``. It is not a
+#: notebook parameter; where that folder, or the file's ``cohort_dir`` built from it, is
+#: absent the run is skipped with a note (status ``skipped: ...``), not failed.
+SHARED_DATA_MARKER = "requires_shared_data"
+
+
+def shared_data_dir(root: Path) -> Path:
+    """The real-data folder: ``$VCFNB_SHARED_DATA`` or ``<root>/../shared/data``."""
+    return Path(os.environ.get("VCFNB_SHARED_DATA") or Path(root).resolve().parent / "shared"
+                / "data")
+
+
 class ParamsError(ValueError):
     """A params file does not match its notebook's parameters."""
 
@@ -249,7 +262,7 @@ class RunProgress:
         self.interval = float(os.environ.get("VCFNB_PROGRESS_INTERVAL", 60)
                               if interval is None else interval)
         self.stream = stream
-        self.section = "start"
+        self.section = ""
         self.index: int | None = None
         self._new_section = True
         self._finishing = False
@@ -262,7 +275,8 @@ class RunProgress:
         self._last = now = time.monotonic()
         where = ("starting the kernel" if self.index is None else
                  "all cells run, saving" if self._finishing else
-                 f"cell {self.index + 1}/{self.n_cells}: {self.section}{suffix}")
+                 f"cell {self.index + 1}/{self.n_cells}"
+                 f"{': ' + self.section if self.section else ''}{suffix}")
         print(f"  [{self.label}] {_clock(now - self._t0)} {where}",
               file=self.stream or sys.stdout, flush=True)
 
@@ -430,6 +444,16 @@ def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force:
         params = io.load_yaml(params_file) if params_file else {}
     except (OSError, ValueError) as exc:
         raise ParamsError(f"{source}: {exc}") from None
+    if params.pop(SHARED_DATA_MARKER, False):
+        cohort = Path(str(params.get("cohort_dir") or "."))
+        cohort = cohort if cohort.is_absolute() else root / cohort
+        why = (f"the real-data folder {shared_data_dir(root)} is absent"
+               if not shared_data_dir(root).is_dir() else
+               f"its cohort {cohort} (built from the real data) does not exist yet"
+               if not cohort.is_dir() else "")
+        if why:
+            return {"study": study, "run": run_name, "seconds": 0.0,
+                    "status": f"skipped: {why} (`{SHARED_DATA_MARKER}: true`)"}
     params.update(extra or {})
     validate_params(notebook, params, source=source)
     out_dir = root / "reports" / study / run_name
@@ -468,6 +492,14 @@ def run_notebook(notebook: Path, params_file: Path | None, root: Path, *, force:
         scrub_notebook(executed, params, root)
         export_html(executed)
     if status in ("ok", "stopped"):
+        try:  # model card + CLEAR/METRICS checklist, from the files the run left
+            from vcfnb import modelcard
+
+            modelcard.write_reports(out_dir)
+        except Exception as exc:  # noqa: BLE001 - a card problem must not stop other runs
+            print(f"  [{study}/{run_name}] model card not written: {type(exc).__name__}: "
+                  f"{exc}", file=sys.stderr, flush=True)
+    if status in ("ok", "stopped"):
         io.write_json({"stamp": stamp, "status": status, "seconds": round(seconds, 1),
                        "files": files}, stamp_file)
     return {"study": study, "run": run_name, "status": status, "seconds": round(seconds, 1)}
@@ -491,7 +523,9 @@ def check_all(root: Path) -> list[str]:
         if pf is None:
             continue
         try:
-            validate_params(nb, io.load_yaml(pf), source=str(pf.relative_to(root)))
+            given = io.load_yaml(pf)
+            given.pop(SHARED_DATA_MARKER, None)
+            validate_params(nb, given, source=str(pf.relative_to(root)))
         except (ParamsError, ValueError) as exc:
             errors.append(str(exc))
     return errors
@@ -520,6 +554,7 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
     if not notebook.is_file():
         raise ParamsError(f"no notebook {notebook.name} in {root / 'notebooks'}")
     given = io.load_yaml(params_file) if params_file else {}
+    given.pop(SHARED_DATA_MARKER, None)
     given.update(extra or {})
     validate_params(notebook, given, source=str(params_file or notebook))
     params = {}

@@ -11,8 +11,9 @@ Only what is specific to this study lives here; the notebook calls the generic l
   only without one is a stratified 7:3 split drawn;
 * which ROIs to extract (reader 1 of everyone, reader 2 of a reliability subset when the cohort
   has a second reader) and the three models T1WI, T2WI, T1WI+T2WI (:func:`model_groups`);
-* the real lumbar MRI cohort's level assignment (:func:`_levels_vb3`, :func:`_levels_by_position`)
-  and its simulated second reader (:func:`perturbed_reader`).
+* the radscore's probability link fitted on out-of-fold radscores (:func:`fit_radscore`).
+
+The real lumbar MRI cohort is built by :func:`vcfnb.sources.ensure_lumbar_cohort`.
 
 References
 ----------
@@ -25,7 +26,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from sklearn.model_selection import train_test_split
 
 from vcfnb import stats
@@ -36,7 +36,8 @@ __all__ = [
     "REQUIREMENTS", "LEVELS", "SEQUENCE_PREFIX", "dxa_rule", "dxa_summary", "label_cases",
     "outcome_source", "given_split", "split_internal", "split_counts", "baseline_tables",
     "extraction_settings", "rois_for_extraction", "model_groups", "selected_features",
-    "wilcoxon_by_split", "fit_radscore", "linked_test_auc", "roi_slices", "harmonisation_batches", "harmonisation_shift", "perturbed_reader",
+    "wilcoxon_by_split", "fit_radscore", "linked_test_auc", "roi_slices", "harmonisation_batches",
+    "harmonisation_shift",
 ]
 
 LEVELS = ("L1", "L2", "L3", "L4")
@@ -66,7 +67,9 @@ REQUIREMENTS = Requirements(
     min_per_class=2,
     test_size_param="test_size",
     main_models=("T1WI+T2WI",),
-    notes=("A `split` column (train/test/external) is the split used; left empty for the "
+    notes=("`{sequences}`: the sequences the `sequences` parameter names (default `T1`, `T2`); "
+           "every patient needs L1-L4 on each (in a features-only run, on one of them).",
+           "A `split` column (train/test/external) is the split used; left empty for the "
            "internal patients, a stratified split of `test_size` is drawn.",
            "With `outcome_from_dxa` (default) the outcome is derived from `age`, `t_score` and "
            "`z_score`; set it to false to take the `outcome` column as it is."),
@@ -176,6 +179,9 @@ def outcome_source(cases: pd.DataFrame, labelled: pd.DataFrame, rule: pd.DataFra
                 f"off): {k} of {n} patients labelled, {int(labelled[outcome].sum()) if k else 0} "
                 "abnormal.")
     known = rule[rule["abnormal"].notna()]
+    if known.empty:
+        return (f"The DXA rule labelled none of the {n} patients (no usable `age`, `t_score`, "
+                "`z_score` values): this run has no outcome.")
     agree = known["agrees"].sum() if known["cohort_outcome"].notna().any() else None
     text = (f"The outcome is derived from DXA by the rule above: it labelled {len(known)} of {n} "
             f"patients ({int(known['abnormal'].sum())} abnormal, "
@@ -461,61 +467,3 @@ def harmonisation_shift(X: pd.DataFrame, X_harmonised: pd.DataFrame, cases: pd.D
                      "median_abs_log_sd_ratio": float(np.nanmedian(ratio)),
                      "features_smd_gt_0.5": int(np.sum(smd > 0.5))})
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# the real lumbar MRI (../shared/data/lumbar_mri): level assignment and a simulated reader 2
-# ---------------------------------------------------------------------------------------------
-def perturbed_reader(mask: np.ndarray, rng=None, *, p_erode: float = 1 / 3,
-                     p_dilate: float = 1 / 3, jitter: float = 0.3, sigma: float = 1.5,
-                     axis: int = 0) -> np.ndarray:
-    """A simulated second reader's outline: ±1-voxel erosion/dilation plus a boundary jitter,
-    per slice along ``axis`` (:func:`vcfnb.synth._phantom.perturb_mask`). Never empties a slice.
-
-    Examples
-    --------
-    >>> m = np.zeros((3, 20, 20), bool); m[:, 5:15, 5:15] = True
-    >>> r = perturbed_reader(m, 0)
-    >>> bool(r.any()) and r.shape == m.shape
-    True
-    """
-    from vcfnb.synth._phantom import perturb_mask
-
-    g = generator(rng)
-    m = np.asarray(mask, bool)
-    out = np.zeros_like(m)
-    for k in range(m.shape[axis]):
-        sl = np.take(m, k, axis=axis)
-        if not sl.any():
-            continue
-        u = g.random()
-        if u < p_erode:
-            new = ndimage.binary_erosion(sl)
-            new = new if new.sum() >= 0.5 * sl.sum() else sl
-        elif u < p_erode + p_dilate:
-            new = ndimage.binary_dilation(sl)
-        else:
-            new = sl
-        new = perturb_mask(new, g, jitter=jitter, sigma=sigma)
-        idx = [slice(None)] * m.ndim
-        idx[axis] = k
-        out[tuple(idx)] = new if new.any() else sl
-    return out
-
-
-def _levels_vb3(arr: np.ndarray) -> dict[str, int]:
-    """VB3 masks: L1-L4 are labels 1-4."""
-    present = {int(v) for v in np.unique(arr) if v}
-    return {lev: i + 1 for i, lev in enumerate(LEVELS) if i + 1 in present}
-
-
-def _levels_by_position(arr: np.ndarray, lowest: str, si_axis: int = 1) -> dict[str, int]:
-    """Map L1-L4 to label values: bodies ordered by centroid, most caudal = ``lowest``."""
-    labels = [int(v) for v in np.unique(arr) if v]
-    cent = ndimage.center_of_mass(np.ones_like(arr), arr, labels)
-    order = [lab for _, lab in sorted(((c[si_axis], lab) for c, lab in zip(cent, labels)),
-                                      reverse=True)]  # rows run superior->inferior
-    names = ["S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8"]
-    start = names.index(lowest)
-    assigned = {names[start + i]: lab for i, lab in enumerate(order) if start + i < len(names)}
-    return {lev: assigned[lev] for lev in LEVELS if lev in assigned}

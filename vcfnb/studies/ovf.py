@@ -16,8 +16,8 @@ What lives here (the study's own rules; generic steps are :mod:`vcfnb.preprocess
   cohort's own compartment masks used as given;
 - :func:`density_readout` / :func:`patient_vbmd` -- vBMD through a linear HU → BMD calibration;
 - :func:`patient_table` -- per-patient compartment features = mean over the vertebrae;
-- :func:`ovf_models` -- the five logistic models of the paper as pipelines (radscores by
-  :class:`vcfnb.models.RadscoreModel` fitted inside each pipeline);
+- :func:`ovf_models` -- the five logistic models of the paper as pipelines (the compartment
+  radscores are :class:`vcfnb.models.RadscoreModel`, fitted inside each pipeline);
 - :func:`match_controls`, :func:`split_patients` -- the 1:2 propensity matching (before the
   split, as the paper) and the 7:3 split, or the cohort's own ``split`` column when given.
 
@@ -37,19 +37,20 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from vcfnb import contract, io, parallel, preprocess, selection
+from vcfnb import contract, io, parallel, preprocess
+from vcfnb.models import RadscoreModel
 from vcfnb.features import file_digest
 
 __all__ = [
     "LEVELS", "COMPARTMENTS", "MODEL_INPUTS", "REQUIREMENTS", "EFFICIENCY_TABLES", "parse_roi",
     "compartment_rois", "compartment_summary", "density_readout", "patient_vbmd",
-    "patient_features", "patient_table", "CompartmentRadscore", "radscore_formula",
-    "vertebra_radscores", "ovf_models", "match_controls", "split_patients", "resolve_cohort",
+    "patient_features", "patient_table", "ovf_models", "fitted_radscores", "selected_features",
+    "vertebra_scores", "match_controls", "split_patients", "resolve_cohort",
 ]
 
 #: the thoracolumbar levels of seed 003, cranial to caudal
@@ -284,142 +285,59 @@ def patient_table(features: pd.DataFrame, voi: pd.DataFrame, density: pd.DataFra
     return t
 
 
-# --------------------------------------------------------------------------------------------
-# radscores and the five models
-# --------------------------------------------------------------------------------------------
-class CompartmentRadscore(TransformerMixin, BaseEstimator):
-    """One compartment's radscore: max-abs scaling → mRMR top ``k`` → LASSO with CV.
-
-    Uses the columns ``<compartment>__*`` (finite, non-constant on the training rows), fitted on
-    the rows given to ``fit`` only; ``transform`` returns ``radscore_<compartment>`` =
-    ``intercept + Σ coef × scaled feature``. ``coef_``, ``intercept_``, ``scale_`` (max-abs
-    scales) and ``lasso_`` (the fitted :class:`vcfnb.selection.LassoSelector`) after fitting.
-
-    Examples
-    --------
-    >>> g = np.random.default_rng(0); X = pd.DataFrame(g.normal(size=(80, 12)), columns=[f"cortical__f{i}" for i in range(12)])
-    >>> y = (X.iloc[:, 0] + g.normal(size=80) > 0).astype(int)
-    >>> CompartmentRadscore("cortical", k=5, cv=5, random_state=0).fit(X, y).transform(X).shape
-    (80, 1)
-    """
-
-    def __init__(self, compartment: str = "cortical", k: int = 30, cv: int = 10,
-                 rule: str = "min", lam: float | None = None, random_state: int | None = None):
-        self.compartment = compartment
-        self.k = k
-        self.cv = cv
-        self.rule = rule
-        self.lam = lam
-        self.random_state = random_state
-
-    def fit(self, X: pd.DataFrame, y) -> CompartmentRadscore:
-        X = pd.DataFrame(X)
-        pre = f"{self.compartment}__"
-        sub = X[[c for c in X.columns if str(c).startswith(pre)]]
-        if sub.shape[1] == 0:
-            raise ValueError(f"no column starts with {pre!r}")
-        ok = np.isfinite(sub.to_numpy(float)).all(axis=0) & (sub.nunique() > 1).to_numpy()
-        self.columns_ = list(sub.columns[ok])
-        self.pipeline_ = Pipeline([
-            ("maxabs", selection.MaxAbsScaler()),
-            ("mrmr", selection.MRMRSelector(k=self.k, order="ranking")),
-            ("lasso", selection.LassoSelector(cv=self.cv, rule=self.rule, lam=self.lam,
-                                              random_state=self.random_state, min_features=1,
-                                              solver="liblinear", lambda_min_ratio=0.01,
-                                              n_lambdas=40, tol=1e-3, max_iter=2000)),
-        ]).set_output(transform="pandas").fit(X[self.columns_], np.asarray(y))
-        lasso = self.lasso_
-        self.coef_ = pd.Series(lasso.coef_.to_numpy(float),
-                               index=[str(c)[len(pre):] for c in lasso.coef_.index], name="coef")
-        self.intercept_ = float(lasso.intercept_)
-        self.scale_ = pd.Series(self.pipeline_.named_steps["maxabs"].scale_,
-                                index=[c[len(pre):] for c in self.columns_])
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        X = pd.DataFrame(X)
-        Z = X[[f"{self.compartment}__{c}" for c in self.coef_.index]].to_numpy(float) / \
-            self.scale_[self.coef_.index].to_numpy(float)
-        score = self.intercept_ + Z @ self.coef_.to_numpy(float)
-        return pd.DataFrame({f"radscore_{self.compartment}": score}, index=X.index)
-
-    def get_feature_names_out(self, input_features=None):
-        return np.array([f"radscore_{self.compartment}"], dtype=object)
-
-    @property
-    def lasso_(self):
-        """The fitted :class:`vcfnb.selection.LassoSelector` (``cv_results_``, ``path_``)."""
-        return self.pipeline_.named_steps["lasso"]
-
-
-def radscore_formula(model: CompartmentRadscore, *, digits: int = 4) -> str:
-    """The radscore as the paper prints it: ``Radscore = b0 + c1 * feature1 + ...`` (features
-    max-abs scaled: divided by their training maximum absolute value)."""
-    terms = [f"{model.intercept_:.{digits}f}"]
-    for name, c in model.coef_.sort_values(key=np.abs, ascending=False).items():
-        terms.append(f"{'+' if c >= 0 else '-'} {abs(c):.{digits}f} * {name}")
-    return f"Radscore_{model.compartment} = " + " ".join(terms)
-
-
-def vertebra_radscores(model: CompartmentRadscore, features: pd.DataFrame,
-                       voi: pd.DataFrame) -> pd.DataFrame:
-    """Each vertebra's radscore for one compartment: ``patient_id, level, radscore`` (their
-    mean per patient equals ``model.transform`` of :func:`patient_features`)."""
-    sel = (voi["compartment"] == model.compartment).to_numpy()
-    Z = features.loc[sel, list(model.coef_.index)].to_numpy(float) / \
-        model.scale_[model.coef_.index].to_numpy(float)
-    return pd.DataFrame({"patient_id": voi.loc[sel, "patient_id"].to_numpy(),
-                         "level": voi.loc[sel, "level"].to_numpy(),
-                         "radscore": model.intercept_ + Z @ model.coef_.to_numpy(float)})
-
-
 def ovf_models(*, k: int = 30, cv: int = 10, rule: str = "min", lam: dict | None = None,
-               random_state: int | None = None) -> dict[str, Pipeline]:
+               random_state: int | None = None, memory=None) -> dict[str, Pipeline]:
     """The five logistic models of seed 003 as unfitted pipelines on per-patient tables.
 
-    Each pipeline builds the inputs it needs (:data:`MODEL_INPUTS`) -- compartment radscores
-    fitted on the rows given to ``fit`` only, ``vbmd`` passed through -- and ends in an
-    unpenalised logistic regression, so refitting a pipeline (CV, permutation test) refits the
-    whole chain. ``lam``: fixed LASSO lambda per compartment (paper: 0.037 / 0.032).
+    Each pipeline computes both compartment radscores (fitted on the rows given to ``fit``
+    only) and ``vbmd``, keeps the inputs of its model (:data:`MODEL_INPUTS`) and ends in an
+    unpenalised logistic regression, so refitting a pipeline (CV folds, permutation test)
+    refits the whole chain. The radscore step is the same in all five pipelines: with
+    ``memory`` (a folder or :class:`joblib.Memory`, scikit-learn's pipeline cache) it is fitted
+    once per training set and shared, as the paper's five models share one pair of radscores.
+    ``lam``: fixed LASSO lambda per compartment (paper: 0.037 cortical, 0.032 cancellous).
     """
     lam = lam or {}
-    out = {}
-    for name, inputs in MODEL_INPUTS.items():
-        parts = [(c, CompartmentRadscore(c, k=k, cv=cv, rule=rule, lam=lam.get(c),
-                                         random_state=random_state), slice(None))
-                 for c in COMPARTMENTS if f"radscore_{c}" in inputs]
-        if "vbmd" in inputs:
-            parts.append(("vbmd", "passthrough", ["vbmd"]))
-        ct = ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
-        out[name] = Pipeline([("inputs", ct),
-                              ("logistic", LogisticRegression(C=np.inf, max_iter=5000))])
-    return out
+    inputs = ColumnTransformer(
+        [(c, RadscoreModel(scaler="maxabs", k=k, prefix=f"{c}__", lam=lam.get(c), cv=cv,
+                           rule=rule, n_lambdas=40, lambda_min_ratio=0.01, tol=1e-3,
+                           max_iter=2000, random_state=random_state, name=f"radscore_{c}"),
+          slice(None)) for c in COMPARTMENTS]
+        + [("vbmd", "passthrough", ["vbmd"])], verbose_feature_names_out=False,
+    ).set_output(transform="pandas")
+    return {name: Pipeline([("inputs", clone(inputs)),
+                            ("keep", ColumnTransformer([("keep", "passthrough", cols)])),
+                            ("logistic", LogisticRegression(C=np.inf, max_iter=5000))],
+                           memory=memory)
+            for name, cols in MODEL_INPUTS.items()}
 
 
-def fitted_radscores(model: Pipeline) -> dict[str, CompartmentRadscore]:
+def fitted_radscores(model: Pipeline) -> dict[str, RadscoreModel]:
     """The fitted compartment radscores inside a fitted :func:`ovf_models` pipeline."""
     ct = model.named_steps["inputs"]
     return {c: ct.named_transformers_[c] for c in COMPARTMENTS if c in ct.named_transformers_}
 
 
-def selected_features(radscores: dict[str, CompartmentRadscore]) -> pd.DataFrame:
+def selected_features(radscores: dict[str, RadscoreModel]) -> pd.DataFrame:
     """The LASSO-selected features per compartment with coefficients and the chosen lambda."""
     return pd.DataFrame([{"compartment": name, "feature": f, "coef": c,
                           "lambda": rs.lasso_.lambda_, "n_candidates": len(rs.columns_)}
                          for name, rs in radscores.items() for f, c in rs.coef_.items()])
 
 
-def vertebra_scores(radscores: dict[str, CompartmentRadscore], features: pd.DataFrame,
+def vertebra_scores(radscores: dict[str, RadscoreModel], features: pd.DataFrame,
                     voi: pd.DataFrame) -> pd.DataFrame:
-    """Each vertebra's cortical and cancellous radscore (one row per patient and level)."""
-    parts = [vertebra_radscores(rs, features, voi).rename(columns={"radscore": f"radscore_{n}"})
-             .set_index(["patient_id", "level"]) for n, rs in radscores.items()]
+    """Each vertebra's cortical and cancellous radscore (one row per patient and level; their
+    mean per patient is the patient radscore, by linearity)."""
+    parts = []
+    for comp, rs in radscores.items():
+        sel = (voi["compartment"] == comp).to_numpy()
+        idx = pd.MultiIndex.from_arrays([voi.loc[sel, "patient_id"], voi.loc[sel, "level"]])
+        score = rs.radscore(features.loc[sel].add_prefix(f"{comp}__"))
+        parts.append(pd.Series(score, index=idx, name=f"radscore_{comp}"))
     return pd.concat(parts, axis=1).reset_index()
 
 
-# --------------------------------------------------------------------------------------------
-# cohort: matching and split
-# --------------------------------------------------------------------------------------------
 def has_outcome(cases: pd.DataFrame, outcome: str = "outcome") -> bool:
     """True when ``cases`` carries a usable 0/1 outcome with both classes."""
     return outcome in cases and cases[outcome].notna().all() and cases[outcome].nunique() == 2
@@ -473,11 +391,11 @@ def split_patients(cases: pd.DataFrame, *, outcome: str = "outcome", test_size: 
         return s
     given = cases["split"].fillna("").astype(str) if "split" in cases else None
     if given is not None and (given != "").any():
-        if (given == "").any() or not (given == "train").any():
+        if (given == "").any() or not {"train", "test"} <= set(given):
             missing = list(ids[(given == "").to_numpy()][:5])
             raise ValueError("cases.csv has a split column but it is empty for "
-                             f"{int((given == '').sum())} patient(s) {missing} or has no train "
-                             "rows: fill it for every patient or remove the column")
+                             f"{int((given == '').sum())} patient(s) {missing} or lacks train or "
+                             "test rows: fill it for every patient or remove the column")
         s = pd.Series(given.to_numpy(), index=ids, name="split")
         s.attrs["source"] = "given"
         return s
@@ -499,10 +417,8 @@ def split_counts(split: pd.Series, cases: pd.DataFrame, *, outcome: str = "outco
 
 def select_rois(rois: pd.DataFrame, cases: pd.DataFrame, *, reader: str = "1") -> pd.DataFrame:
     """ROI rows of the (matched) patients and one reader."""
-    r = rois[rois["patient_id"].isin(set(cases["patient_id"].astype(str)))]
-    if "reader" in r and (r["reader"].astype(str) == str(reader)).any():
-        r = r[r["reader"].astype(str) == str(reader)]
-    return r.reset_index(drop=True)
+    keep = rois["patient_id"].isin(set(cases["patient_id"].astype(str)))
+    return rois[keep & (rois["reader"].astype(str) == str(reader))].reset_index(drop=True)
 
 
 def vbmd_agreement(density: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
@@ -519,23 +435,6 @@ def vbmd_agreement(density: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
                           "sd_difference": d.std(ddof=1), "pearson_r": r}])
 
 
-def calibration_curves(pred: pd.DataFrame, cal: pd.DataFrame, *, n_bins: int = 5) -> pd.DataFrame:
-    """Binned calibration curves of the rows of ``pred`` (one split), each model's name
-    carrying its Hosmer-Lemeshow p from ``cal`` (:func:`vcfnb.stats.calibration`)."""
-    from vcfnb import stats
-
-    out = []
-    for (model, split), d in pred.groupby(["model", "split"], sort=False):
-        hl = cal[(cal.model == model) & (cal.split == split)].hl_p
-        label = f"HL p = {hl.iat[0]:.2f}" if len(hl) and np.isfinite(hl.iat[0]) else "HL n/a"
-        c = stats.calibration_curve(d.y_true.to_numpy(), d.score.to_numpy(), n_bins=n_bins)
-        out.append(c.assign(model=f"{model} ({label})"))
-    return pd.concat(out, ignore_index=True)
-
-
-# --------------------------------------------------------------------------------------------
-# cohort resolution (built-in, user's, or real CT)
-# --------------------------------------------------------------------------------------------
 def resolve_cohort(run):
     """The run's cohort: as resolved by :func:`vcfnb.report.start_run`, or -- with the
     ``real_ct`` parameter -- the real-CT cohort (no outcome) built from ``shared_data`` under
@@ -551,7 +450,8 @@ def resolve_cohort(run):
 
     shared = Path(p.get("shared_data") or "../shared/data")
     shared = shared if shared.is_absolute() else (run.root / shared).resolve()
-    folder = sources.real_ct_cohort(shared, run.cache_dir / "cohorts" / "ovf-real-ct")
+    folder = sources.real_ct_cohort(shared, run.cache_dir / "cohorts" / "ovf-real-ct",
+                                    root=run.root)
     run.cohort = io.load_cohort(folder, require_outcome=False)
     run.simulated = False
     run.note("real CT vertebrae (TPTBox sample CT, TotalSegmentator example CT): no outcome labels")

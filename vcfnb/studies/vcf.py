@@ -173,6 +173,17 @@ def slice_axis(rois: pd.DataFrame, *, tol_deg: float = 20.0) -> int:
     return next(iter(axes.values()))
 
 
+def follow_axis(settings: Mapping | str, axis: int) -> Mapping | str:
+    """``settings`` unchanged, or, when they ask for by-slice (``force2D``) extraction, with the
+    slice dimension set to the sagittal ``axis`` of :func:`slice_axis` (a numpy axis, as
+    pyradiomics' ``force2Ddimension``)."""
+    s = feat.load_settings(settings)
+    if not s.get("setting", {}).get("force2D"):
+        return settings
+    s["setting"]["force2Ddimension"] = int(axis)
+    return s
+
+
 def table1_arm_a(cases: pd.DataFrame, *, outcome: str = "outcome") -> pd.DataFrame:
     """Seed 000 table 1: age, sex, tumour type (when given) and fracture site by group."""
     d = cases.assign(group=cases[outcome].map({1: "malignant", 0: "benign"}))
@@ -239,6 +250,9 @@ def split(cases: pd.DataFrame, *, test_size: float = 0.3, rng: int = 0,
     one (honoured as is), else a stratified split by patient with ``test_size``."""
     if "split" in cases and cases["split"].astype(str).str.lower().isin(["train"]).any():
         s = cases.set_index(cases.patient_id.astype(str))["split"].astype(str).str.lower()
+        if not s.isin(["train", "test"]).all():
+            raise ValueError(f"column 'split' may hold train/test only in this study (no external "
+                             f"cohort); found {sorted(set(s) - {'train', 'test'})}")
         return s.rename("split")
     train, test = models.split_by_patient(cases, outcome, test_size=test_size, rng=rng)
     s = pd.Series("train", index=cases.patient_id.astype(str), name="split")
@@ -299,11 +313,13 @@ def record_scores(run, scores: Mapping[str, pd.Series], y: pd.Series, split_: pd
                   splits: Sequence[str] = ("train", "test"), score_kind: str = "probability"
                   ) -> pd.DataFrame:
     """``run.predictions`` of every model in ``scores`` (name → score per patient) on each of
-    ``splits`` (``train`` here is resubstitution: the model was fitted on those patients)."""
+    ``splits``: ``train`` (resubstitution: the model was fitted on those patients) or
+    ``train_oof`` (scores of the training patients that are out of fold) and ``test``."""
     for name, s in scores.items():
         for sp in splits:
-            run.predictions(name, sp, score=s.reindex(split_.index[split_ == sp]).dropna(),
-                            y_true=y, score_kind=score_kind)
+            ids = split_.index[split_ == ("train" if sp == "train_oof" else sp)]
+            run.predictions(name, sp, score=s.reindex(ids).dropna(), y_true=y,
+                            score_kind=score_kind)
     return run.predictions_table
 
 
@@ -400,7 +416,7 @@ def dlrn_chain(X_dlr: pd.DataFrame, cases: pd.DataFrame, y: pd.Series, split_: p
     X = clinical_design(cases)[keep].join(dlr.rename("DLR_score"), how="inner")
     X = X[["DLR_score", *keep]]
     trx = split_.reindex(X.index) == "train"
-    m = LogisticRegression(penalty=None, max_iter=10000).fit(X[trx], y.reindex(X.index)[trx])
+    m = LogisticRegression(C=np.inf, max_iter=10000).fit(X[trx], y.reindex(X.index)[trx])
     score = pd.Series(m.predict_proba(X)[:, 1], index=X.index, name="DLRN")
     return {"selection": sel, "dlr_score": dlr, "clinical_table": table, "keep": keep,
             "design": X, "model": m, "score": score}
