@@ -121,7 +121,7 @@ def test_totalseg_class_folder_to_osteoporosis_cohort(totalseg, tmp_path):
     written = _array(out / "masks/ts1_vertebrae.nii.gz")
     for lev in ("L1", "L2", "L3", "L4"):
         np.testing.assert_array_equal(written == TOTALSEG[lev], seg == TOTALSEG[lev])
-    assert "whole vertebrae" in (out / "README.md").read_text()
+    assert "whole vertebrae" in (out / "README.md").read_text(encoding="utf-8")
     # a level absent from the output is listed, not silently dropped
     res2 = builders.from_totalseg(tmp_path / "thoracic", [{"patient_id": "ts1",
                                                            "image": totalseg["image"],
@@ -139,7 +139,7 @@ def test_builders_refuse_existing_folders_and_their_inputs(totalseg, tmp_path):
     (busy / "notes.txt").write_text("keep me")
     with pytest.raises(BuildError, match="exists and is not an empty folder"):
         builders.from_totalseg(busy, [scan])
-    assert (busy / "notes.txt").read_text() == "keep me"
+    assert (busy / "notes.txt").read_text(encoding="utf-8") == "keep me"
     classes = tmp_path / "classes"
     classes.mkdir()
     (classes / "vertebrae_L1.nii.gz").write_bytes(Path(totalseg["seg"]).read_bytes())

@@ -87,8 +87,8 @@ def test_saved_files(saved):
     out = saved["run"].out_dir / "models"
     assert sorted(p.name for p in out.iterdir()) == ["LR.json", "LR.skops", "Radscore.json",
                                                      "Radscore.skops"]
-    meta = json.loads((out / "LR.json").read_text())
-    m = json.loads((saved["run"].out_dir / "metrics.json").read_text())
+    meta = json.loads((out / "LR.json").read_text(encoding="utf-8"))
+    m = json.loads((saved["run"].out_dir / "metrics.json").read_text(encoding="utf-8"))
     assert meta["cutoff"] == m["models"]["LR"]["test"]["cutoff"]
     assert meta["cutoff_split"] == "train_oof"
     assert meta["input_columns"] == saved["cols"]
@@ -113,7 +113,7 @@ def test_predict_reproduces_recorded_test_scores(saved, tmp_path):
         r = rec[(rec["model"] == model) & (rec["split"] == "test")].set_index("patient_id")
         p = pred[pred["model"] == model].set_index("patient_id").loc[r.index]
         np.testing.assert_allclose(p["score"], r["score"], rtol=0, atol=1e-10)
-        meta = json.loads((saved["run"].out_dir / "models" / f"{model}.json").read_text())
+        meta = json.loads((saved["run"].out_dir / "models" / f"{model}.json").read_text(encoding="utf-8"))
         assert (p["predicted_class"] == (p["score"] >= meta["cutoff"]).astype(int)).all()
     # training patients lie inside the training ranges
     train = pred[pred["patient_id"].isin(saved["train"])]
@@ -161,7 +161,7 @@ def test_mismatched_cohort_is_refused(saved, tmp_path):
 def test_altered_or_untrusted_model_file_is_refused(saved, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(saved["run"].out_dir / "models", run_dir / "models")
-    meta = json.loads((run_dir / "models" / "LR.json").read_text())
+    meta = json.loads((run_dir / "models" / "LR.json").read_text(encoding="utf-8"))
     meta["sha256"] = "0" * 64
     (run_dir / "models" / "LR.json").write_text(json.dumps(meta))
     with pytest.raises(bundle.UntrustedModelError, match="altered"):

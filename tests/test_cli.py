@@ -72,7 +72,7 @@ def test_reproduce_runs_and_skips_unchanged(tiny_project):
     r = vcfnb("reproduce", "--study", "tiny", cwd=tiny_project)
     assert r.returncode == 0, r.stdout + r.stderr
     run = tiny_project / "reports" / "tiny" / "three"
-    assert "squared 9" in (run / "tiny.ipynb").read_text()
+    assert "squared 9" in (run / "tiny.ipynb").read_text(encoding="utf-8")
     assert (run / "tiny.html").is_file()
     again = vcfnb("reproduce", "--study", "tiny", "--params", "three", cwd=tiny_project)
     assert again.returncode == 0 and "unchanged (skipped)" in again.stdout

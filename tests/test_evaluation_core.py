@@ -118,7 +118,7 @@ def test_run_writes_one_predictions_table_and_valid_metrics(run, rng):
     table = pd.read_csv(run.out_dir / "tables" / "predictions.csv")
     assert list(table.columns) == stats.PREDICTION_COLUMNS and len(table) == 80
     run.record(stats.evaluate(run.predictions_table), stats.calibration(run.predictions_table))
-    payload = json.loads((run.out_dir / "metrics.json").read_text())
+    payload = json.loads((run.out_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics.validate(payload) == []
     assert set(payload["models"]["m"]) == {"train_oof", "test"}
     assert set(payload["models"]["m"]["test"]) == set(metrics.MODEL_FIELDS)
@@ -149,7 +149,7 @@ def test_permutation_observed_auc_must_equal_the_reported_one(run):
         run.record_permutation("LR", res, split="cv")
     run.metric("LR", "cv", auc=res.observed_auc)
     summary = run.record_permutation("LR", res, split="cv")
-    payload = json.loads((run.out_dir / "metrics.json").read_text())
+    payload = json.loads((run.out_dir / "metrics.json").read_text(encoding="utf-8"))
     assert payload["permutation"]["LR"]["n_permutations"] == 19
     assert payload["permutation"]["LR"]["p_value"] == pytest.approx(res.p_value)
     assert summary.model.iat[0] == "LR"
@@ -165,7 +165,7 @@ def test_paper_numbers_use_schema_names(run):
 def test_stop_sets_status(run):
     with pytest.raises(vc.report.StopRun):
         run.stop("no outcome labels")
-    payload = json.loads((run.out_dir / "metrics.json").read_text())
+    payload = json.loads((run.out_dir / "metrics.json").read_text(encoding="utf-8"))
     assert payload["status"] == "stopped" and payload["stopped_reason"] == "no outcome labels"
 
 

@@ -91,7 +91,7 @@ def test_written_files_are_0644(tmp_path, umask022):
     assert _mode(io.write_table(df, tmp_path / "t.csv")) == 0o644
     assert _mode(io.write_json({"a": 1}, tmp_path / "m.json")) == 0o644
     assert _mode(io.write_text("x", tmp_path / "r.html")) == 0o644
-    assert (tmp_path / "r.html").read_text() == "x"
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == "x"
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -103,7 +103,7 @@ def test_written_files_follow_the_umask_and_keep_an_existing_mode(tmp_path, umas
     p.write_text("old")
     p.chmod(0o600)
     io.write_text("new", p)
-    assert _mode(p) == 0o600 and p.read_text() == "new"
+    assert _mode(p) == 0o600 and p.read_text(encoding="utf-8") == "new"
 
 
 def test_feature_cache_entries_are_readable_and_complete(tmp_path, umask022):

@@ -76,10 +76,10 @@ def run_dir(tmp_path_factory):
 
 
 def test_card_equals_metrics_json(run_dir):
-    m = json.loads((run_dir / "metrics.json").read_text())
-    card = json.loads((run_dir / "run_card.json").read_text())
-    info = json.loads((run_dir / "model_card.json").read_text())
-    md = (run_dir / "model_card.md").read_text()
+    m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    card = json.loads((run_dir / "run_card.json").read_text(encoding="utf-8"))
+    info = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    md = (run_dir / "model_card.md").read_text(encoding="utf-8")
     assert info["intended_use"]["question"] == ("Is a spinal metastasis osteolytic or "
                                                 "osteoblastic?")
     d = info["data"]
@@ -118,7 +118,7 @@ def test_card_equals_metrics_json(run_dir):
 
 
 def test_checklist_filled_from_the_run(run_dir):
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     t = pd.read_csv(run_dir / "checklist.csv", keep_default_na=False)
     assert (t.loc[t["checklist"] == "CLEAR", "item"].tolist() == list(range(1, 59)))
     assert (t.loc[t["checklist"] == "METRICS", "item"].tolist() == list(range(1, 31)))
@@ -140,7 +140,7 @@ def test_checklist_filled_from_the_run(run_dir):
     assert item.loc[("CLEAR", 23), "answer"] == 'fixed bin width {"binWidth": 25}'
     assert "Is a spinal metastasis" in item.loc[("CLEAR", 6), "answer"]
     assert item.loc[("CLEAR", 41), "status"] == "from the run"
-    md = (run_dir / "checklist.md").read_text()
+    md = (run_dir / "checklist.md").read_text(encoding="utf-8")
     assert "clearchecklist.github.io" in md and "## METRICS (30 items" in md
 
 
@@ -153,7 +153,7 @@ def test_stopped_run_still_gets_a_card(tmp_path):
     paths = modelcard.write_reports(tmp_path)
     assert [x.name for x in paths] == ["model_card.md", "model_card.json", "checklist.md",
                                        "checklist.csv"]
-    md = (tmp_path / "model_card.md").read_text()
+    md = (tmp_path / "model_card.md").read_text(encoding="utf-8")
     assert "stopped — no outcome labels" in md and "none saved by this run" in md
     t = pd.read_csv(tmp_path / "checklist.csv", keep_default_na=False)
     assert len(t) == 88 and (t["status"] == modelcard.AUTHOR).sum() > 70
@@ -190,5 +190,5 @@ def test_runner_writes_card_and_checklist(tmp_path, monkeypatch):
     out = tmp_path / "reports" / "demo" / "default"
     for name in ("model_card.md", "model_card.json", "checklist.md", "checklist.csv"):
         assert (out / name).is_file(), name
-    info = json.loads((out / "model_card.json").read_text())
+    info = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert info["intended_use"]["question"] == "Does it work?"

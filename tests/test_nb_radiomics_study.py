@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from vcfnb import contract, io, metrics, runner, synth
+from vcfnb import models as vm
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "notebooks" / "radiomics_study.ipynb"
@@ -49,6 +51,89 @@ def test_parameters_and_params_files():
         runner.validate_params(NB, given, source=str(pf))
         if "requirements" in given:
             contract.Requirements.from_dict(given["requirements"])
+
+
+def test_check_cohort_reads_the_contract_from_the_params_file():
+    """`vcfnb check-cohort --study radiomics_study --params P` checks the params' own contract."""
+    pf = PARAMS / "metastasis_core.yaml"
+    unmet, _ = runner.check_cohort(ROOT, "radiomics_study", pf)
+    assert unmet.empty
+    req = {**io.load_yaml(pf)["requirements"], "rois": ["L1"]}
+    unmet, _ = runner.check_cohort(ROOT, "radiomics_study", pf, extra={"requirements": req})
+    assert unmet["problem"].str.contains("no ROI named 'L1'").any()
+
+
+def _toy(n=60, seed=0):
+    g = np.random.default_rng(seed)
+    X = pd.DataFrame(g.normal(size=(n, 5)), columns=[f"T1_f{i}" for i in range(5)],
+                     index=[f"p{i:02d}" for i in range(n)])
+    y = pd.Series((X["T1_f0"] + g.normal(scale=0.5, size=n) > 0).astype(int), index=X.index)
+    return X, y
+
+
+def test_study_split_honours_a_given_split_and_draws_otherwise():
+    cases = pd.DataFrame({"patient_id": [f"p{i}" for i in range(12)], "outcome": [0, 1] * 6,
+                          "split": ["train"] * 8 + ["test"] * 2 + ["external"] * 2})
+    s = vm.study_split(cases)
+    assert s.tolist() == cases["split"].tolist() and list(s.index) == list(cases.patient_id)
+    drawn = vm.study_split(cases.assign(split=[""] * 10 + ["external"] * 2), test_size=0.3,
+                           random_state=1)
+    assert drawn.iloc[-2:].tolist() == ["external"] * 2
+    assert drawn.iloc[:10].value_counts().to_dict() == {"train": 7, "test": 3}
+    assert set(vm.study_split(cases, design="external")) == {"train", "external"}
+    assert set(vm.study_split(cases, design="cv")) == {"cv"}
+    with pytest.raises(ValueError, match="some internal patients but not all"):
+        vm.study_split(cases.assign(split=["train"] * 9 + [""] + ["external"] * 2))
+    with pytest.raises(ValueError, match="design must be"):
+        vm.study_split(cases, design="bootstrap")
+
+
+def test_study_models_build_the_menu_and_reject_typos():
+    est = vm.study_models({"LR": "LR", "Radscore": {"model": "radscore", "selection": []},
+                           "SVC": {"model": "SVC", "tune": False}},
+                          selection=["variance", "zscore", ["mrmr", {"k": 3}]], tune=True,
+                          random_state=lambda key: len(key))
+    assert [n for n, _ in est["LR"].steps] == ["variance", "zscore", "mrmr", "tuned_lr"]
+    assert type(est["Radscore"]).__name__ == "RadscoreModel"
+    assert est["Radscore"].random_state == len("lasso")  # seeded from its own key
+    assert vm.score_kind(est["SVC"]) == "decision" and vm.score_kind(est["LR"]) == "probability"
+    with pytest.raises(ValueError, match="unknown selection step 'lasoo'"):
+        vm.study_models({"LR": "LR"}, selection=["lasoo"])
+    with pytest.raises(ValueError, match="unknown model 'XGB'"):
+        vm.study_models({"x": "XGB"})
+
+
+def test_holdout_predictions_average_rows_per_patient_and_link_the_radscore():
+    X, y = _toy()
+    rows = pd.concat([X, X + 0.01], keys=["L1", "L2"]).swaplevel().sort_index()
+    yr = y.reindex(rows.index.get_level_values(0)).to_numpy()
+    groups = rows.index.get_level_values(0).to_numpy()
+    split = np.where(pd.Index(groups).isin(X.index[:40]), "train", "test")
+    est = vm.study_pipeline([], ["radscore", {"cv": 3, "n_lambdas": 10}], random_state=0)
+    fitted, p = vm.holdout_predictions(est, rows, yr, split, cv=3, rng=0, groups=groups)
+    assert p.groupby("split").patient_id.nunique().to_dict() == {"test": 20, "train_oof": 40}
+    assert not p.duplicated(["split", "patient_id"]).any()
+    assert set(p.score_kind) == {"probability"} and p.score.between(0, 1).all()
+    # the permutation evaluator reproduces the reported test AUC exactly
+    from sklearn.metrics import roc_auc_score
+
+    test = p[p.split == "test"]
+    auc = roc_auc_score(test.y_true, test.score)
+    tr = split == "train"
+    ev = vm.holdout_evaluator(rows[~tr], y[test.patient_id], cv=3, rng=0, groups=groups[tr],
+                              test_groups=groups[~tr])
+    assert ev(est, rows[tr], yr[tr]) == pytest.approx(auc, abs=1e-12)
+
+
+def test_cv_splitters_first_repeat_is_the_single_splitter():
+    X, y = _toy()
+    a = vm.cv_splitters(5, 3, rng=np.random.default_rng(7))
+    b = vm.cv_splitter(5, rng=np.random.default_rng(7))
+    first = [t.tolist() for _, t in a[0].split(X, y)]
+    assert first == [t.tolist() for _, t in b.split(X, y)]
+    assert first != [t.tolist() for _, t in a[1].split(X, y)]
+    p = vm.cv_predictions(vm.study_pipeline(["zscore"], "LR", random_state=0), X, y, splitters=a)
+    assert p.groupby("repeat").size().tolist() == [60, 60, 60]
 
 
 @pytest.mark.slow
@@ -102,7 +187,8 @@ def test_given_split_is_honoured(tmp_path, cache):
     r["image"] = [str((src / p).resolve()) for p in r["image"]]
     r["mask"] = [str((src / p).resolve()) for p in r["mask"]]
     r.to_csv(cohort / "rois.csv", index=False)
-    out, m = _run(tmp_path, cache, cohort_dir=str(cohort), readers=["1"], n_permutations=2)
+    out, m = _run(tmp_path, cache, cohort_dir=str(cohort), readers=["1"], n_permutations=2,
+                  recovery=True, recovery_draws=1, recovery_permutations=3)
     assert metrics.validate(m) == []
     assert m["simulated"] is False
     pred = pd.read_csv(out / "tables" / "predictions.csv", dtype={"patient_id": str})
@@ -113,6 +199,8 @@ def test_given_split_is_honoured(tmp_path, cache):
             set(internal.patient_id) - set(test_ids)
     assert "external" not in set(pred.split)
     assert any(n.startswith("Single-reader mode") for n in m["notes"])
+    recovery = pd.read_csv(out / "tables" / "recovery_check.csv")
+    assert sorted(recovery["d"]) == [0.0, 1.0] and set(recovery["n_permutations"]) == {3}
 
 
 @pytest.mark.slow
@@ -138,11 +226,12 @@ def test_repeated_cv_per_roi_rows(tmp_path, cache):
     assert any("split column is ignored" in n for n in m["notes"])
 
 
-def _run_params(tmp_path: Path, cache: Path, study: str, params_file: Path, name: str) -> dict:
+def _run_params(tmp_path: Path, cache: Path, study: str, params_file: Path, name: str,
+                **extra) -> dict:
     import papermill as pm
 
     nb = ROOT / "notebooks" / f"{study}.ipynb"
-    params = io.load_yaml(params_file)
+    params = {**io.load_yaml(params_file), **extra}
     runner.validate_params(nb, params)
     out = tmp_path / name
     pm.execute_notebook(str(nb), str(tmp_path / f"{name}.ipynb"), kernel_name="vcfnb",
@@ -155,10 +244,12 @@ def _run_params(tmp_path: Path, cache: Path, study: str, params_file: Path, name
 def test_equivalent_to_osteoporosis_mri(tmp_path, cache):
     """Seed 002's core pipeline as a params file gives osteoporosis_mri's held-out AUCs (test
     and external, every radscore model) on the same built-in cohort with the same seed."""
+    # fewer permutations than the params files ask: they do not change the reported AUCs
     dedicated = _run_params(tmp_path, cache, "osteoporosis_mri",
-                            ROOT / "params" / "osteoporosis_mri" / "smoke.yaml", "dedicated")
+                            ROOT / "params" / "osteoporosis_mri" / "smoke.yaml", "dedicated",
+                            n_permutations=2)
     generic = _run_params(tmp_path, cache, "radiomics_study", PARAMS / "osteoporosis_core.yaml",
-                          "generic")
+                          "generic", n_permutations=2)
     assert metrics.validate(generic) == []
     for model in ("T1WI", "T2WI", "T1WI+T2WI"):
         for split in ("test", "external"):
@@ -172,12 +263,21 @@ def test_equivalent_to_osteoporosis_mri(tmp_path, cache):
 def test_equivalent_to_metastasis_lytic_blastic(tmp_path, cache):
     """Seed 004's core pipeline (SFS with an RBF SVM inside 10-fold CV) as a params file gives
     metastasis_lytic_blastic's cross-validated AUC on the same built-in cohort and seed."""
+    # fewer permutations than the params files ask: they do not change the reported AUC, and
+    # every permutation reruns the forward selection in every fold
     dedicated = _run_params(tmp_path, cache, "metastasis_lytic_blastic",
                             ROOT / "params" / "metastasis_lytic_blastic" / "smoke.yaml",
-                            "dedicated")
+                            "dedicated", n_permutations=2)
     generic = _run_params(tmp_path, cache, "radiomics_study", PARAMS / "metastasis_core.yaml",
-                          "generic")
+                          "generic", n_permutations=2)
     assert metrics.validate(generic) == []
     want = dedicated["models"]["radiomics"]["cv"]["auc"]
     assert want is not None
     assert generic["models"]["radiomics"]["cv"]["auc"] == pytest.approx(want, abs=1e-6)
+    # the same out-of-fold decision values, lesion by lesion
+    a = pd.read_csv(tmp_path / "dedicated" / "tables" / "predictions.csv", dtype={"patient_id": str})
+    b = pd.read_csv(tmp_path / "generic" / "tables" / "predictions.csv", dtype={"patient_id": str})
+    a = a[(a.model == "radiomics") & (a.split == "cv")].set_index("patient_id").sort_index()
+    b = b[(b.model == "radiomics") & (b.split == "cv")].set_index("patient_id").sort_index()
+    assert list(a.index) == list(b.index)
+    assert (a["score"] - b["score"]).abs().max() < 1e-6

@@ -36,13 +36,14 @@ def _build(source: Path, out: Path, shuffle_seed) -> None:
     exec(compile(code, str(DOC), "exec"), {"__name__": "new_study_snippet"})
 
 
-def _run(tmp_path: Path, cohort: Path, cache: Path, name: str) -> dict:
+def _run(tmp_path: Path, cohort: Path, cache: Path, name: str, **extra) -> dict:
     import papermill as pm
 
     params = io.load_yaml(PARAMS)
     assert params.pop(runner.SHARED_DATA_MARKER) is True
     assert params["cohort_dir"] == "data/cohorts/lumbar_vb3_rule"  # where the snippet writes
-    params.update(cohort_dir=str(cohort), out_dir=str(tmp_path / name), cache_dir=str(cache))
+    params.update(cohort_dir=str(cohort), out_dir=str(tmp_path / name), cache_dir=str(cache),
+                  **extra)
     runner.validate_params(NB, params)
     pm.execute_notebook(str(NB), str(tmp_path / f"{name}.ipynb"), kernel_name="vcfnb",
                         parameters=params, cwd=str(NB.parent), progress_bar=False)
@@ -84,8 +85,18 @@ def test_worked_example_recovers_the_rule(tmp_path, shared_data):
     assert m["main_models"] == ["LR"]
     assert m["models"]["LR"]["test"]["n"] == 20  # volunteers 09-12: the given split
     assert m["models"]["LR"]["test"]["auc"] >= 0.8
-    assert m["permutation"]["LR"]["p_value"] < 0.1
+    assert m["models"]["RandomForest"]["test"]["auc"] >= 0.8
+    assert m["permutation"]["LR"]["p_value"] <= 0.05  # 19 permutations: the smallest p there is
 
-    m0 = _run(tmp_path, shuffled, cache, "shuffled")
+    # 39 permutations, so that p could fall below 0.05 (with 19 it cannot: p >= 1/20)
+    m0 = _run(tmp_path, shuffled, cache, "shuffled", n_permutations=39)
     assert metrics.validate(m0) == []
+    assert m0["permutation"]["LR"]["n_permutations"] == 39
     assert m0["permutation"]["LR"]["p_value"] >= 0.05
+
+
+def test_doc_shows_the_shipped_params_file():
+    """The params file printed in docs/new_study.md is the shipped one, word for word."""
+    text = DOC.read_text(encoding="utf-8")
+    shown = re.search(r"declares everything:\n\n```yaml\n(.*?)```", text, flags=re.S).group(1)
+    assert shown.strip() == PARAMS.read_text(encoding="utf-8").strip()

@@ -167,7 +167,7 @@ def test_stamp_changes_with_every_cohort_file(project, tmp_path):
     cohort = project["cohort"]
     before = _stamp(project)
     assert _stamp(project) == before  # deterministic
-    for rel, edit in [("cases.csv", lambda p: p.write_text(p.read_text() + "C,1\n")),
+    for rel, edit in [("cases.csv", lambda p: p.write_text(p.read_text(encoding="utf-8") + "C,1\n")),
                       ("masks/A.nii.gz", lambda p: _rewrite(p, lambda a: a * 0 + (a > 0))),
                       ("images/B.nii.gz", lambda p: _rewrite(p, lambda a: a + 1))]:
         path = cohort / rel
@@ -204,12 +204,12 @@ def test_edited_cohort_reruns_instead_of_skipping(project):
     root, nb, site = project["root"], project["nb"], project["site"]
     again = runner.run_notebook(nb, site, root, progress=False)
     assert again["status"] == "unchanged (skipped)"
-    stamp = json.loads((project["report"] / ".run-stamp.json").read_text())
+    stamp = json.loads((project["report"] / ".run-stamp.json").read_text(encoding="utf-8"))
     assert set(stamp["files"]) == {"cohort_dir:images/A.nii.gz", "cohort_dir:images/B.nii.gz",
                                    "cohort_dir:masks/A.nii.gz", "cohort_dir:masks/B.nii.gz"}
     assert str(project["cohort"]) not in json.dumps(stamp)  # no absolute path of this machine
     cases = project["cohort"] / "cases.csv"
-    cases.write_text(cases.read_text().replace("B,1", "B,0"))
+    cases.write_text(cases.read_text(encoding="utf-8").replace("B,1", "B,0"))
     rerun = runner.run_notebook(nb, site, root, progress=False)
     assert rerun["status"] == "ok"
     assert runner.run_notebook(nb, site, root, progress=False)["status"] == \

@@ -105,7 +105,7 @@ def test_real_lumbar_cohort(shared_data, tmp_path, user_cohort):
     assert cohort.problems.empty, cohort.problems
     assert not cohort.simulated and "outcome" not in cohort.cases
     assert len(cohort.cases) == 23 and (cohort.rois.groupby("patient_id").size() == 8).all()
-    marker = json.loads((out / MARKER).read_text())
+    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
     assert marker["builder"] == "lumbar_mri_cohort" and out.name.endswith(marker["key"])
     # reused, not rebuilt; another seed gives another folder
     stamp = (out / MARKER).stat().st_mtime_ns

@@ -13,7 +13,7 @@ _SUBMODULES = (
     "io", "synth", "preprocess", "morphometry", "filters", "features", "reliability",
     "selection", "models", "stats", "plots", "report", "deep", "runner", "studies",
     "conformance", "plots_deep", "harmonize", "sources", "dicom_masks", "builders",
-    "parallel", "bundle", "modelcard", "montage",
+    "parallel", "bundle", "modelcard", "montage", "recovery", "contract",
 )
 __all__ = ["__version__", *_SUBMODULES]  # noqa: PLE0604 - names of lazily imported modules
 

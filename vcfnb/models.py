@@ -1372,8 +1372,11 @@ def study_pipeline(selection: Sequence[Any], model: Any, *, tune: bool = False,
     Returns
     -------
     estimator
-        The bare model when ``selection`` is empty and no tuning is asked (so a radscore alone
-        equals ``RadscoreModel(...)``), else a :func:`make_radiomics_pipeline` pipeline.
+        The bare model when ``selection`` is empty (so a radscore alone equals
+        ``RadscoreModel(...)``), else an imbalanced-learn ``Pipeline`` with pandas output, as
+        :func:`make_radiomics_pipeline` builds (steps named after the menu: ``zscore``,
+        ``variance``, ``mrmr``, ..., then the model's lower-case name, ``tuned_<name>`` when
+        tuned; repeats get ``_2``, ...).
 
     Examples
     --------
@@ -1385,12 +1388,12 @@ def study_pipeline(selection: Sequence[Any], model: Any, *, tune: bool = False,
     """
     from sklearn.feature_selection import VarianceThreshold
 
-    steps: list[Any] = []
+    steps: list[tuple[str, Any]] = []
     for item in selection:
         name, params = _step_spec(item)
-        low = name.lower()
+        low = {"standard": "zscore"}.get(name.lower(), name.lower())
         if low == "variance":
-            steps.append(VarianceThreshold(**params).set_output(transform="pandas"))
+            steps.append((low, VarianceThreshold(**params)))
             continue
         if low not in _STEP_FACTORIES:
             raise ValueError(f"unknown selection step {name!r}; choose from zscore, maxabs, "
@@ -1398,7 +1401,7 @@ def study_pipeline(selection: Sequence[Any], model: Any, *, tune: bool = False,
         est = _STEP_FACTORIES[low]()
         if "random_state" in est.get_params(deep=False) and "random_state" not in params:
             params["random_state"] = _seed_for(random_state, low)
-        steps.append(est.set_params(**params))
+        steps.append((low, est.set_params(**params)))
     name, params = _step_spec(model)
     low = name.lower()
     if low == "radscore":
@@ -1426,15 +1429,9 @@ def study_pipeline(selection: Sequence[Any], model: Any, *, tune: bool = False,
         return final
     named: list[tuple[str, Any]] = []
     seen: dict[str, int] = {}
-    for s in [*steps, final]:
-        key = {"standardscaler": "zscore", "maxabsscaler": "maxabs",
-               "randomoversampler": "oversample", "variancethreshold": "variance",
-               "univariatefilter": "univariate", "correlationfilter": "correlation",
-               "mrmrselector": "mrmr", "lassoselector": "lasso", "rfeselector": "rfe",
-               "sfsselector": "sfs", "gridsearchcv": "tuned_" + low,
-               "radscoremodel": "radscore"}.get(type(s).__name__.lower(), low)
+    for key, est in [*steps, ("tuned_" + low if tune else low, final)]:
         seen[key] = seen.get(key, 0) + 1
-        named.append((key if seen[key] == 1 else f"{key}_{seen[key]}", s))
+        named.append((key if seen[key] == 1 else f"{key}_{seen[key]}", est))
     pipe = sel.Pipeline(named)
     pipe.set_output(transform="pandas")
     return pipe

@@ -567,6 +567,8 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
     if features_only:
         params["require_outcome"] = False
     req = contract.for_study(study)
+    if req is None and isinstance(params.get("requirements"), dict):
+        req = contract.Requirements.from_dict(params["requirements"])  # declared in the params
     if req is None:
         raise ParamsError(f"{study} declares no cohort requirements")
     run = Run(study=study, params=params, root=root, out_dir=root / "reports" / study / "check",

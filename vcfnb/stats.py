@@ -1681,7 +1681,10 @@ def calibration(
             else:
                 try:
                     cs = calibration_slope_intercept(y, p)
-                    if np.isfinite(cs.slope) and abs(cs.slope) < 1e6:
+                    # near-separated fits (probabilities at 0/1 on the wrong side) give
+                    # logits of hundreds or more: not a calibration estimate
+                    if (np.isfinite(cs.slope) and np.isfinite(cs.intercept)
+                            and abs(cs.slope) < 1e3 and abs(cs.intercept) < 50):
                         row.update(calibration_slope=float(cs.slope),
                                    calibration_intercept=float(cs.intercept))
                     else:

@@ -80,8 +80,10 @@ REQUIREMENTS = contract.Requirements(
     columns=(
         contract.Column("{outcome}", "binary", needed_for="propensity matching and the models",
                         outcome=True),
-        contract.Column("age", "numeric", needed_for="propensity matching (`match_covariates`)"),
-        contract.Column("sex", "any", needed_for="propensity matching (`match_covariates`)"),
+        contract.Column("age", "numeric", needed_for="propensity matching (`match_covariates`)",
+                        when="require_outcome"),
+        contract.Column("sex", "any", needed_for="propensity matching (`match_covariates`)",
+                        when="require_outcome"),
     ),
     folds=(contract.Folds("oof_folds", on="train"),
            contract.Folds("lasso_cv", on="train", within=("oof_folds",))),
@@ -294,10 +296,18 @@ def ovf_models(*, k: int = 30, cv: int = 10, rule: str = "min", lam: dict | None
     unpenalised logistic regression, so refitting a pipeline (CV folds, permutation test)
     refits the whole chain. The radscore step is the same in all five pipelines: with
     ``memory`` (a folder or :class:`joblib.Memory`, scikit-learn's pipeline cache) it is fitted
-    once per training set and shared, as the paper's five models share one pair of radscores.
+    once per training set and shared, as the paper's five models share one pair of radscores;
+    a folder is keyed by the code of :mod:`vcfnb.models`, :mod:`vcfnb.selection` and the
+    scikit-learn version, so a changed radscore chain is never served from a stale cache.
     ``lam``: fixed LASSO lambda per compartment (paper: 0.037 cortical, 0.032 cancellous).
     """
     lam = lam or {}
+    if isinstance(memory, (str, os.PathLike)):  # a cache folder: key it by the radscore code
+        import sklearn
+
+        from vcfnb import models, selection
+        code = "|".join([sklearn.__version__, *(file_digest(m.__file__) for m in (models, selection))])
+        memory = str(Path(memory) / hashlib.sha256(code.encode()).hexdigest()[:16])
     inputs = ColumnTransformer(
         [(c, RadscoreModel(scaler="maxabs", k=k, prefix=f"{c}__", lam=lam.get(c), cv=cv,
                            rule=rule, n_lambdas=40, lambda_min_ratio=0.01, tol=1e-3,
