@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.vcfnb-installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k stats"`.
 PYTEST_ARGS ?=
 
-.PHONY: help env lint test test-fast reproduce lab cohorts benchmark clean clean-reports
+.PHONY: help env lint test test-heavy test-fast reproduce lab cohorts benchmark clean clean-reports
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,7 +31,10 @@ lint: $(STAMP) ## ruff over vcfnb/, tests/, notebooks/, benchmarks/; import-lint
 	$(VENV)/bin/lint-imports
 
 test: lint ## lint, then the whole test suite: doctests, unit, integration, real data (when ../shared/data exists), nbval on every notebook
-	MPLBACKEND=Agg $(PY) -m pytest vcfnb tests notebooks --doctest-modules --nbval-lax --nbval-kernel-name vcfnb -p no:cacheprovider $(PYTEST_ARGS)
+	MPLBACKEND=Agg $(PY) -m pytest vcfnb tests notebooks --doctest-modules --nbval-lax --nbval-kernel-name vcfnb -m "not heavy" -p no:cacheprovider $(PYTEST_ARGS)
+
+test-heavy: $(STAMP) ## the heaviest integration tests (notebook negative controls, equivalence runs, real-data worked example); .ci/run runs them after `make test`
+	MPLBACKEND=Agg $(PY) -m pytest tests -m heavy -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only (no notebooks, no papermill runs)
 	MPLBACKEND=Agg $(PY) -m pytest tests -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)

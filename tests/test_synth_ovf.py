@@ -219,7 +219,8 @@ def test_requirements_list_every_problem_at_once(small_cohort):
     from vcfnb.studies import ovf as study
 
     c = vc.io.load_cohort(small_cohort)
-    params = {"outcome": "outcome", "test_size": 0.3, "oof_folds": 2, "lasso_cv": 2}
+    params = {"outcome": "outcome", "test_size": 0.3, "oof_folds": 2, "lasso_cv": 2,
+              "require_outcome": True}
     ok = contract.check(study.REQUIREMENTS, c.cases, c.rois, params)
     assert set(ok["requirement"]) <= {"folds"}, ok  # 4 fracture patients: only folds can fail
     bad = contract.check(study.REQUIREMENTS, c.cases.drop(columns=["age"]),
@@ -227,3 +228,7 @@ def test_requirements_list_every_problem_at_once(small_cohort):
     where = set(bad["where"])
     assert {"cases.csv: age", "rois.csv: sequence CT", "parameter lasso_cv"} <= where, bad
     assert study.REQUIREMENTS.main_models == ("combined",)
+    # features-only (no outcome, no matching): the matching covariates are not required
+    fo = contract.check(study.REQUIREMENTS, c.cases.drop(columns=["age", "sex", "outcome"]),
+                        c.rois, {**params, "require_outcome": False}, features_only=True)
+    assert fo.empty, fo
