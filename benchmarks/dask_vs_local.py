@@ -65,8 +65,9 @@ def cohort_rois(patients: int, readers: int) -> pd.DataFrame:
     OVF notebook uses -- and reused from there.
     """
     from vcfnb import io, synth
+    from vcfnb.sources import data_root
 
-    folder = ROOT / "data" / "cohorts" / "ovf-smoke-seed0-signal1"
+    folder = data_root(ROOT) / "cohorts" / "ovf-smoke-seed0-signal1"
     t = time.perf_counter()
     synth.make_cohort("ovf", folder, size="smoke", seed=0, signal=1.0)
     print(f"cohort ovf smoke ready in {time.perf_counter() - t:.1f} s")

@@ -106,6 +106,7 @@ def make_project(study: str, params_name: str, where: Path, overrides: dict, *,
     """
     from vcfnb import io, runner, synth
     from vcfnb.report import STUDY_COHORT
+    from vcfnb.sources import data_root
 
     nb = ROOT / "notebooks" / f"{study}.ipynb"
     pf = ROOT / "params" / study / f"{params_name}.yaml"
@@ -131,7 +132,7 @@ def make_project(study: str, params_name: str, where: Path, overrides: dict, *,
             float(get("synthetic_signal", 1.0))
         folder = root / "data" / "cohorts" / f"{gen}-{size}-seed{seed}-signal{signal:g}"
         t = time.perf_counter()
-        mine = ROOT / "data" / "cohorts" / folder.name
+        mine = data_root(ROOT) / "cohorts" / folder.name
         if reuse_cohort and (mine / "cohort.json").is_file() and (mine / "rois.csv").is_file():
             shutil.copytree(mine, folder)
             how = "copied from data/cohorts, then checked"
@@ -316,6 +317,7 @@ def _benchmark(args, overrides: dict, where: Path) -> int:
                                           + ([os.environ["PYTHONPATH"]]
                                              if os.environ.get("PYTHONPATH") else [])))
     env.pop("VCFNB_DASK_SCHEDULER", None)  # the local pool, as make reproduce runs by default
+    env.pop("VCFNB_DATA_DIR", None)  # the throwaway project's own data/ (cohort, cache)
     out_dir = root / "reports" / study / pname
     cache = root / "data" / "cache"
     logs = {i: where / f"extract-run{i}.jsonl" for i in (1, 2, 3)}

@@ -62,8 +62,9 @@ def _bench_extract_module():
 
 def _cohort(study: str) -> pd.DataFrame:
     from vcfnb import io, synth
+    from vcfnb.sources import data_root
 
-    folder = ROOT / "data" / "cohorts" / f"{study}-smoke-seed0-signal1"
+    folder = data_root(ROOT) / "cohorts" / f"{study}-smoke-seed0-signal1"
     synth.make_cohort(study, folder, size="smoke", seed=0, signal=1.0)
     return io.load_cohort(folder).rois
 

@@ -12,14 +12,13 @@ which file and which entry point must report it. The checks run the real entry p
   papermill run of the metastasis notebook on the broken cohort that must complete, show the
   problems and failures tables and name the broken cases and files.
 
-The papermill run is shared with ``test_privacy.py`` and ``test_determinism.py`` through
-:func:`notebook_run` (cached per test session).
+The broken cohort and the papermill run are shared with ``test_privacy.py`` and
+``test_determinism.py`` through the session fixture ``broken_study`` (``tests/conftest.py``).
 """
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,62 +32,22 @@ from vcfnb.synth import broken
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "metastasis_lytic_blastic"
 NOTEBOOK = ROOT / "notebooks" / f"{STUDY}.ipynb"
-SMALL = {"setting": {"binWidth": 25}, "imageType": {"Original": {}},
-         "featureClass": {"shape": ["VoxelVolume"], "firstorder": ["Mean", "Entropy"],
-                          "glcm": ["Correlation", "JointEntropy"], "glszm": ["ZoneEntropy"]}}
-
-# ---------------------------------------------------------------------------------------------
-# shared, cached per session: the broken cohort and papermill runs of the notebook on it
-# ---------------------------------------------------------------------------------------------
-_CACHE: dict = {}
-
-
-def broken_cohort(factory) -> Path:
-    """The default broken cohort (all case-level defects), generated once per session."""
-    if "cohort" not in _CACHE:
-        _CACHE["cohort"] = broken.make_broken_cohort(factory.mktemp("broken") / "cohort")
-    return _CACHE["cohort"]
-
-
-def notebook_run(factory, name: str = "a") -> tuple[Path, dict]:
-    """Run the metastasis notebook on the broken cohort through the project's runner.
-
-    Each run gets its own throwaway project folder (``notebooks/`` with a copy of the notebook,
-    ``params/``), so the report lands in ``<tmp>/run_<name>/project/reports/<study>/default``
-    and nothing is written into the repository. Runs with different names use the same
-    parameters and share the feature cache. Returns (report folder, runner status record).
-    """
-    key = ("run", name)
-    if key not in _CACHE:
-        cohort = broken_cohort(factory)
-        declared = runner.notebook_parameters(NOTEBOOK)
-        params = {"cohort_dir": str(cohort)}
-        if "cache_dir" in declared:
-            params["cache_dir"] = str(cohort.parent / "cache")
-        if "n_permutations" in declared:
-            params["n_permutations"] = 2
-        if "cv_folds" in declared:
-            # ~20 complete cases (7 positive) are left: 10 folds would give folds without a
-            # positive case (that class of problem is tested on its own, see
-            # test_cv_fold_with_one_class_is_a_clear_error)
-            params["cv_folds"] = 5
-        root = factory.mktemp(f"run_{name}") / "project"
-        (root / "notebooks").mkdir(parents=True)
-        (root / "params").mkdir()
-        nb = Path(shutil.copy(NOTEBOOK, root / "notebooks" / NOTEBOOK.name))
-        record = runner.run_notebook(nb, None, root, force=True, extra=params)
-        _CACHE[key] = (root / "reports" / STUDY / "default", record)
-    return _CACHE[key]
 
 
 @pytest.fixture(scope="module")
-def cohort_dir(tmp_path_factory) -> Path:
-    return broken_cohort(tmp_path_factory)
+def cohort_dir(broken_study) -> Path:
+    return broken_study.cohort
 
 
 @pytest.fixture(scope="module")
-def defects(cohort_dir) -> pd.DataFrame:
-    return broken.read_defects(cohort_dir)
+def defects(broken_study) -> pd.DataFrame:
+    return broken_study.defects
+
+
+@pytest.fixture(scope="module")
+def small(broken_study) -> dict:
+    """A small pyradiomics settings dict (a few features of four classes)."""
+    return broken_study.settings
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +174,7 @@ def test_missing_label_column_defaults_to_1(cohort_dir, defects, tmp_path):
 # feature extraction
 # ---------------------------------------------------------------------------------------------
 
-def test_multilabel_mask_uses_only_the_given_label(cohort, defects, tmp_path):
+def test_multilabel_mask_uses_only_the_given_label(cohort, defects, small, tmp_path):
     d = _defect(defects, "multilabel_mask")
     row = cohort.rois[cohort.rois.file_row == int(d.row.split(":")[1])]
     assert len(row) == 1 and int(row.label.iloc[0]) == 1
@@ -225,7 +184,7 @@ def test_multilabel_mask_uses_only_the_given_label(cohort, defects, tmp_path):
     sitk.WriteImage(binary, str(tmp_path / "binary.nii.gz"))
     rois = pd.concat([row, row.assign(mask=str(tmp_path / "binary.nii.gz")),
                       row.assign(label=2)], ignore_index=True)
-    feats, fails = features.extract_with_failures(rois, SMALL, n_jobs=1, progress=False)
+    feats, fails = features.extract_with_failures(rois, small, n_jobs=1, progress=False)
     assert fails.empty, fails.to_string()
     cols = [c for c in feats.columns if c.startswith("original_")]
     np.testing.assert_array_equal(feats.loc[0, cols].to_numpy(float),
@@ -234,11 +193,11 @@ def test_multilabel_mask_uses_only_the_given_label(cohort, defects, tmp_path):
     assert feats.loc[2, "original_shape_VoxelVolume"] > feats.loc[0, "original_shape_VoxelVolume"]
 
 
-def test_tiny_mask_is_a_failure_row_and_the_rest_is_extracted(cohort, defects):
+def test_tiny_mask_is_a_failure_row_and_the_rest_is_extracted(cohort, defects, small):
     d = _defect(defects, "tiny_mask")
     ok_pid = sorted(set(cohort.cases.patient_id) - set(defects.patient_id))[0]
     rois = cohort.rois[cohort.rois.patient_id.isin([d.patient_id, ok_pid])]
-    feats, fails = features.extract_with_failures(rois, SMALL, n_jobs=1, progress=False)
+    feats, fails = features.extract_with_failures(rois, small, n_jobs=1, progress=False)
     assert len(feats) == len(rois) == 6
     assert len(fails) == 1, fails.to_string()
     f = fails.iloc[0]
@@ -248,30 +207,16 @@ def test_tiny_mask_is_a_failure_row_and_the_rest_is_extracted(cohort, defects):
     assert good.filter(like="original_").notna().all().all()
 
 
-def _raw_rois(cohort_dir: Path, defects: pd.DataFrame, kinds) -> pd.DataFrame:
-    raw = pd.read_csv(cohort_dir / "rois.csv", dtype={"patient_id": str})
-    rows = [int(_defect(defects, k).row.split(":")[1]) - 1 for k in kinds]
-    sub = raw.iloc[rows].copy()
-    sub["image"] = [str(cohort_dir / p) for p in sub.image]
-    sub["mask"] = [str(cohort_dir / p) for p in sub["mask"]]
-    sub.index = list(kinds)
-    return sub
-
-
-EXTRACT_FAILS = ["missing_image", "corrupt_nifti", "truncated_nifti", "geometry_spacing",
-                 "geometry_origin", "geometry_direction", "geometry_size", "empty_mask",
-                 "label_absent", "nonfinite_voxels", "dicom_missing_slice", "tiny_mask"]
-
-
-def test_extract_on_unvalidated_rows_names_case_and_file(cohort_dir, defects):
+def test_extract_on_unvalidated_rows_names_case_and_file(broken_study, defects, small):
     """Without load_cohort in front, extraction still turns every bad ROI into a failures row."""
-    kinds = EXTRACT_FAILS + ["multilabel_mask", "dicom_identifiers"]
-    rois = _raw_rois(cohort_dir, defects, kinds)
-    feats, fails = features.extract_with_failures(rois, SMALL, n_jobs=1, progress=False)
+    extract_fails = broken_study.extract_fails
+    kinds = extract_fails + ["multilabel_mask", "dicom_identifiers"]
+    rois = broken_study.raw_rois(kinds)
+    feats, fails = features.extract_with_failures(rois, small, n_jobs=1, progress=False)
     assert list(feats.index) == kinds
     by_row = fails.groupby("row")
-    assert set(by_row.groups) == set(EXTRACT_FAILS), fails[["row", "reason"]].to_string()
-    for kind in EXTRACT_FAILS:
+    assert set(by_row.groups) == set(extract_fails), fails[["row", "reason"]].to_string()
+    for kind in extract_fails:
         d = _defect(defects, kind)
         f = by_row.get_group(kind).iloc[0]
         assert f.patient_id == d.patient_id
@@ -284,10 +229,10 @@ def test_extract_on_unvalidated_rows_names_case_and_file(cohort_dir, defects):
         assert feats.loc[kind].filter(like="original_").notna().all(), kind
 
 
-def test_extract_reason_for_nonfinite_voxels_says_so(cohort_dir, defects):
+def test_extract_reason_for_nonfinite_voxels_says_so(broken_study, defects, small):
     """A NaN/Inf image must not fail with numpy's 'arange: cannot compute length'."""
-    rois = _raw_rois(cohort_dir, defects, ["nonfinite_voxels"])
-    _, fails = features.extract_with_failures(rois, SMALL, n_jobs=1, progress=False)
+    rois = broken_study.raw_rois(["nonfinite_voxels"])
+    _, fails = features.extract_with_failures(rois, small, n_jobs=1, progress=False)
     assert len(fails) == 1
     reason = fails.reason.iloc[0]
     assert re.search(r"nan|inf|non-?finite", reason, re.I), reason
@@ -383,8 +328,8 @@ def _tables(report: Path, word: str) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_notebook_completes_and_names_every_broken_case(tmp_path_factory, defects):
-    report, record = notebook_run(tmp_path_factory)
+def test_notebook_completes_and_names_every_broken_case(broken_study, defects):
+    report, record = broken_study.run()
     assert record["status"] == "ok", record
     metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["models"], "the study must go on with the valid cases"

@@ -149,7 +149,8 @@ def test_cohort_from_folders(shared_data, tmp_path):
     assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
 
 
-def test_extract_writes_a_cached_feature_table(ovf_cohort, tmp_path):
+def test_extract_writes_a_cached_feature_table(ovf_cohort, tmp_path, monkeypatch):
+    monkeypatch.delenv("VCFNB_DATA_DIR", raising=False)  # the default cache, not the session's
     settings = tmp_path / "settings.yaml"
     settings.write_text("setting: {binWidth: 25}\nimageType: {Original: {}}\n"
                         "featureClass: {shape: [VoxelVolume], firstorder: [Mean]}\n")

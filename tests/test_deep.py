@@ -430,3 +430,90 @@ def test_25d_neighbours_are_a_distance_in_mm(tmp_path):
     _, old = deep.build_stacks(pd.DataFrame(rows), params=deep.preset("smoke", k_mm=None),
                                progress=False)
     assert old.loc["p3", "k_slices"] == 5  # the slice count of the old behaviour stays available
+
+
+# --------------------------------------------------------------------------- out-of-fold DL chain
+def _oof_cohort(tmp_path, rng, n=14):
+    rois, labels = _write_cohort(tmp_path, rng, n=n)
+    return rois, labels, [f"C{i}" for i in range(n - 4)]  # 10 training (5/5), 4 test
+
+
+def test_deep_oof_fold_networks_never_see_their_fold(tmp_path, rng, monkeypatch):
+    """Stacking without label leakage: every fine-tuning is instrumented (what `_finetune` really
+    receives); fold network k never gets fold k's images or labels, each training patient's
+    out-of-fold DL score and the chain fitted on its features come from that network, and the
+    label-independent frozen trunk is computed once for all networks."""
+    rois, labels, train = _oof_cohort(tmp_path, rng)
+    calls, trunk_runs = [], []
+    real_ft, real_run = deep._finetune, deep._run
+
+    def spy_ft(model, inputs, y, *a, **kw):
+        calls.append((inputs.clone(), np.asarray(y).copy()))
+        return real_ft(model, inputs, y, *a, **kw)
+
+    def spy_run(*a, **kw):
+        trunk_runs.append(a[1].shape[0])
+        return real_run(*a, **kw)
+
+    monkeypatch.setattr(deep, "_finetune", spy_ft)
+    monkeypatch.setattr(deep, "_run", spy_run)
+    res = deep.deep_oof(rois, labels[train], train, folds=3, root=tmp_path, rng=3,
+                        params=deep.preset("smoke", size=SIZE, epochs=1), progress=False)
+    stacks, ids = res.full.stacks, list(res.full.slices.index)
+
+    def who(inputs):  # the patients whose 2.5D stacks a fine-tuning received
+        return [next(p for j, p in enumerate(ids) if torch.equal(x, stacks[j])) for x in inputs]
+
+    assert len(calls) == 1 + 3 and trunk_runs == [len(ids) * 3]  # frozen trunk: once, every image
+    assert sorted(who(calls[0][0])) == sorted(train)  # the full network: all training patients
+    assert sorted(res.fold.index) == sorted(train) and set(res.fold) == {0, 1, 2}
+    for k in range(3):
+        held = set(res.fold.index[res.fold == k])
+        got = who(calls[1 + k][0])
+        assert held and held.isdisjoint(got), k  # fold k never reaches its own network
+        assert sorted(got) == sorted(set(train) - held) == sorted(res.fold_train_ids[k])
+        np.testing.assert_array_equal(calls[1 + k][1], labels[got].to_numpy())
+    dl = res.dl_scores()
+    for pid in train:
+        k = res.fold[pid]
+        assert dl.loc[pid, "fold"] == k
+        assert dl.loc[pid, "oof"] == res.fold_scores[k][pid] != res.scores[pid]
+    assert dl.loc[[c for c in ids if c not in train], "oof"].isna().all()
+    # a downstream chain: fitted per fold on that fold network's features and the other folds
+    seen = []
+
+    def fit(features, fit_ids):
+        seen.append((features, list(fit_ids)))
+        return {"s": features["DL_0"] * 0 + len(seen)}  # score = which fit produced it
+
+    frame = res.chain(fit)["s"]
+    assert [f is res.fold_features[k] for k, (f, _) in enumerate(seen[:3])] == [True] * 3
+    assert seen[3][0] is res.features and sorted(seen[3][1]) == sorted(train)
+    for k in range(3):
+        assert set(seen[k][1]).isdisjoint(res.fold.index[res.fold == k])
+        assert (frame.loc[res.fold.index[res.fold == k], "oof"] == k + 1).all()
+    test_ids = [c for c in ids if c not in train]
+    assert (frame.loc[test_ids, "full"] == 4).all() and (frame.loc[test_ids, "fold_mean"] == 2).all()
+
+
+def test_deep_oof_deterministic_and_full_network_unchanged(tmp_path, rng):
+    """Same seed → identical folds, out-of-fold scores and features; the full network is the one
+    deep_features_for_cohort fine-tunes with the same seed; too few patients per class for the
+    folds are refused before any work."""
+    rois, labels, train = _oof_cohort(tmp_path, rng)
+    kw = dict(root=tmp_path, params=deep.preset("smoke", size=SIZE, epochs=1), progress=False)
+    a = deep.deep_oof(rois, labels[train], train, folds=3, rng=5, **kw)
+    b = deep.deep_oof(rois, labels[train], train, folds=3, rng=5, **kw)
+    pd.testing.assert_frame_equal(a.dl_scores(), b.dl_scores())
+    for fa, fb in zip(a.fold_features, b.fold_features):
+        pd.testing.assert_frame_equal(fa, fb)
+    single = deep.deep_features_for_cohort(rois, labels[train], train, rng=5, **kw)
+    pd.testing.assert_frame_equal(a.features, single.features)
+    assert not a.fold_features[0].equals(a.features)  # the fold networks are other networks
+    summ = a.summary()
+    assert list(summ.network) == ["all training patients"] + [f"fold {k} of 3 held out"
+                                                               for k in (1, 2, 3)]
+    assert summ.n_train_cases.tolist() == [10] + [len(i) for i in a.fold_train_ids]
+    assert set(a.logs().network) == {"all training patients", "fold 1", "fold 2", "fold 3"}
+    with pytest.raises(ValueError, match="at least 6 training patients per class"):
+        deep.deep_oof(rois, labels[train], train, folds=6, rng=5, **kw)

@@ -2,7 +2,8 @@
 
 * the metastasis notebook is run twice through the project's runner with the same parameters
   into different report folders (the first run is the bad-input run of ``test_badinput.py``, on
-  the broken cohort, so the problems and failures tables are compared too): ``metrics.json``
+  the broken cohort of the session fixture ``broken_study`` in tests/conftest.py, so the
+  problems and failures tables are compared too): ``metrics.json``
   and every ``tables/*.csv`` -- provenance included, which must not depend on where the report
   or the cache lives -- are byte-identical;
 * extraction on a batch with failures gives the same features and the same failures table with
@@ -23,15 +24,13 @@ import textwrap
 import pandas as pd
 import pytest
 
-from test_badinput import EXTRACT_FAILS, SMALL, _raw_rois, broken_cohort, notebook_run
 from vcfnb import features
-from vcfnb.synth import broken
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    a, rec_a = notebook_run(tmp_path_factory, "a")
-    b, rec_b = notebook_run(tmp_path_factory, "b")
+def two_runs(broken_study):
+    a, rec_a = broken_study.run("a")
+    b, rec_b = broken_study.run("b")
     assert rec_a["status"] == rec_b["status"], (rec_a, rec_b)
     return a, b
 
@@ -71,32 +70,30 @@ def test_notebook_twice_gives_identical_figures(two_runs):
     assert not differ, f"figures differ: {differ}"
 
 
-def test_failures_and_features_do_not_depend_on_workers(tmp_path_factory):
-    cohort = broken_cohort(tmp_path_factory)
-    defects = broken.read_defects(cohort)
-    rois = _raw_rois(cohort, defects, EXTRACT_FAILS + ["multilabel_mask", "dicom_identifiers"])
-    one, f1 = features.extract_with_failures(rois, SMALL, n_jobs=1, progress=False)
-    two, f2 = features.extract_with_failures(rois, SMALL, n_jobs=2, progress=False)
+def test_failures_and_features_do_not_depend_on_workers(broken_study):
+    fails = broken_study.extract_fails
+    rois = broken_study.raw_rois(fails + ["multilabel_mask", "dicom_identifiers"])
+    small = broken_study.settings
+    one, f1 = features.extract_with_failures(rois, small, n_jobs=1, progress=False)
+    two, f2 = features.extract_with_failures(rois, small, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(one, two, check_exact=True)
     pd.testing.assert_frame_equal(f1, f2, check_exact=True)
-    assert len(f1) == len(EXTRACT_FAILS)
+    assert len(f1) == len(fails)
 
 
-def test_extract_with_workers_then_joblib_parallel(tmp_path_factory, tmp_path):
+def test_extract_with_workers_then_joblib_parallel(broken_study, tmp_path):
     """A notebook extracts with n_jobs=2 and then cross-validates with joblib.Parallel(n_jobs=2)
     in the same kernel: the second must not crash on the worker pool the first left behind
     ('_ReusablePoolExecutor' object has no attribute '_temp_folder_manager'). Run in a fresh
     interpreter so this process's pool state does not matter."""
-    cohort = broken_cohort(tmp_path_factory)
-    rois = _raw_rois(cohort, broken.read_defects(cohort),
-                     ["multilabel_mask", "dicom_identifiers", "tiny_mask"])
+    rois = broken_study.raw_rois(["multilabel_mask", "dicom_identifiers", "tiny_mask"])
     rois.to_csv(tmp_path / "rois.csv", index=False)
     code = textwrap.dedent(f"""
         import pandas as pd
         from joblib import Parallel, delayed
         from vcfnb import features
         rois = pd.read_csv({str(tmp_path / "rois.csv")!r}, dtype={{"patient_id": str}})
-        feats = features.extract(rois, {SMALL!r}, n_jobs=2, progress=False)
+        feats = features.extract(rois, {broken_study.settings!r}, n_jobs=2, progress=False)
         assert feats.shape[0] == 3
         assert Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
         print("OK")

@@ -155,6 +155,25 @@ def test_permutation_observed_auc_must_equal_the_reported_one(run):
     assert summary.model.iat[0] == "LR"
 
 
+def test_zero_permutations_are_said_not_recorded(run):
+    """`n_permutations: 0` (a null-coverage run, a quick look): no test is recorded in
+    metrics.json, the report says it did not run, and the null plot says so too."""
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    y = (X[:, 0] > 0).astype(int)
+    res = models.permutation_test(models.make_classifier("LR"), X, y, cv=3, n_permutations=0,
+                                  rng=0)
+    run.metric("LR", "cv", auc=res.observed_auc, n=40)
+    summary = run.record_permutation("LR", res, split="cv")
+    payload = json.loads((run.out_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert payload["permutation"] == {} and metrics.validate(payload) == []
+    assert any("not run (0 permutations)" in n for n in payload["notes"])
+    assert summary.n_permutations.iat[0] == 0 and np.isnan(summary.null_mean.iat[0])
+    from vcfnb import plots
+
+    ax = plots.plot_permutation_null(res.null_auc, res.observed_auc)
+    assert any("no label permutations" in t.get_text() for t in ax.texts)
+
+
 def test_paper_numbers_use_schema_names(run):
     run.metric("m", "test", auc=0.8)
     assert run.paper_vs_run({"m/test/auc": 0.9}).this_run.iat[0] == pytest.approx(0.8)
@@ -347,9 +366,10 @@ def test_recovery_check_finds_a_planted_effect_and_not_a_null_one():
     assert recovery.default_features(X.columns) == names[:3]
     pipe = models.make_radiomics_pipeline(["zscore", "LR"], rng=0)
     table = recovery.recovery_check(pipe, X, effects=(0.0, 1.0), n_draws=1, cv=5,
-                                    n_permutations=19, rng=1)
+                                    n_permutations=39, rng=1)
     s = recovery.summary(table).set_index("d")
     assert s.loc[1.0, "power"] == 1.0 and s.loc[1.0, "mean_auc"] >= 0.7
+    assert (table.loc[table.d == 1.0, "p_value"] < 0.05).all()
     assert s.loc[0.0, "power"] == 0.0
     with pytest.raises(ValueError, match="no feature"):
         recovery.plant_effect(X[names[3:]], 1.0)

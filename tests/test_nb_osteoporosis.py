@@ -6,6 +6,9 @@
    GIVEN split, no external cohort, invented DXA columns): the split is honoured, the cohort
    folder is byte-identical afterwards, the single-reader and no-external steps say so; a copy
    with planted faults is refused listing every fault, before anything is extracted.
+3. The saved models (``models/``) reproduce the recorded validation scores from the cohort
+   (:func:`vcfnb.bundle.verify`), and the external scores of the headline tables are those of the
+   features as extracted (ComBat only in the sensitivity table).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vcfnb import bundle, modelcard, runner
 from vcfnb import metrics as schema
 from vcfnb.stats import PREDICTION_COLUMNS
 
@@ -116,14 +120,17 @@ def test_report_files(null_run):
     for name in ("dxa_rule", "icc", "icc_summary", "table1_baseline", "table4_external_baseline",
                  "table2_training", "table3_validation", "table5_external", "delong",
                  "hosmer_lemeshow", "external_harmonisation", "harmonisation_shift",
-                 "permutation_T1WI_T2WI", "paper_vs_run", "provenance", "radscore_models",
-                 "predictions"):
+                 "table5_external_combat_sensitivity", "feature_contributions", "saved_models",
+                 "case_montage", "permutation_T1WI_T2WI", "paper_vs_run", "provenance",
+                 "radscore_models", "predictions"):
         assert name in tables, name
     figures = {p.stem for p in (null_run / "figures").glob("*.png")}
     for name in ("fig2_coefficients", "fig3_correlation_heatmap", "fig4_clustered_heatmap",
                  "fig5_radscore_train", "fig7_decision_curve", "fig8_calibration",
-                 "fig9_external_roc", "permutation_null"):
+                 "fig9_external_roc", "permutation_null", "flow_diagram", "case_montage",
+                 "feature_contributions"):
         assert name in figures, name
+    assert not (null_run / "tables" / "recovery_check.csv").exists()  # off by default
     icc = pd.read_csv(null_run / "tables" / "icc.csv")
     assert {"sequence", "feature", "icc", "kept"} <= set(icc.columns)
     for name in ("boxsigmaimage_glcm_Correlation",
@@ -147,6 +154,65 @@ def test_report_text_describes_the_run(null_run):
     assert "from 3 folds" in text
     assert "Intensity normalisation is on" in text
     assert "labelled 56 of 56 patients" in text  # the DXA rule says what it did
+
+
+def test_defaults_headline_unharmonised_and_permutations_auto():
+    """The paper harmonised nothing: ComBat is off by default and in every params file; the
+    permutations resolve from "auto" (99 on paper-sized or user cohorts)."""
+    import yaml
+
+    params = runner.notebook_parameters(NOTEBOOK)
+    assert params["harmonisation"][1].strip("'\"") == "none"
+    assert params["n_permutations"][1].strip("'\"") == "auto"
+    assert params["recovery"][1] == "False"
+    for f in (ROOT / "params" / "osteoporosis_mri").glob("*.yaml"):
+        assert yaml.safe_load(f.read_text(encoding="utf-8")).get("harmonisation", "none") == \
+            "none", f.name
+    paper = yaml.safe_load((ROOT / "params" / "osteoporosis_mri" / "paper.yaml").read_text())
+    assert paper["n_permutations"] == 99
+
+
+@pytest.mark.slow
+def test_external_headline_unharmonised_combat_sensitivity(null_run):
+    """The headline external rows are the models on the features as extracted: the saved models
+    applied to the cohort's own scans reproduce them (ComBat would move them); ComBat's external
+    results sit in a separate sensitivity table, not in metrics.json."""
+    cohort = ROOT / "data" / "cohorts" / json.loads(
+        (null_run / "run_card.json").read_text(encoding="utf-8"))["cohort"]
+    pred = bundle.predict(null_run, cohort, cache_dir=null_run.parent / "cache")
+    rec = pd.read_csv(null_run / "tables" / "predictions.csv", dtype={"patient_id": str})
+    for model in MODELS:
+        r = rec[(rec.model == model) & (rec.split == "external")].set_index("patient_id")
+        p = pred[pred.model == model].set_index("patient_id").loc[r.index, "score"]
+        np.testing.assert_allclose(p.to_numpy(), r["score"].to_numpy(), rtol=0, atol=1e-9)
+    v = bundle.verify(null_run, cohort, predicted=pred)
+    assert set(v.model) == MODELS and set(v.split) == {"test"} and v.reproduced.all()
+    sens = pd.read_csv(null_run / "tables" / "table5_external_combat_sensitivity.csv")
+    assert set(sens.model) == {f"{m}+ComBat" for m in MODELS}
+    assert set(sens.harmonisation) == {"combat"} and set(sens.analysis) == {"sensitivity"}
+    both = pd.read_csv(null_run / "tables" / "external_harmonisation.csv")
+    assert set(both.loc[both.analysis == "headline", "harmonisation"]) == {"none"}
+    metrics = json.loads((null_run / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["models"]) == MODELS  # no ComBat model among the headline ones
+    cut = both.set_index("model")["cutoff"]
+    assert cut["T1WI+T2WI+ComBat"] == cut["T1WI+T2WI"]  # the same cut-off, applied
+
+
+@pytest.mark.slow
+def test_report_figures_listed_in_checklist(null_run):
+    """Issue 20: flow diagram and feature contributions are found by the model card's
+    checklist (CLEAR 43, 45); the montage shows validation patients of each kind that exists."""
+    chk = modelcard.checklist(null_run).set_index(["checklist", "item"])
+    assert "figures/flow_diagram.png" in chk.loc[("CLEAR", 45), "evidence"]
+    assert "feature_contributions" in chk.loc[("CLEAR", 43), "evidence"]
+    montage = pd.read_csv(null_run / "tables" / "case_montage.csv", dtype={"patient_id": str})
+    pred = pd.read_csv(null_run / "tables" / "predictions.csv", dtype={"patient_id": str})
+    test = pred[(pred.model == "T1WI+T2WI") & (pred.split == "test")]
+    assert set(montage.patient_id) <= set(test.patient_id) and len(montage) >= 2
+    contrib = pd.read_csv(null_run / "tables" / "feature_contributions.csv")
+    assert (contrib.method == "linear").all()
+    coef = pd.read_csv(null_run / "tables" / "fig2_coefficients.csv")
+    assert set(contrib.feature) == set(coef.feature) - {"intercept"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,7 +262,8 @@ def _digest(folder: Path) -> dict:
 LUMBAR_PARAMS = {"sequences": ["WATER"], "models": {"WATER": ["WATER"]}, "main_model": "WATER",
                  "image_types": ["Original"], "feature_classes": ["firstorder"], "log_sigma": [],
                  "cv_folds": 4, "lasso_cv": 3, "lasso_rule": "min", "n_permutations": 3,
-                 "paper_numbers": {}, "n_jobs": 2}
+                 "paper_numbers": {}, "n_jobs": 2, "recovery": True, "recovery_draws": 1,
+                 "recovery_permutations": 2}
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +293,33 @@ def test_real_lumbar_given_split_honoured(lumbar):
     assert metrics["permutation"]["WATER"]["n_permutations"] == 3
     text = _markdown_outputs(lumbar["run"] / "executed.ipynb")
     assert "Split **given by the cohort**: train 8 (4 abnormal), test 4 (2 abnormal)" in text
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_lumbar_saved_model_reproduces_test_scores(lumbar):
+    """The saved radscore model (with its probability link) rebuilds the validation patients'
+    rows from the cohort's scans and reproduces their recorded scores exactly."""
+    report = lumbar["run"] / "report"
+    v = bundle.verify(report, lumbar["cohort"], cache_dir=lumbar["run"] / "cache")
+    assert v.to_dict("records")[0]["model"] == "WATER" and len(v) == 1
+    assert v.loc[0, "split"] == "test" and v.loc[0, "n"] == len(GIVEN_TEST)
+    assert bool(v.loc[0, "reproduced"]) and v.loc[0, "max_abs_diff"] < 1e-9
+    meta = json.loads((report / "models" / "WATER.json").read_text(encoding="utf-8"))
+    assert meta["score_kind"] == "probability" and meta["feature_recipe"]["rois"] == \
+        ["L1", "L2", "L3", "L4"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_lumbar_recovery_check_runs_when_asked(lumbar):
+    """recovery: true plants 0 and 1 SD effects into the training features (1 draw each here)."""
+    report = lumbar["run"] / "report"
+    rec = pd.read_csv(report / "tables" / "recovery_check.csv")
+    assert sorted(rec.d) == [0.0, 1.0] and (rec.n_permutations == 2).all()
+    assert set(pd.read_csv(report / "tables" / "recovery_summary.csv").d) == {0.0, 1.0}
+    metrics = json.loads((report / "metrics.json").read_text(encoding="utf-8"))
+    assert not any(n.startswith("Recovery check not run") for n in metrics["notes"])
 
 
 @pytest.mark.realdata

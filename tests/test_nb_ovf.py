@@ -120,11 +120,45 @@ def test_metrics_predictions_and_negative_control(user_run):
             "table4_vbmd_models_train", "table5_vbmd_models_test", "table6_delong",
             "permutation_combined", "paper_vs_run", "provenance"} <= tables
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    assert {"fig5_lasso", "fig6_radscore_models", "fig7_vbmd_models"} <= figures
+    assert {"fig5_lasso", "fig6_radscore_models", "fig7_vbmd_models", "permutation_null",
+            "flow_diagram", "case_montage", "feature_contributions"} <= figures
+    from vcfnb.report import run_card_markdown
+
+    card = run_card_markdown(out)  # the run card lists every figure
+    assert all(f"figures/{f}.png" in card for f in figures), card
+    assert any("Recovery check not run" in n for n in metrics["notes"])
+    # table 1's vBMD is the image vBMD the models use (one source), not the cohort column
+    t1 = pd.read_csv(out / "tables" / "table1_baseline.csv")
+    dens = pd.read_csv(out / "tables" / "vbmd_per_vertebra.csv")
+    assert "mean_hu" in dens and t1.astype(str).apply(lambda c: c.str.contains("vbmd")).any().any()
     bal = pd.read_csv(out / "tables" / "balance_smd.csv")
     assert (bal.smd_after.abs() < 0.25).all()
     comp = pd.read_csv(out / "tables" / "compartments.csv")  # 4 levels x 2 compartments
     assert len(comp) == 8 and comp.vois.nunique() == 1 and (comp.derived == comp.vois).all()
+
+
+@pytest.mark.slow
+def test_saved_models_reproduce_the_recorded_test_scores(user_run, tmp_path):
+    """Issue 20: the five saved models (vBMD computed inside from the cancellous VOIs' mean
+    CT number) reproduce the test scores of predictions.csv exactly through vcfnb predict,
+    on a cohort whose ROIs are the compartment VOIs (what the saved recipe reads)."""
+    import vcfnb as vc
+    from vcfnb import bundle
+    from vcfnb.studies import ovf as study
+
+    out, folder, _, _, _ = user_run
+    cohort = vc.io.load_cohort(folder)
+    voi = study.compartment_rois(cohort.rois, tmp_path / "compartments", shell_mm=2.0)
+    given = tmp_path / "compartment_cohort"
+    given.mkdir()
+    cohort.cases.to_csv(given / "cases.csv", index=False)
+    voi[["patient_id", "roi", "sequence", "reader", "image", "mask", "label"]].to_csv(
+        given / "rois.csv", index=False)
+    saved = {json.loads(f.read_text(encoding="utf-8"))["model"] for f in bundle.saved_models(out)}
+    assert saved == MODELS
+    check = bundle.verify(out, given, cache_dir=tmp_path / "cache")
+    assert len(check) == 5 and check.reproduced.all(), check
+    assert (check.split == "test").all() and (check.n > 0).all()
 
 
 @pytest.mark.slow

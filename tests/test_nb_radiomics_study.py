@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vcfnb import contract, io, metrics, runner, synth
+from vcfnb import contract, io, metrics, runner, sources, synth
 from vcfnb import models as vm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,21 +20,17 @@ COMMON = ("cohort_dir", "outcome", "require_outcome", "mask_grid", "geometry_tol
           "n_jobs", "synthetic_size", "synthetic_signal", "out_dir", "cache_dir")
 
 
-def _run(tmp_path, cache, **params):
-    import papermill as pm
-
-    out = tmp_path / "report"
-    runner.validate_params(NB, params)
-    pm.execute_notebook(str(NB), str(tmp_path / "out.ipynb"), kernel_name="vcfnb",
-                        parameters={**params, "out_dir": str(out), "cache_dir": str(cache)},
-                        cwd=str(NB.parent), progress_bar=False)
-    return out, json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One feature cache for this module's runs (they share the osteoporosis smoke images)."""
     return tmp_path_factory.mktemp("radiomics_study_cache")
+
+
+@pytest.fixture
+def run(tmp_path, cache, run_study_notebook):
+    """``run(**params)``: the notebook into ``tmp_path`` (``report/``, ``out.ipynb``) ->
+    (report folder, metrics)."""
+    return lambda **params: run_study_notebook(NB, tmp_path, cache, params)
 
 
 def test_parameters_and_params_files():
@@ -137,11 +133,11 @@ def test_cv_splitters_first_repeat_is_the_single_splitter():
 
 
 @pytest.mark.slow
-def test_smoke_defaults(tmp_path, cache):
+def test_smoke_defaults(tmp_path, run):
     """Defaults: simulated osteoporosis cohort, hold-out with the external cohort; predictions
     table with train_oof/test/external for every model; schema-valid metrics.json whose
     permutation result is the headline model's reported test AUC."""
-    out, m = _run(tmp_path, cache)
+    out, m = run()
     assert metrics.validate(m) == []
     assert m["status"] == "ok" and m["simulated"] is True
     pred = pd.read_csv(out / "tables" / "predictions.csv")
@@ -163,13 +159,13 @@ def test_smoke_defaults(tmp_path, cache):
 
 
 def _osteoporosis_smoke() -> Path:
-    folder = ROOT / "data" / "cohorts" / "osteoporosis-smoke-seed0-signal1"
+    folder = sources.data_root(ROOT) / "cohorts" / "osteoporosis-smoke-seed0-signal1"
     synth.make_cohort("osteoporosis", folder, size="smoke", seed=0, signal=1.0)
     return folder
 
 
 @pytest.mark.slow
-def test_given_split_is_honoured(tmp_path, cache):
+def test_given_split_is_honoured(tmp_path, run):
     """A user cohort (a new folder naming the built-in images) whose split column puts chosen
     patients in test: exactly those are the test rows; one reader → the ICC step is skipped."""
     src = _osteoporosis_smoke()
@@ -187,8 +183,8 @@ def test_given_split_is_honoured(tmp_path, cache):
     r["image"] = [str((src / p).resolve()) for p in r["image"]]
     r["mask"] = [str((src / p).resolve()) for p in r["mask"]]
     r.to_csv(cohort / "rois.csv", index=False)
-    out, m = _run(tmp_path, cache, cohort_dir=str(cohort), readers=["1"], n_permutations=2,
-                  recovery=True, recovery_draws=1, recovery_permutations=3)
+    out, m = run(cohort_dir=str(cohort), readers=["1"], n_permutations=2, recovery=True,
+                 recovery_draws=1, recovery_permutations=3)
     assert metrics.validate(m) == []
     assert m["simulated"] is False
     pred = pd.read_csv(out / "tables" / "predictions.csv", dtype={"patient_id": str})
@@ -204,17 +200,17 @@ def test_given_split_is_honoured(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_repeated_cv_per_roi_rows(tmp_path, cache):
+def test_repeated_cv_per_roi_rows(tmp_path, run):
     """Design cv, 2 repeats, one row per ROI (patient-grouped folds, scores averaged per
     patient), an RBF SVC after forward selection: one prediction per patient and repeat, the
     split column ignored (and said so), the permutation test on the pooled CV AUC."""
-    out, m = _run(tmp_path, cache, design="cv", cv_folds=3, cv_repeats=2,
-                  roi_to_patient="per-roi-rows", readers=["1"], ci_method="nadeau-bengio",
-                  selection=["zscore", ["sfs", {"n_splits": 3, "n_repeats": 1,
-                                                "max_features": 3}]],
-                  models={"SVC": {"model": "SVC", "tune": False},
-                          "LR": {"model": "LR", "selection": ["zscore", ["mrmr", {"k": 5}]]}},
-                  n_permutations=2)
+    out, m = run(design="cv", cv_folds=3, cv_repeats=2,
+                 roi_to_patient="per-roi-rows", readers=["1"], ci_method="nadeau-bengio",
+                 selection=["zscore", ["sfs", {"n_splits": 3, "n_repeats": 1,
+                                               "max_features": 3}]],
+                 models={"SVC": {"model": "SVC", "tune": False},
+                         "LR": {"model": "LR", "selection": ["zscore", ["mrmr", {"k": 5}]]}},
+                 n_permutations=2)
     assert metrics.validate(m) == []
     pred = pd.read_csv(out / "tables" / "predictions.csv", dtype={"patient_id": str})
     svc = pred[pred.model == "SVC"]
@@ -226,30 +222,26 @@ def test_repeated_cv_per_roi_rows(tmp_path, cache):
     assert any("split column is ignored" in n for n in m["notes"])
 
 
-def _run_params(tmp_path: Path, cache: Path, study: str, params_file: Path, name: str,
-                **extra) -> dict:
-    import papermill as pm
-
-    nb = ROOT / "notebooks" / f"{study}.ipynb"
-    params = {**io.load_yaml(params_file), **extra}
-    runner.validate_params(nb, params)
-    out = tmp_path / name
-    pm.execute_notebook(str(nb), str(tmp_path / f"{name}.ipynb"), kernel_name="vcfnb",
-                        parameters={**params, "out_dir": str(out), "cache_dir": str(cache)},
-                        cwd=str(nb.parent), progress_bar=False)
-    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+@pytest.fixture
+def run_params(tmp_path, cache, run_study_notebook):
+    """``run_params(study, params_file, name, **extra)``: a study notebook with a params file
+    (+ ``extra``) into ``tmp_path/name`` -> metrics."""
+    def run(study: str, params_file: Path, name: str, **extra) -> dict:
+        nb = ROOT / "notebooks" / f"{study}.ipynb"
+        return run_study_notebook(nb, tmp_path, cache, {**io.load_yaml(params_file), **extra},
+                                  name=name, executed=f"{name}.ipynb")[1]
+    return run
 
 
 @pytest.mark.slow
-def test_equivalent_to_osteoporosis_mri(tmp_path, cache):
+def test_equivalent_to_osteoporosis_mri(run_params):
     """Seed 002's core pipeline as a params file gives osteoporosis_mri's held-out AUCs (test
     and external, every radscore model) on the same built-in cohort with the same seed."""
     # fewer permutations than the params files ask: they do not change the reported AUCs
-    dedicated = _run_params(tmp_path, cache, "osteoporosis_mri",
-                            ROOT / "params" / "osteoporosis_mri" / "smoke.yaml", "dedicated",
-                            n_permutations=2)
-    generic = _run_params(tmp_path, cache, "radiomics_study", PARAMS / "osteoporosis_core.yaml",
-                          "generic", n_permutations=2)
+    dedicated = run_params("osteoporosis_mri", ROOT / "params" / "osteoporosis_mri" / "smoke.yaml",
+                           "dedicated", n_permutations=2)
+    generic = run_params("radiomics_study", PARAMS / "osteoporosis_core.yaml", "generic",
+                         n_permutations=2)
     assert metrics.validate(generic) == []
     for model in ("T1WI", "T2WI", "T1WI+T2WI"):
         for split in ("test", "external"):
@@ -260,16 +252,16 @@ def test_equivalent_to_osteoporosis_mri(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_equivalent_to_metastasis_lytic_blastic(tmp_path, cache):
+def test_equivalent_to_metastasis_lytic_blastic(tmp_path, run_params):
     """Seed 004's core pipeline (SFS with an RBF SVM inside 10-fold CV) as a params file gives
     metastasis_lytic_blastic's cross-validated AUC on the same built-in cohort and seed."""
     # fewer permutations than the params files ask: they do not change the reported AUC, and
     # every permutation reruns the forward selection in every fold
-    dedicated = _run_params(tmp_path, cache, "metastasis_lytic_blastic",
-                            ROOT / "params" / "metastasis_lytic_blastic" / "smoke.yaml",
-                            "dedicated", n_permutations=2)
-    generic = _run_params(tmp_path, cache, "radiomics_study", PARAMS / "metastasis_core.yaml",
-                          "generic", n_permutations=2)
+    dedicated = run_params("metastasis_lytic_blastic",
+                           ROOT / "params" / "metastasis_lytic_blastic" / "smoke.yaml",
+                           "dedicated", n_permutations=2)
+    generic = run_params("radiomics_study", PARAMS / "metastasis_core.yaml", "generic",
+                         n_permutations=2)
     assert metrics.validate(generic) == []
     want = dedicated["models"]["radiomics"]["cv"]["auc"]
     assert want is not None

@@ -80,9 +80,12 @@ def test_notebook_null_signal(null_run):
     assert expected <= set(models), sorted(models)
     assert len(models) == 1 + 3 * 8 + 6
     assert set(models["A_T2WI_radiomics"]) == {"train", "train_oof", "test"}
-    assert set(models["B_DLRN"]) == {"train", "train_oof", "test"}
+    assert set(models["B_DLRN"]) == {"train_oof", "test"}  # no resubstitution rows
+    assert set(models["B_DL"]) == set(models["B_DLR"]) == {"train", "train_oof", "test"}
     assert models["A_T2WI_radiomics"]["test"]["cutoff_split"] == "train_oof"
     assert models["B_DLRN"]["test"]["cutoff_split"] == "train_oof"
+    for name in ("B_DL", "B_DLR"):
+        assert models[name]["test"]["cutoff_split"] == "train_oof", name
     assert models["B_DLRN"]["test"]["hl_groups"] is not None
     # the predictions table every statistic was computed from
     pred = pd.read_csv(out / "tables" / "predictions.csv")
@@ -103,6 +106,42 @@ def test_notebook_null_signal(null_run):
         assert (out / "tables" / f"{t}.csv").is_file(), t
     for f in FIGURES:
         assert (out / "figures" / f"{f}.png").is_file(), f
+
+
+@pytest.mark.slow
+def test_dl_chain_scores_are_out_of_fold_and_feed_the_dlrn(null_run):
+    """Honest numbers: the DL, DLR and DLRN training predictions are out of fold (`train_oof`)
+    with the folds of the per-fold networks, and the second-level DLRN is fitted on the recorded
+    out-of-fold DLR scores (here with no clinical predictor: the DLR score alone)."""
+    from sklearn.linear_model import LogisticRegression
+
+    out, _ = null_run
+    pred = pd.read_csv(out / "tables" / "predictions.csv", dtype={"patient_id": str})
+    oof = {m: g.set_index("patient_id").sort_index()
+           for m, g in pred[pred.split == "train_oof"].groupby("model")}
+    test = {m: g.set_index("patient_id").sort_index()
+            for m, g in pred[pred.split == "test"].groupby("model")}
+    for name in ("B_DL", "B_DLR", "B_DLR_score", "B_DLRN", "B_DLR-LR"):
+        assert name in oof and oof[name].fold.between(0, 2).all(), name
+        # one fold assignment: the networks' (a DLR fold without its network would be leaky)
+        pd.testing.assert_series_equal(oof[name].fold, oof["B_DL"].fold, check_names=False)
+    assert not ((pred.model == "B_DLRN") & (pred.split == "train")).any()
+    # the DL model's out-of-fold scores are not its resubstitution scores
+    resub = pred[(pred.model == "B_DL") & (pred.split == "train")].set_index("patient_id")
+    assert not np.allclose(resub.score.sort_index(), oof["B_DL"].score)
+    # the DLRN = logistic regression on the out-of-fold DLR scores, applied to the test scores
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert any("no predictor was independent" in n for n in metrics["notes"])
+    tr = oof["B_DLR_score"]
+    m = LogisticRegression(C=np.inf, max_iter=10000).fit(tr[["score"]], tr.y_true)
+    te = test["B_DLR_score"]
+    np.testing.assert_allclose(m.predict_proba(te[["score"]])[:, 1],
+                               test["B_DLRN"].loc[te.index, "score"], rtol=1e-6, atol=1e-9)
+    scale = pd.read_csv(out / "tables" / "B_dlrn_score_scale.csv")
+    assert scale.test_scores.iat[0] in ("full", "fold_mean") and scale.policy.iat[0] == "auto"
+    assert any("testing patients scored by" in n for n in metrics["notes"])
+    assert any("conditional on the DL features" in n and "not refitted per permutation" in n
+               for n in metrics["notes"])
 
 
 @pytest.mark.slow
@@ -281,3 +320,219 @@ def test_a_given_split_is_honoured():
     assert (drawn == "test").sum() == 3
     with pytest.raises(ValueError, match="external"):
         study.split(cases.assign(split=["external"] + ["train"] * 9))
+
+
+# --------------------------------------------------------------------------------------------
+# arm A: oversampling inside every inner fold; morphometry along the body's own axis
+# --------------------------------------------------------------------------------------------
+def _rows(A) -> set:
+    return {r.tobytes() for r in np.ascontiguousarray(np.asarray(A, dtype=float))}
+
+
+def _inner_fold_overlaps(pipe, X, y, monkeypatch) -> list[str]:
+    """Fit ``pipe`` and list every inner validation fold (LASSO's CV, RFE's CV) holding a row
+    that is also among the rows fitted on in that fold (a copy made by oversampling)."""
+    from sklearn.svm import SVC
+
+    from vcfnb import selection
+
+    seen, found = {}, []
+    fold_scores, svc_fit, svc_dec = (selection.LassoSelector._fold_scores, SVC.fit,
+                                     SVC.decision_function)
+
+    def lasso_fold(self, Xf, yf, train, test, lambdas):
+        if _rows(Xf[test]) & _rows(Xf[train]):
+            found.append("LASSO inner fold")
+        return fold_scores(self, Xf, yf, train, test, lambdas)
+
+    def fit(self, Xf, yf, *a, **k):
+        seen[id(self)] = _rows(Xf)
+        return svc_fit(self, Xf, yf, *a, **k)
+
+    def decision_function(self, Xf):
+        if _rows(Xf) & seen.get(id(self), set()):
+            found.append("RFE inner fold")
+        return svc_dec(self, Xf)
+
+    with monkeypatch.context() as m:
+        m.setattr(selection.LassoSelector, "_fold_scores", lasso_fold)
+        m.setattr(SVC, "fit", fit)
+        m.setattr(SVC, "decision_function", decision_function)
+        pipe.fit(X, y)
+    return sorted(set(found))
+
+
+def test_arm_a_oversamples_inside_every_inner_fold(monkeypatch):
+    """Arm A oversamples the minority class inside each inner fit: no LASSO or RFE validation
+    fold holds a copy of a row it was fitted on (oversampling before LASSO-CV/RFECV, the old
+    chain, does), and the final SVM is still fitted on balanced (oversampled) rows."""
+    g = np.random.default_rng(3)
+    y = pd.Series(np.r_[np.ones(15, int), np.zeros(45, int)], index=[f"p{i}" for i in range(60)])
+    X = pd.DataFrame(g.normal(size=(60, 12)), index=y.index).add_prefix("f")
+    X["f0"] += 1.2 * y
+    X["f1"] -= 0.8 * y
+    old = vc.models.make_radiomics_pipeline([
+        "oversample", "zscore", ("correlation", {"threshold": 0.99}),
+        ("lasso", {"cv": 5, "min_features": 2}), ("rfe", {"cv": 5}),
+        vc.models.make_classifier("LR")], rng=0)
+    assert _inner_fold_overlaps(old, X, y, monkeypatch) == ["LASSO inner fold",
+                                                            "RFE inner fold"]
+    pipe = study.arm_a_pipeline(rng=0)
+    assert _inner_fold_overlaps(pipe, X, y, monkeypatch) == []
+    assert pipe[-1].shape_fit_[0] == 2 * 45  # the final SVM: minority oversampled to 45
+    assert pipe["rfe"].rfecv_.estimator_[-1].shape_fit_[0] == 90
+    out = study.arm_a_outputs(pipe)
+    assert {"f0", "f1"} & set(out["coefficients"].feature)
+    again = study.arm_a_pipeline(rng=0).fit(X, y)  # deterministic
+    assert np.array_equal(again.decision_function(X), pipe.decision_function(X))
+
+
+def _tilted_body(path: Path, tilt_deg: float, height: float = 20.0) -> str:
+    """A box-shaped body 20 mm high, 34 mm deep, tilted by ``tilt_deg`` in the sagittal plane
+    (LPS grid, 1 mm voxels); returns the mask file."""
+    z, yy, x = np.indices((50, 50, 50)).astype(float) - 24.5
+    t = np.deg2rad(tilt_deg)
+    ant, sup = -yy, z
+    a, s = np.cos(t) * ant - np.sin(t) * sup, np.sin(t) * ant + np.cos(t) * sup
+    inside = (np.abs(x) <= 15) & (np.abs(a) <= 17) & (np.abs(s) <= height / 2)
+    img = sitk.GetImageFromArray(inside.astype(np.uint8))
+    img.SetOrigin((-24.5, -24.5, -24.5))
+    sitk.WriteImage(img, str(path))
+    return str(path)
+
+
+def test_vcf_morphometry_measures_along_the_bodys_own_axis(tmp_path):
+    """A single fractured body tilted 20° in the scanner: the vcf default (the body's own
+    principal axis) measures its 20 mm height; the image's vertical axis inflates it."""
+    rois = pd.DataFrame({"patient_id": ["p0"], "reader": ["1"], "label": [1],
+                         "mask": [_tilted_body(tmp_path / "m.nii.gz", 20.0)]})
+    own = study.morphometric_wedge(rois)
+    vertical = study.morphometric_wedge(rois, height_axis=None)
+    for k in ("anterior_mm", "middle_mm", "posterior_mm"):
+        assert own[k].iloc[0] == pytest.approx(20.0, abs=1.0), own
+    assert vertical["middle_mm"].iloc[0] > own["middle_mm"].iloc[0] + 0.6
+    assert own["wedge_morphometry"].iloc[0] == 0
+
+
+@pytest.mark.slow
+def test_saved_models_reproduce_the_recorded_test_scores(null_run):
+    """Issue 20: the run saves arm A's radiomics model and arm B's Rad model (features → score);
+    `vcfnb.bundle.verify` rebuilds their inputs from the cohort (N4 and extraction as in the
+    run) and reproduces every recorded test score exactly; the CNN-based models are not saved
+    and the report says so."""
+    out, _ = null_run
+    saved = {json.loads(f.read_text(encoding="utf-8"))["model"]
+             for f in vc.bundle.saved_models(out)}
+    assert saved == {"A_T2WI_radiomics", "B_Rad"}
+    cohort = vc.sources.data_root() / "cohorts" / "vcf-smoke-seed202-signal0"
+    check = vc.bundle.verify(out, cohort, cache_dir=out.parent / "cache")
+    pred = pd.read_csv(out / "tables" / "predictions.csv")
+    for row in check.itertuples():
+        assert row.split == "test" and row.reproduced, check
+        assert row.n == ((pred.model == row.model) & (pred.split == "test")).sum()
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert any("B_DLRN are not saved" in n for n in metrics["notes"])
+    for f in ("flow_diagram", "case_montage", "A_feature_contributions",
+              "B_fig4b_dlr_feature_importance", "B_supp_fig2_rad_roc_train_oof",
+              "B_calibration_train_oof", "B_delong_train_oof"):
+        assert (out / "figures" / f"{f}.png").is_file(), f
+
+
+def test_run_card_links_the_figures(tmp_path):
+    """Issue 20: the run card on top of the report links every saved figure."""
+    (tmp_path / "figures").mkdir()
+    for name in ("flow_diagram", "case_montage"):
+        (tmp_path / "figures" / f"{name}.png").write_bytes(b"")
+    text = vc.report.run_card_markdown(tmp_path)
+    assert "## Figures" in text
+    assert "- [case_montage](figures/case_montage.png)" in text
+    assert "- [flow_diagram](figures/flow_diagram.png)" in text
+
+
+# --------------------------------------------------------------------------------------------
+# the out-of-fold DLR/DLRN chain on a synthetic per-fold feature bank (no network needed)
+# --------------------------------------------------------------------------------------------
+def _fake_bank(seed=0, n=60, k=3):
+    from vcfnb import deep
+
+    g = np.random.default_rng(seed)
+    ids = [f"p{i:02d}" for i in range(n)]
+    y = pd.Series(np.arange(n) % 2, index=ids)
+    split_ = pd.Series(np.where(np.arange(n) < 45, "train", "test"), index=ids)
+    train = [i for i in ids if split_[i] == "train"]
+    fold = pd.Series([j % k for j in range(len(train))], index=pd.Index(train, name="patient_id"))
+
+    def feats(noise):  # one network's DL features: signal plus network-specific noise
+        return pd.DataFrame({"DL_0": y + noise * g.normal(size=n), "DL_1": g.normal(size=n)},
+                            index=pd.Index(ids, name="patient_id"))
+
+    per_fold = [feats(1.0) for _ in range(k)]
+    bank = deep.DeepOOF(None, feats(1.0), y * 0.0 + 0.5, fold, per_fold,
+                        [y * 0.0 + 0.5] * k, [list(fold.index[fold != j]) for j in range(k)])
+    cases = pd.DataFrame({"patient_id": ids, "age": g.normal(60, 10, n).round(),
+                          "sex": g.choice(["M", "F"], n), "location": g.choice(study.LOCATIONS, n),
+                          **{c: g.integers(0, 2, n) for c in study.SEMANTIC}})
+    X_rad = pd.DataFrame({"rad_a": y + g.normal(size=n), "rad_b": g.normal(size=n)}, index=ids)
+    return bank, cases, X_rad, y, split_
+
+
+def test_dlrn_chain_is_fitted_on_out_of_fold_dlr_scores():
+    """Issue "honest numbers": each training patient's DLR score comes from its fold network's
+    features and a selection chain fitted without its fold; the nomogram is fitted on those
+    scores; the testing patients' score is the full chain's or the fold mean's as chosen."""
+    from sklearn.linear_model import LogisticRegression
+
+    bank, cases, X_rad, y, split_ = _fake_bank()
+    sel_kw = dict(alpha=0.5, corr_threshold=0.9, lasso_cv=3, rng=0)
+    kw = dict(selection=sel_kw, enter_p=0.05, keep_p=0.05)
+    out = study.dlrn_chain(X_rad, bank, cases, y, split_, classifiers=["LR"], **kw)
+    for k in range(3):
+        held = bank.fold.index[bank.fold == k]
+        X_k = study.fuse(X_rad, bank.fold_features[k])
+        fit_ids = bank.fold_train_ids[k]
+        sel = study.selection_b(**sel_kw).fit(X_k.loc[fit_ids], y[fit_ids])
+        np.testing.assert_allclose(out["dlr_score"][held], vc.models.radscore(sel, X_k.loc[held]))
+        assert set(held).isdisjoint(fit_ids)
+    train, test = split_.index[split_ == "train"], split_.index[split_ == "test"]
+    X = out["design"]
+    ref = LogisticRegression(C=np.inf, max_iter=10000).fit(X.loc[train], y[train])
+    np.testing.assert_allclose(out["model"].coef_, ref.coef_, rtol=1e-6)
+    assert out["oof"].score.between(0, 1).all() and out["oof"].index.equals(bank.fold.index)
+    assert out["dlr_oof"].LR.notna().all() and out["dlr_oof"].fold.equals(bank.fold)
+    used = out["scale"].test_scores.iat[0]
+    np.testing.assert_allclose(out["dlr_score"][test], out["dlr"]["DLR_score"].loc[test, used])
+    for policy in ("full", "fold_mean"):
+        forced = study.dlrn_chain(X_rad, bank, cases, y, split_, test_scores=policy, oof=False,
+                                  **kw)
+        np.testing.assert_allclose(forced["dlr_score"][test],
+                                   out["dlr"]["DLR_score"].loc[test, policy])
+        np.testing.assert_allclose(forced["dlr_score"][train], out["dlr_score"][train])
+    # the permutation evaluator on the real labels reproduces the DLRN's test AUC
+    from sklearn.metrics import roc_auc_score
+
+    evaluate = study.dlrn_test_auc(X_rad, bank, cases, y, split_, **kw)
+    auc = evaluate(study.selection_b(**sel_kw), None, y[train].to_numpy())
+    assert auc == pytest.approx(roc_auc_score(y[test], out["score"][test]))
+
+
+def test_test_scores_follow_the_scale_check():
+    """A full-training chain whose training-row scores are 3× wider than the fold chains' is not
+    used for testing patients under `auto` (fold mean instead); a matching one is."""
+    g = np.random.default_rng(1)
+    base = g.normal(size=30)
+    fold = np.r_[np.arange(24) % 3, [-1] * 6]
+    folds = {f"fold_{k}": base + 0.05 * g.normal(size=30) for k in range(3)}
+    frame = pd.DataFrame({"oof": np.where(fold >= 0, base, np.nan), "full": 3 * base,
+                          "fold_mean": np.mean(list(folds.values()), axis=0), "fold": fold,
+                          **folds})
+    s, t = vc.models.choose_test_scores(frame)
+    assert t.test_scores.iat[0] == "fold_mean" and not t.scales_agree.iat[0]
+    assert t.sd_ratio.iat[0] == pytest.approx(3, rel=0.1)
+    np.testing.assert_allclose(s[fold < 0], frame.fold_mean[fold < 0])
+    np.testing.assert_allclose(s[fold >= 0], base[fold >= 0])
+    s, t = vc.models.choose_test_scores(frame, "full")
+    assert t.test_scores.iat[0] == "full" and not t.scales_agree.iat[0]
+    s, t = vc.models.choose_test_scores(frame.assign(full=base + 0.05 * g.normal(size=30)))
+    assert t.test_scores.iat[0] == "full" and t.scales_agree.iat[0]
+    with pytest.raises(ValueError, match="policy"):
+        vc.models.choose_test_scores(frame, "mean")

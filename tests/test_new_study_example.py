@@ -4,7 +4,6 @@ radiomics_study on it, the rule is recovered on the held-out volunteers, and the
 shuffled outcomes gives no finding. Everything is written under tmp_path."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -36,18 +35,12 @@ def _build(source: Path, out: Path, shuffle_seed) -> None:
     exec(compile(code, str(DOC), "exec"), {"__name__": "new_study_snippet"})
 
 
-def _run(tmp_path: Path, cohort: Path, cache: Path, name: str, **extra) -> dict:
-    import papermill as pm
-
+def _params(cohort: Path, **extra) -> dict:
+    """The shipped params file pointed at ``cohort`` (+ ``extra``)."""
     params = io.load_yaml(PARAMS)
     assert params.pop(runner.SHARED_DATA_MARKER) is True
     assert params["cohort_dir"] == "data/cohorts/lumbar_vb3_rule"  # where the snippet writes
-    params.update(cohort_dir=str(cohort), out_dir=str(tmp_path / name), cache_dir=str(cache),
-                  **extra)
-    runner.validate_params(NB, params)
-    pm.execute_notebook(str(NB), str(tmp_path / f"{name}.ipynb"), kernel_name="vcfnb",
-                        parameters=params, cwd=str(NB.parent), progress_bar=False)
-    return json.loads((tmp_path / name / "metrics.json").read_text(encoding="utf-8"))
+    return {**params, "cohort_dir": str(cohort), **extra}
 
 
 def test_snippet_settings_are_the_documented_paths():
@@ -71,7 +64,7 @@ def test_runner_skips_the_example_without_its_data(tmp_path, monkeypatch):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_worked_example_recovers_the_rule(tmp_path, shared_data):
+def test_worked_example_recovers_the_rule(tmp_path, shared_data, run_study_notebook):
     source = shared_data / "lumbar_mri" / "VB3"
     cache = tmp_path / "cache"
     rule, shuffled = tmp_path / "lumbar_vb3_rule", tmp_path / "lumbar_vb3_shuffled"
@@ -80,7 +73,8 @@ def test_worked_example_recovers_the_rule(tmp_path, shared_data):
         _build(source, rule, None)
     _build(source, shuffled, 1)
 
-    m = _run(tmp_path, rule, cache, "rule")
+    _, m = run_study_notebook(NB, tmp_path, cache, _params(rule), name="rule",
+                              executed="rule.ipynb")
     assert metrics.validate(m) == [] and m["status"] == "ok" and m["simulated"] is False
     assert m["main_models"] == ["LR"]
     assert m["models"]["LR"]["test"]["n"] == 20  # volunteers 09-12: the given split
@@ -89,7 +83,8 @@ def test_worked_example_recovers_the_rule(tmp_path, shared_data):
     assert m["permutation"]["LR"]["p_value"] <= 0.05  # 19 permutations: the smallest p there is
 
     # 39 permutations, so that p could fall below 0.05 (with 19 it cannot: p >= 1/20)
-    m0 = _run(tmp_path, shuffled, cache, "shuffled", n_permutations=39)
+    _, m0 = run_study_notebook(NB, tmp_path, cache, _params(shuffled, n_permutations=39),
+                               name="shuffled", executed="shuffled.ipynb")
     assert metrics.validate(m0) == []
     assert m0["permutation"]["LR"]["n_permutations"] == 39
     assert m0["permutation"]["LR"]["p_value"] >= 0.05

@@ -52,8 +52,15 @@ def test_notebook_shape(nb_path):
         for line in c.source.splitlines():
             assert not line.lstrip().startswith(("def ", "class ")), \
                 f"{nb_path.name}: functions belong in vcfnb, not in a notebook cell: {line}"
-    # parameters: typed literals, one per line, with a comment
+    # parameters: typed literals, one per line, with a comment; the one untyped exception is
+    # `n_permutations = "auto"` (int or "auto": papermill cannot read a union annotation, and
+    # `run.n_permutations` validates the value)
     for line in cells[1].source.splitlines():
+        if line.strip().startswith('n_permutations = "auto"'):
+            assert "#" in line, f"undocumented: {line}"
+            assert "run.n_permutations(n_permutations" in "".join(c.source for c in code), \
+                f"{nb_path.name}: n_permutations = 'auto' must be resolved by run.n_permutations"
+            continue
         if line.strip():
             assert ":" in line.split("=")[0] and "#" in line, f"untyped/undocumented: {line}"
 

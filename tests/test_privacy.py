@@ -1,9 +1,10 @@
 """Privacy: reports carry no DICOM patient identifiers and no absolute path of this machine.
 
-The broken cohort of ``test_badinput.py`` includes a case whose T1 image is a DICOM series with
-a patient name, id and birth date in every header (``dicom_identifiers``; the missing-slice
-series carries them too). The metastasis notebook is run on it through the project's runner
-(the papermill run is shared with the bad-input and determinism tests) and every file of the
+The broken cohort (session fixture ``broken_study``, tests/conftest.py) includes a case whose
+T1 image is a DICOM series with a patient name, id and birth date in every header
+(``dicom_identifiers``; the missing-slice series carries them too). The metastasis notebook is
+run on it through the project's runner (the papermill run is shared with the bad-input and
+determinism tests) and every file of the
 report folder -- executed notebook, HTML, tables, metrics, params, figures and their PNG text
 chunks -- is searched for the identifiers and for absolute paths (the cohort folder, the run's
 temporary folder, the home folder, the project folder).
@@ -17,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_badinput import STUDY, broken_cohort, notebook_run
 from vcfnb import features, io
 from vcfnb.synth import broken
 
@@ -69,10 +69,10 @@ def _leaks(report: Path, forbidden: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    report, record = notebook_run(tmp_path_factory)
-    assert (report / f"{STUDY}.ipynb").is_file(), record
-    return report, record, broken_cohort(tmp_path_factory)
+def run(broken_study):
+    report, record = broken_study.run()
+    assert (report / f"{broken_study.study}.ipynb").is_file(), record
+    return report, record, broken_study.cohort
 
 
 @pytest.mark.slow
@@ -114,10 +114,10 @@ def test_report_uses_the_cohort_ids(run):
     assert seen, "no table names a case by its patient_id"
 
 
-def test_features_with_diagnostics_carry_no_identifiers(tmp_path_factory):
+def test_features_with_diagnostics_carry_no_identifiers(broken_study):
     """Even pyradiomics' diagnostics (image hashes, geometry) hold no DICOM header values."""
-    cohort = broken_cohort(tmp_path_factory)
-    d = broken.read_defects(cohort).set_index("kind").loc["dicom_identifiers"]
+    cohort = broken_study.cohort
+    d = broken_study.defect("dicom_identifiers")
     c = io.load_cohort(cohort)
     rois = c.rois[c.rois.patient_id == d.patient_id]
     s = {"imageType": {"Original": {}}, "featureClass": {"firstorder": ["Mean"]},

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from joblib import parallel_config
 from threadpoolctl import threadpool_limits
 from scipy import stats
 from sklearn.base import clone
@@ -381,22 +380,50 @@ def test_sfs_equals_sklearn_sequential_feature_selector(data):
     np.testing.assert_array_equal(ours.get_support(), ref.get_support())
 
 
-def test_sfs_parallel_is_identical(data):
+def test_sfs_parallel_is_identical(data, monkeypatch):
+    """n_jobs=2 scores the candidates of every step in two batches on vcfnb's worker pool
+    (vcfnb.parallel.pmap) and selects the same features with the same scores as n_jobs=1, on
+    the fast kernel path and on the generic estimator path."""
     X, y = data
-    a = SFSSelector(n_splits=3, n_repeats=1, max_features=3, random_state=1, n_jobs=1).fit(X, y)
-    # threads keep the test fast on a busy machine; the default backend (loky processes) runs
-    # exactly the same batches
-    with parallel_config(backend="threading"):
-        b = SFSSelector(n_splits=3, n_repeats=1, max_features=3, random_state=1, n_jobs=2).fit(X, y)
-    pd.testing.assert_frame_equal(a.history_, b.history_)
+    calls: list[tuple[int, int]] = []
+    real = selection.pmap
+
+    def spy(fn, items, **kw):
+        calls.append((len(items), kw["n_jobs"]))
+        return real(fn, items, **kw)
+
+    monkeypatch.setattr(selection, "pmap", spy)
+    for est in (None, SVC(kernel="rbf")):
+        kw = dict(estimator=est, n_splits=3, n_repeats=1, max_features=3, random_state=1)
+        a = SFSSelector(**kw, n_jobs=1).fit(X, y)
+        assert calls == []  # one job: in this process
+        b = SFSSelector(**kw, n_jobs=2).fit(X, y)
+        assert calls == [(2, 2)] * 3, calls  # one pmap per step, one batch per worker
+        calls.clear()
+        assert a.ranking_ == b.ranking_ and len(a.history_) == 3
+        np.testing.assert_array_equal(a.support_, b.support_)
+        pd.testing.assert_frame_equal(a.history_, b.history_, check_exact=True)
 
 
-@pytest.mark.slow
-def test_sfs_with_worker_processes_is_identical(data):
+def _sfs_in_a_worker(item) -> tuple[list, pd.DataFrame, bool, int]:
+    from vcfnb import parallel
+
+    X, y = item
+    sfs = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=2).fit(X, y)
+    return sfs.ranking_, sfs.history_, parallel._POOL is None, parallel.resolve_n_jobs(2)
+
+
+def test_sfs_inside_a_worker_starts_no_pool(data):
+    """An SFS asking for 2 jobs inside one of vcfnb's workers (as in a permutation of
+    permutation_test) runs in that worker -- no pool of pools -- with the same result."""
+    from vcfnb import parallel
+
     X, y = data
-    a = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=1).fit(X, y)
-    b = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=2).fit(X, y)
-    pd.testing.assert_frame_equal(a.history_, b.history_)
+    ref = SFSSelector(n_splits=3, n_repeats=1, max_features=2, random_state=1, n_jobs=1).fit(X, y)
+    for ranking, history, no_pool, n in parallel.pmap(_sfs_in_a_worker, [(X, y)] * 2, n_jobs=2):
+        assert no_pool and n == 1
+        assert ranking == ref.ranking_
+        pd.testing.assert_frame_equal(history, ref.history_, check_exact=True)
 
 
 # --- oversampling ----------------------------------------------------------------------------

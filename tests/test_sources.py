@@ -2,7 +2,9 @@
 
 The refusal tests need no real data (a fake source folder is enough: the output folder is
 checked before anything is read); the build tests use ../shared/data (``realdata``). Every
-output goes under ``tmp_path`` (``root=tmp_path`` stands in for the project root).
+output goes under ``tmp_path`` (``root=tmp_path`` stands in for the project root; the tests of
+the default location unset ``VCFNB_DATA_DIR``, which the test session sets, and one test checks
+that the variable moves every default location of generated data).
 """
 from __future__ import annotations
 
@@ -83,7 +85,8 @@ def test_refuses_another_builders_output_and_inputs(tmp_path, fake_sources):
         assert not inside.exists()
 
 
-def test_ensure_lumbar_cohort_never_takes_a_cohort_dir(tmp_path, fake_sources):
+def test_ensure_lumbar_cohort_never_takes_a_cohort_dir(tmp_path, fake_sources, monkeypatch):
+    monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     lumbar, _ = fake_sources
     assert sources.ensure_lumbar_cohort("", "my/cohort", root=tmp_path) == "my/cohort"
     with pytest.raises(ValueError, match="not both"):
@@ -93,7 +96,8 @@ def test_ensure_lumbar_cohort_never_takes_a_cohort_dir(tmp_path, fake_sources):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_real_lumbar_cohort(shared_data, tmp_path, user_cohort):
+def test_real_lumbar_cohort(shared_data, tmp_path, user_cohort, monkeypatch):
+    monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     src = shared_data / "lumbar_mri"
     if not src.is_dir():
         pytest.skip(f"{src} is absent")
@@ -120,7 +124,8 @@ def test_real_lumbar_cohort(shared_data, tmp_path, user_cohort):
 
 
 @pytest.mark.realdata
-def test_real_ct_cohort(shared_data, tmp_path, user_cohort):
+def test_real_ct_cohort(shared_data, tmp_path, user_cohort, monkeypatch):
+    monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     if not (shared_data / "tptbox" / "sample_ct").is_dir():
         pytest.skip("tptbox/sample_ct is absent")
     src_before = {d: _listing(shared_data / d) for d in ("tptbox", "totalseg")}
@@ -145,3 +150,53 @@ def test_real_ct_cohort(shared_data, tmp_path, user_cohort):
         sources.real_ct_cohort(shared_data, user_cohort, root=tmp_path)
     assert _snapshot(user_cohort) == before
     assert {d: _listing(shared_data / d) for d in ("tptbox", "totalseg")} == src_before
+
+
+def test_data_dir_env_moves_cohorts_and_cache(tmp_path, monkeypatch):
+    """``VCFNB_DATA_DIR`` moves every default location of generated data out of the project:
+    the built-in cohorts (notebooks, ``vcfnb cohorts``), the builders' output and the feature
+    cache (notebooks, ``check-cohort``, ``vcfnb extract``/``predict``); unset, they are under
+    ``<project>/data``."""
+    import argparse
+
+    from vcfnb import cli, report, runner, synth
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "params").mkdir()
+    monkeypatch.chdir(project)
+    made: list[Path] = []
+    monkeypatch.setattr(synth, "make_cohort", lambda gen, folder, **kw: made.append(Path(folder)))
+    monkeypatch.setattr(io, "load_cohort", lambda folder, **kw: Path(folder))
+    no_flags = argparse.Namespace(no_cache=False, cache=None)
+
+    def locations() -> dict[str, Path]:
+        made.clear()
+        run = report.start_run("metastasis_lytic_blastic",
+                               {"out_dir": str(tmp_path / "out"), "seed": 3}, load=False)
+        cohort = report.resolve_cohort(run)
+        assert runner.main(["cohorts", "--size", "smoke"]) == 0
+        return {"data": sources.data_root(), "data_of_root": sources.data_root(project),
+                "notebook_cache": run.cache_dir, "cohort": cohort.parent,
+                "generated": made[0].parent, "cohorts_command": made[-1].parent,
+                "builder": sources._output(None, "real-ct", "k", project).parent,
+                "cli_cache": cli._cache_dir(no_flags)}
+
+    monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+    default = locations()
+    data = (project / "data").resolve()
+    assert default == {"data": data, "data_of_root": data, "notebook_cache": data / "cache",
+                       "cohort": data / "cohorts", "generated": data / "cohorts",
+                       "cohorts_command": data / "cohorts", "builder": data / "cohorts",
+                       "cli_cache": data / "cache"}
+    monkeypatch.setenv(sources.DATA_DIR_ENV, str(elsewhere))
+    moved = locations()
+    e = elsewhere.resolve()
+    assert moved == {"data": e, "data_of_root": e, "notebook_cache": e / "cache",
+                     "cohort": e / "cohorts", "generated": e / "cohorts",
+                     "cohorts_command": e / "cohorts", "builder": e / "cohorts",
+                     "cli_cache": e / "cache"}
+    # the notebook's built-in cohort, then `vcfnb cohorts --size smoke`: one per study
+    assert [f.name for f in made] == ["metastasis-smoke-seed3-signal1"] + [
+        f"{g}-smoke-seed0-signal1" for g in synth.STUDIES]
+    assert not (project / "data").exists()

@@ -112,3 +112,75 @@ def test_permutation_observed_is_the_reported_cv_auc():
     assert perm.observed_auc == pytest.approx(reported, abs=1e-12)
     freq = metastasis.selection_frequency(fit.estimators, ["f0"])
     assert freq.loc[freq.feature == "f0", "folds_selected"].item() >= 3
+
+
+def _paper_table3_cases() -> pd.DataFrame:
+    """Seed 004 Table 3's counts, one row per lesion (26 osteoblastic, 52 osteolytic)."""
+    def col(blastic, lytic):
+        return [k for k, n in [*blastic, *lytic] for _ in range(n)]
+    return pd.DataFrame({
+        "lesion_type": ["osteoblastic"] * 26 + ["osteolytic"] * 52,
+        "si_t1": col([("low", 23), ("iso", 2), ("high", 1)],
+                     [("low", 22), ("iso", 17), ("high", 13)]),
+        "si_t2": col([("low", 19), ("high", 7)], [("low", 13), ("iso", 4), ("high", 35)]),
+        "si_fst2": col([("low", 8), ("high", 18)], [("low", 1), ("high", 51)]),
+        "soft_tissue_mass": col([(1, 12), (0, 14)], [(1, 47), (0, 5)]),
+        "severe_compression": col([(1, 9), (0, 17)], [(1, 22), (0, 30)]),
+    })
+
+
+def test_table3_default_is_the_papers_pearson_chi_square():
+    """Table 3 by default is SPSS's Pearson χ² without continuity correction: on the paper's own
+    counts it gives the printed χ² (T1 15.169, T2 17.016, soft-tissue mass 18.404, severe
+    compression 0.428, p 0.513); the corrected test (Yates / Fisher) stays an option."""
+    cases = _paper_table3_cases()
+    t = metastasis.semantic_table(cases).drop_duplicates("variable").set_index("variable")
+    assert set(t.test) == {"Pearson chi-square"}
+    for var, chi2 in {"si_t1": 15.169, "si_t2": 17.016, "soft_tissue_mass": 18.404,
+                      "severe_compression": 0.428}.items():
+        assert t.loc[var, "statistic"] == pytest.approx(chi2, abs=5e-4), var
+    assert t.loc["severe_compression", "p_value"] == pytest.approx(0.513, abs=5e-4)
+    corrected = metastasis.semantic_table(cases, categorical_test="auto").drop_duplicates(
+        "variable").set_index("variable")
+    assert corrected.loc["soft_tissue_mass", "test"] == "chi-square"  # Yates-corrected 2x2
+    assert corrected.loc["soft_tissue_mass", "statistic"] == pytest.approx(16.082, abs=5e-4)
+    assert corrected.loc["si_t1", "test"] == "Fisher exact"  # expected counts below 5
+    with pytest.raises(ValueError, match="categorical_test"):
+        metastasis.semantic_table(cases, categorical_test="yates")
+
+
+def test_recipe_rebuilds_the_notebook_rows(smoke, tmp_path):
+    """The saved model's feature recipe gives the notebook's rows (`wide_by_sequence`): the same
+    columns and values, so `vcfnb predict` scores a cohort as the run did."""
+    from vcfnb import features
+
+    settings = {"imageType": {"Original": {}}, "featureClass": {"firstorder": ["Mean"]},
+                "setting": {"binWidth": 25}}
+    f = features.extract(smoke.rois, settings, n_jobs=1, cache_dir=tmp_path, progress=False)
+    wide = features.wide_by_sequence(f)
+    rows = features.patient_table(f, metastasis.recipe(["T1", "T2", "FS-T2"]))
+    assert sorted(rows.columns) == sorted(wide.columns) and len(wide.columns) == 3
+    pd.testing.assert_frame_equal(rows[wide.columns].sort_index(), wide.sort_index(),
+                                  check_names=False)
+
+
+def test_nadeau_bengio_ci_with_single_case_folds():
+    """10-fold CV of a smoke-sized cohort leaves one positive lesion in some folds: each
+    fold's AUC is still defined, so the corrected CI and the comparison are computed."""
+    from vcfnb import stats
+
+    g = np.random.default_rng(0)
+    y = np.r_[np.ones(12, int), np.zeros(24, int)]
+    rows = []
+    for r in range(2):
+        fold = models.cv_splitter(10, rng=r).split(np.zeros((36, 1)), y)
+        for k, (_, te) in enumerate(fold):
+            for m in ("a", "b"):
+                rows += [{"model": m, "split": "cv", "patient_id": str(i), "y_true": y[i],
+                          "score": y[i] * (m == "a") + g.normal(), "score_kind": "decision",
+                          "fold": k, "repeat": r} for i in te]
+    pred = pd.DataFrame(rows)
+    perf = stats.evaluate(pred, ci="nadeau-bengio", cutoff=None).set_index("model")
+    assert (perf.ci_low < perf.auc).all() and (perf.auc < perf.ci_high).all()
+    comp = stats.cv_delong_pairs(pred, split="cv")
+    assert comp.n_folds.iat[0] == 20 and 0 <= comp.p_value.iat[0] <= 1

@@ -156,6 +156,19 @@ def test_split_drawn_only_without_one():
         study.split_internal(cases)
 
 
+def test_split_is_the_generic_study_split():
+    """The study draws and validates its split with vcfnb.models.study_split (no copy of it)."""
+    cases, _ = _cohort(20)
+    cases["split"] = [""] * 17 + ["external"] * 3
+    for state in (0, 7):
+        want = models.study_split(cases, design="holdout", test_size=0.3, random_state=state)
+        got = study.split_internal(cases, test_size=0.3, random_state=state)
+        assert got["split"].tolist() == want.tolist()
+    assert not hasattr(study, "train_test_split")
+    with pytest.raises(ValueError, match="split must be train, test, external or empty"):
+        study.split_internal(cases.assign(split="validation"))
+
+
 def test_single_reader_mode():
     """Defect 4: reader 2 is optional: no unmet requirement, the ICC step is marked skipped,
     and only reader 1 is extracted."""

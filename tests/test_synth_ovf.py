@@ -157,20 +157,19 @@ def test_compartments_density_and_radscore_linearity(small_cohort, tmp_path):
     kept = study.compartment_rois(given.drop(columns=["level", "compartment", "derived", "n_voxels"]),
                                   tmp_path / "comp2")
     assert not kept.derived.any() and list(kept["mask"]) == list(given["mask"])
-    # vBMD read-out: the simulated line recovers the shipped vBMD (cancellous VOI incl. partial volume)
-    dens = study.density_readout(voi, slope=ovf.HU_TO_BMD_SLOPE, intercept=ovf.HU_TO_BMD_INTERCEPT)
+    # vBMD read-out from the extracted mean CT number (one source for table 1 and the models):
+    # it is the mean of the image in the cancellous VOI, and the simulated line recovers the
+    # shipped vBMD (cancellous VOI incl. partial volume)
+    some = voi[voi.patient_id.isin(c.cases.patient_id[:3])].reset_index(drop=True)
+    feats = vc.features.extract(some, {"setting": {"label": 1}, "imageType": {"Original": {}},
+                                       "featureClass": {"firstorder": ["Mean"]}}, progress=False)
+    dens = study.vbmd_table(feats, some, slope=ovf.HU_TO_BMD_SLOPE, intercept=ovf.HU_TO_BMD_INTERCEPT)
+    r = some[some.compartment == "cancellous"].iloc[0]
+    img = sitk.GetArrayFromImage(sitk.ReadImage(r["image"])).astype(float)
+    m = sitk.GetArrayFromImage(sitk.ReadImage(r["mask"])) == int(r.label)
+    assert dens.mean_hu.iat[0] == pytest.approx(img[m].mean(), rel=1e-9)
     agree = study.vbmd_agreement(dens, c.cases)
     assert agree.pearson_r.iat[0] > 0.9 and abs(agree.mean_difference.iat[0]) < 15
-    # radscore of per-patient mean features == mean of the four vertebrae's radscores
-    feats = pd.DataFrame(rng_features(voi), index=voi.index)
-    feats.insert(0, "patient_id", voi.patient_id.to_numpy())
-    table = study.patient_features(feats, voi)
-    y = c.cases.set_index("patient_id").outcome.reindex(table.index)
-    rs = vc.models.RadscoreModel(scaler="maxabs", k=3, prefix="cancellous__", cv=3,
-                                 random_state=0, name="radscore_cancellous").fit(table, y)
-    per_v = study.vertebra_scores({"cancellous": rs}, feats, voi)
-    per_v = per_v.groupby("patient_id").radscore_cancellous.mean()
-    np.testing.assert_allclose(per_v.reindex(table.index), rs.transform(table).iloc[:, 0], rtol=1e-10)
     # derived masks go where they are told (the run's cache), never next to the source masks
     assert all(str(m).startswith(str(tmp_path / "comp")) for m in voi["mask"])
 
@@ -232,3 +231,77 @@ def test_requirements_list_every_problem_at_once(small_cohort):
     fo = contract.check(study.REQUIREMENTS, c.cases.drop(columns=["age", "sex", "outcome"]),
                         c.rois, {**params, "require_outcome": False}, features_only=True)
     assert fo.empty, fo
+
+
+# ---------------------------------------------------------------------------------------------
+# OVFModel: per-vertebra radscores, links fitted on out-of-fold radscores
+# ---------------------------------------------------------------------------------------------
+def _block_table(n=60, seed=0):
+    """A patient block table (4 levels x 2 compartments x 5 features) with signal in f0."""
+    g = np.random.default_rng(seed)
+    y = pd.Series(np.r_[np.ones(n // 3), np.zeros(n - n // 3)].astype(int),
+                  index=pd.Index([f"P{i:03d}" for i in range(n)], name="patient_id"))
+    cols = {}
+    for lv in ovf.LEVELS:
+        for comp in ("cortical", "cancellous"):
+            for j in range(5):
+                cols[f"CT_{lv}_{comp}_f{j}"] = g.normal(size=n) + (0.8 * y.to_numpy() if j == 0 else 0)
+            cols[f"CT_{lv}_{comp}_original_firstorder_Mean"] = 150 - 30 * y.to_numpy() + g.normal(0, 20, n)
+    return pd.DataFrame(cols, index=y.index), y
+
+
+def test_ovf_model_links_are_fitted_on_out_of_fold_radscores():
+    """The logistic link's training inputs are out-of-fold radscores: each training patient's
+    score comes from the fold radscores fitted without that patient (old code: the link was
+    fitted on radscores of the same patients that fitted them)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from vcfnb.studies import ovf as study
+
+    X, y = _block_table()
+    m = study.OVFModel(k=4, lasso_cv=3, oof_folds=3, random_state=0).fit(X, y)
+    rows = study.vertebra_rows(X)
+    assert len(m.folds_) == 3
+    for j, fold_models in enumerate(m.folds_):
+        held = m.oof_.index[m.oof_.fold == j]
+        rs = fold_models["cancellous"]
+        # fitted per vertebra, on the other folds' patients only (4 rows per patient)
+        assert rs.pipeline_.named_steps["scaler"].n_samples_seen_ == 4 * (len(X) - len(held))
+        own = pd.Series(rs.radscore(rows), index=rows.index).groupby(level=0).mean()
+        np.testing.assert_allclose(m.oof_.loc[held, "radscore_cancellous"], own[held], rtol=1e-12)
+    inputs = m.oof_[["radscore_cortical", "radscore_cancellous", "vbmd"]]
+    ref = LogisticRegression(C=np.inf, max_iter=5000).fit(inputs, y)
+    np.testing.assert_allclose(m.link_.coef_, ref.coef_, rtol=1e-6)
+    # in-sample radscores (what the old link saw) differ from the out-of-fold ones
+    in_sample = m.link_inputs(X)["radscore_cancellous"]
+    assert not np.allclose(in_sample, m.oof_.radscore_cancellous)
+    # new patients: mean of the fold radscores, patient score = mean of its vertebrae's
+    per_v = study.vertebra_scores(m, X).groupby("patient_id").radscore_cancellous.mean()
+    np.testing.assert_allclose(per_v.reindex(X.index), in_sample, rtol=1e-10)
+    # vBMD from the cancellous mean CT numbers through the HU -> BMD line
+    hu = X[[f"CT_{lv}_cancellous_original_firstorder_Mean" for lv in ovf.LEVELS]].mean(axis=1)
+    np.testing.assert_allclose(m.oof_.vbmd, 0.8 * hu + 4.0)
+
+
+def test_ovf_model_with_inputs_equals_a_fresh_fit_and_uses_few_columns():
+    from vcfnb.studies import ovf as study
+
+    X, y = _block_table(seed=1)
+    tr, te = X.index[np.arange(len(X)) % 4 != 0], X.index[np.arange(len(X)) % 4 == 0]
+    m = study.OVFModel(k=4, lasso_cv=3, oof_folds=3, random_state=0).fit(X.loc[tr], y[tr])
+    for name in ("cortical", "vBMD"):
+        fresh = study.OVFModel(inputs=study.MODEL_INPUTS[name], k=4, lasso_cv=3, oof_folds=3,
+                               random_state=0).fit(X.loc[tr], y[tr])
+        np.testing.assert_array_equal(m.with_inputs(study.MODEL_INPUTS[name]).predict_proba(X.loc[te]),
+                                      fresh.predict_proba(X.loc[te]))
+    for name in study.MODEL_INPUTS:  # each model reads only its own columns (the saved ones)
+        one = m.with_inputs(study.MODEL_INPUTS[name])
+        cols = one.used_columns(X.columns)
+        assert len(cols) < X.shape[1]
+        np.testing.assert_array_equal(one.predict_proba(X.loc[te, cols]), one.predict_proba(X.loc[te]))
+    # the permutation evaluator's cached preparation gives the same test AUC as a plain refit
+    from sklearn.metrics import roc_auc_score
+
+    ev = study.refit_test_auc(X.loc[tr], X.loc[te], y[te])
+    assert ev(study.OVFModel(k=4, lasso_cv=3, oof_folds=3, random_state=0), X.loc[tr], y[tr]) \
+        == pytest.approx(roc_auc_score(y[te], m.predict_proba(X.loc[te])[:, 1]), abs=1e-12)

@@ -19,12 +19,13 @@ leaves nothing half-written.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,31 @@ def _check_output(out: Path, inputs: Sequence[str | os.PathLike]) -> None:
             raise BuildError(f"{out}: contains the input {root}; write the cohort elsewhere")
 
 
-def _staging(out: Path) -> Path:
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary sibling folder of ``out`` to build the cohort in, removed when the block
+    fails (a half-built cohort never shows at ``out``); :func:`_publish` moves it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
 
 
-def _finish(stage: Path, out: Path) -> None:
+def _publish(stage: Path, out: Path, cases: pd.DataFrame, rows: list[dict], skipped: list[dict],
+             *, builder: str, meta: Mapping[str, Any], title: str,
+             lines: Sequence[str]) -> BuildResult:
+    """Write the tables, ``cohort.json`` (``meta``) and a README (``title``, one bullet per
+    line) into ``stage``, move it to ``out`` and validate what was written."""
+    io.write_cohort(stage, cases, pd.DataFrame(rows, columns=io.ROI_COLUMNS),
+                    meta={"simulated": False, "builder": f"vcfnb.builders.{builder}", **meta},
+                    readme=f"# {title}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n")
     if out.is_dir():
         out.rmdir()  # checked empty before; rmdir fails (safely) if something appeared since
     os.replace(stage, out)
+    return _validate(out, cases, skipped)
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -198,10 +215,6 @@ def _resolve(pattern: str, patient_id: str) -> tuple[Path | None, str | None]:
         return Path(hits[0]), None
     p = Path(text)
     return (p, None) if p.exists() else (None, f"not found: {text}")
-
-
-def _readme(title: str, lines: Sequence[str]) -> str:
-    return f"# {title}\n\n" + "\n".join(f"- {ln}" for ln in lines) + "\n"
 
 
 def _validate(out: Path, cases: pd.DataFrame, skipped: list[dict]) -> BuildResult:
@@ -296,8 +309,7 @@ def from_folders(out: str | os.PathLike, *, clinical: str | os.PathLike,
     n_table = len(cases)
     cases = cases[cases["patient_id"].isin({pl[0] for pl in plan})].reset_index(drop=True)
 
-    stage = _staging(out)
-    try:
+    with _staged(out) as stage:
         copied: dict[Path, str] = {}
 
         def place(src: Path, kind: str, pid: str) -> str:
@@ -314,23 +326,17 @@ def from_folders(out: str | os.PathLike, *, clinical: str | os.PathLike,
             rows += [{"patient_id": pid, "roi": roi, "sequence": seq, "reader": reader,
                       "image": irel, "mask": mrel, "label": lab} for roi, lab in rois.items()]
         shown = ", ".join(f"{k or '-'}: {Path(v).name}" for k, v in image_patterns.items())
-        io.write_cohort(stage, cases, pd.DataFrame(rows, columns=io.ROI_COLUMNS),
-                        meta={"simulated": False, "builder": "vcfnb.builders.from_folders",
-                              "clinical": Path(clinical).name, "rois": dict(rois),
+        return _publish(stage, out, cases, rows, skipped, builder="from_folders",
+                        meta={"clinical": Path(clinical).name, "rois": dict(rois),
                               "sequences": sorted(image_patterns)},
-                        readme=_readme("Cohort built from folders", [
+                        title="Cohort built from folders", lines=[
                             f"clinical table: {Path(clinical).name} (columns {dict(columns)})",
                             f"images: {shown}",
                             f"ROIs: {dict(rois)}",
                             f"{n_table} patients in the table, {len(cases)} with files, "
                             f"{len(plan)} image/mask pairs copied, {len(skipped)} skipped",
                             "built by vcfnb.builders.from_folders; files are copies, inputs "
-                            "untouched"]))
-        _finish(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return _validate(out, cases, skipped)
+                            "untouched"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,9 +453,8 @@ def from_totalseg(out: str | os.PathLike, scans: Sequence[Mapping[str, Any]], *,
     else:
         cases = pd.DataFrame({"patient_id": ids})
 
-    stage = _staging(out)
     skipped, rows, notes = [], [], []
-    try:
+    with _staged(out) as stage:
         for s in scans:
             pid = str(s["patient_id"])
             seg_path, image = Path(s["segmentation"]), Path(s["image"])
@@ -495,19 +500,13 @@ def from_totalseg(out: str | os.PathLike, scans: Sequence[Mapping[str, Any]], *,
         if not rows:
             raise BuildError("none of the levels " + ", ".join(levels) + " is present in any "
                              "segmentation: " + "; ".join(x["reason"] for x in skipped[:5]))
-        io.write_cohort(stage, cases, pd.DataFrame(rows, columns=io.ROI_COLUMNS),
-                        meta={"simulated": False, "builder": "vcfnb.builders.from_totalseg",
-                              "study": study, "levels": levels, "sequence": seq},
-                        readme=_readme("Cohort built from TotalSegmentator output", [
+        return _publish(stage, out, cases, rows, skipped, builder="from_totalseg",
+                        meta={"study": study, "levels": levels, "sequence": seq},
+                        title="Cohort built from TotalSegmentator output", lines=[
                             f"study: {study}; levels: {', '.join(levels)}; sequence: {seq}",
                             *notes,
                             f"{len(skipped)} level(s) skipped"
                             + (": " + "; ".join(f"{x['patient_id']} {x['roi']}"
                                                 for x in skipped) if skipped else ""),
                             "labels are TotalSegmentator's predictions, not manual truth; "
-                            "built by vcfnb.builders.from_totalseg (copies; inputs untouched)"]))
-        _finish(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return _validate(out, cases, skipped)
+                            "built by vcfnb.builders.from_totalseg (copies; inputs untouched)"])

@@ -55,6 +55,7 @@ _SCORE_METHOD = {"probability": "predict_proba", "decision": "decision_function"
 #: (:func:`_trusted_types`); callers may pass more, explicitly, to :func:`load_model`.
 TRUSTED_TYPES: tuple[str, ...] = (
     "vcfnb.bundle.PackedPandas",
+    "vcfnb.studies.ovf.OVFModel",  # seed 003's cross-fitted radscores + logistic link
     "collections.OrderedDict",
     "imblearn.pipeline.Pipeline",
     "imblearn.over_sampling._random_over_sampler.RandomOverSampler",

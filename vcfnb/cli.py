@@ -80,6 +80,31 @@ def _report_build(res) -> int:
     return 0
 
 
+def _build(build, *args: Any, **kwargs: Any) -> int:
+    """Run a :mod:`vcfnb.builders` function and report what it wrote (exit status 2 when the
+    builder refuses its inputs or output folder)."""
+    from vcfnb import builders
+
+    try:
+        res = build(*args, **kwargs)
+    except builders.BuildError as exc:
+        print(f"vcfnb: {exc}", file=sys.stderr)
+        return 2
+    return _report_build(res)
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    """``--cache``, else the feature cache under the data folder (``data/cache`` of the project,
+    or ``$VCFNB_DATA_DIR/cache``: :func:`vcfnb.sources.data_root`); None with ``--no-cache``."""
+    if args.no_cache:
+        return None
+    if args.cache:
+        return Path(args.cache)
+    from vcfnb.sources import data_root
+
+    return data_root() / "cache"
+
+
 # ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
@@ -135,15 +160,9 @@ def _cmd_from_folders(args: argparse.Namespace) -> int:
         raise SystemExit(f"vcfnb: --masks sequences {sorted(masks)} differ from --images "
                          f"sequences {sorted(images)}")
     rois = {k: _number_or_text(v) for k, v in _pairs(args.roi, "--roi").items()}
-    try:
-        res = builders.from_folders(args.out, clinical=args.clinical, columns=columns,
-                                    images=images, masks=masks, rois=rois,
-                                    outcome_values=_outcome_values(args.outcome_value),
-                                    reader=args.reader)
-    except builders.BuildError as exc:
-        print(f"vcfnb: {exc}", file=sys.stderr)
-        return 2
-    return _report_build(res)
+    return _build(builders.from_folders, args.out, clinical=args.clinical, columns=columns,
+                  images=images, masks=masks, rois=rois,
+                  outcome_values=_outcome_values(args.outcome_value), reader=args.reader)
 
 
 def _cmd_from_totalseg(args: argparse.Namespace) -> int:
@@ -155,20 +174,13 @@ def _cmd_from_totalseg(args: argparse.Namespace) -> int:
     if bodies:
         raise SystemExit(f"vcfnb: --body for patient(s) without --scan: {sorted(bodies)}")
     columns = _pairs(args.column, "--column") or None
-    try:
-        res = builders.from_totalseg(args.out, scans, study=args.study, levels=args.levels,
-                                     sequence=args.sequence, clinical=args.clinical,
-                                     columns=columns,
-                                     outcome_values=_outcome_values(args.outcome_value))
-    except builders.BuildError as exc:
-        print(f"vcfnb: {exc}", file=sys.stderr)
-        return 2
-    return _report_build(res)
+    return _build(builders.from_totalseg, args.out, scans, study=args.study, levels=args.levels,
+                  sequence=args.sequence, clinical=args.clinical, columns=columns,
+                  outcome_values=_outcome_values(args.outcome_value))
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from vcfnb import features, io
-    from vcfnb.report import project_root
 
     settings: str | Path = args.settings
     packaged = features.packaged_settings()
@@ -191,7 +203,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if cohort.rois.empty:
         print("vcfnb: no valid ROI row to extract", file=sys.stderr)
         return 1
-    cache = None if args.no_cache else Path(args.cache or project_root() / "data" / "cache")
+    cache = _cache_dir(args)
     feats = features.extract(cohort.rois, settings, n_jobs=args.jobs, cache_dir=cache,
                              progress=not args.quiet)
     out = Path(args.out)
@@ -210,9 +222,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from vcfnb import bundle, io
-    from vcfnb.report import project_root
 
-    cache = None if args.no_cache else Path(args.cache or project_root() / "data" / "cache")
+    cache = _cache_dir(args)
     try:
         table = bundle.predict(args.run, args.cohort, args.out, cache_dir=cache,
                                n_jobs=args.jobs, models=args.model, progress=not args.quiet)
@@ -242,6 +253,29 @@ class _Formatter(argparse.HelpFormatter):
             else:
                 out.append(super()._fill_text(para, width, indent))
         return "\n\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _add_clinical_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--clinical``, ``--column``, ``--outcome-value`` of the cohort builders."""
+    p.add_argument("--clinical", required=required, metavar="FILE",
+                   help="clinical table, .csv or .xlsx, one row per patient"
+                   + ("" if required else " (optional)"))
+    p.add_argument("--column", action="append", required=required, metavar="COHORT=CLINICAL",
+                   help="cohort column = clinical column (repeatable); patient_id is required, "
+                   "outcome (0/1) and covariates optional")
+    p.add_argument("--outcome-value", action="append", metavar="RAW=0|1",
+                   help="map a raw outcome value to 0/1, e.g. y=1 (repeatable)")
+
+
+def _add_extraction_options(p: argparse.ArgumentParser, *, jobs: int | None,
+                            jobs_help: str) -> None:
+    """``--cache``, ``--no-cache``, ``--jobs``, ``--quiet`` of the commands that extract."""
+    p.add_argument("--cache", metavar="DIR",
+                   help="feature cache folder (default: data/cache of the project folder, or "
+                   "$VCFNB_DATA_DIR/cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
+    p.add_argument("--jobs", type=int, default=jobs, metavar="N", help=jobs_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,13 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "exactly one match), for every patient of a clinical table.",
                         epilog=_FOLDERS_EXAMPLE)
     p.add_argument("out", help="new cohort folder")
-    p.add_argument("--clinical", required=True, metavar="FILE",
-                   help="clinical table, .csv or .xlsx, one row per patient")
-    p.add_argument("--column", action="append", required=True, metavar="COHORT=CLINICAL",
-                   help="cohort column = clinical column (repeatable); patient_id is required, "
-                   "outcome (0/1) and covariates optional")
-    p.add_argument("--outcome-value", action="append", metavar="RAW=0|1",
-                   help="map a raw outcome value to 0/1, e.g. y=1 (repeatable)")
+    _add_clinical_options(p, required=True)
     p.add_argument("--images", action="append", required=True, metavar="[SEQ=]PATTERN",
                    help="image pattern, e.g. \"scans/{patient_id}_T2.nii.gz\" (a file or a "
                    "DICOM series folder); repeat as SEQ=PATTERN for several sequences")
@@ -341,11 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="levels to write instead of the study's, e.g. T12 L1 L2")
     p.add_argument("--sequence", help="sequence of the ROI rows (default: CT for ovf, T1 for "
                    "osteoporosis)")
-    p.add_argument("--clinical", metavar="FILE", help="optional clinical table (.csv/.xlsx)")
-    p.add_argument("--column", action="append", metavar="COHORT=CLINICAL",
-                   help="column map for --clinical (repeatable; patient_id required)")
-    p.add_argument("--outcome-value", action="append", metavar="RAW=0|1",
-                   help="map a raw outcome value to 0/1 (repeatable)")
+    _add_clinical_options(p, required=False)
     p.set_defaults(func=_cmd_from_totalseg)
 
     p = sub.add_parser("extract", formatter_class=fmt,
@@ -361,15 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pyradiomics parameter file, or a packaged name ("
                    + ", ".join(sorted(f.stem for f in _SETTINGS.glob("*.yaml"))) + ")")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="feature table to write")
-    p.add_argument("--cache", metavar="DIR",
-                   help="cache folder (default: data/cache of the project folder)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="worker processes (default: all CPUs)")
     p.add_argument("--mask-grid", choices=["strict", "resample"], default="strict",
                    help="masks on another grid of the same physical space: strict = a "
                    "problem (default), resample = resample them onto the image grid")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_extraction_options(p, jobs=None, jobs_help="worker processes (default: all CPUs)")
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("predict", formatter_class=fmt,
@@ -387,11 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE.csv", help="predictions to write")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="only this saved model (repeatable; default: all)")
-    p.add_argument("--cache", metavar="DIR",
-                   help="feature cache folder (default: data/cache of the project folder)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_extraction_options(p, jobs=1, jobs_help="worker processes")
     p.set_defaults(func=_cmd_predict)
     return ap
 

@@ -45,7 +45,7 @@ __all__ = [
     "RANDOM_INIT", "STAGES", "PRESETS", "DeepParams", "preset", "ResNet50", "resnet50",
     "load_weights", "save_weights", "stack_25d", "build_stacks", "augment", "finetune",
     "FineTuned", "extract_features", "predict_proba", "dl_model_scores", "gradcam",
-    "deep_features_for_cohort", "DeepResult", "feature_names",
+    "deep_features_for_cohort", "DeepResult", "feature_names", "deep_oof", "DeepOOF",
 ]
 
 #: ``weights_source`` of a model that did not start from a weights file.
@@ -667,6 +667,7 @@ class FineTuned:
     train_index: np.ndarray
     val_index: np.ndarray
     weights_source: str
+    seconds_features: float = 0.0
 
 
 def _as_cases(inputs: torch.Tensor) -> torch.Tensor:
@@ -1185,52 +1186,288 @@ def deep_features_for_cohort(rois: pd.DataFrame, labels: pd.Series | dict,
     t_start, c_start = time.perf_counter(), time.process_time()
     p = preset(params)
     g = _rng(rng)
+    with _deterministic(p.n_threads):
+        prep = _prepare(rois, labels, train_ids, p, weights=weights, root=root, reader=reader,
+                        sequence=sequence, rng=g, device=device, progress=progress)
+        ft, features, scores = _fit_extract(prep, prep.train_ids, g, style, progress)
+    t_end = time.perf_counter()
+    timings = {"stacks": prep.seconds,
+               "finetune": t_end - t_start - prep.seconds - ft.seconds_features,
+               "features": ft.seconds_features, "total": t_end - t_start,
+               "cpu_total": time.process_time() - c_start}
+    return DeepResult(features, scores, ft.log, prep.stacks, prep.slices, ft.model,
+                      ft.weights_source, p, timings, prep.train_ids, ft.best_epoch)
+
+
+@dataclass
+class _Prepared:
+    """The label-independent part of a cohort's DL arm, paid once and shared by every
+    fine-tuning of :func:`deep_oof`: the 2.5D stacks, the starting network (batch-norm statistics
+    of its frozen stages re-estimated on the training images when required; no label involved)
+    and the frozen trunk's outputs of every image."""
+
+    p: DeepParams
+    stacks: torch.Tensor
+    slices: pd.DataFrame
+    labels: pd.Series
+    train_ids: list
+    model: ResNet50
+    cached: torch.Tensor | None
+    device: torch.device
+    seconds: float
+
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
+        return np.array([self.slices.index.get_loc(i) for i in ids], dtype=int)
+
+
+def _prepare(rois, labels, train_ids, p: DeepParams, *, weights, root, reader, sequence, rng,
+             device, progress) -> _Prepared:
+    t0 = time.perf_counter()
     lab = pd.Series(labels)
     lab.index = lab.index.astype(str)
     train_ids = [str(i) for i in train_ids]
     stacks, slices = build_stacks(rois, params=p, root=root, reader=reader, sequence=sequence,
                                   progress=progress)
-    t_stack = time.perf_counter()
-    ids = list(slices.index)
     missing = [i for i in train_ids if i not in slices.index]
     if missing:
         raise ValueError(f"training ids without an ROI row: {missing[:10]}")
     if any(i not in lab.index for i in train_ids):
         raise ValueError("labels are missing for training ids: "
                          f"{[i for i in train_ids if i not in lab.index][:10]}")
-    pos = np.array([slices.index.get_loc(i) for i in train_ids])
-    y = lab.loc[train_ids].astype(int).to_numpy()
+    seconds = time.perf_counter() - t0
     dev = _device(device)
-    model = resnet50(weights, rng=g)
+    model = resnet50(weights, rng=rng)
     n_frozen = _FROZEN[p.frozen_layers]
     n, m = stacks.shape[:2]
     flat = stacks.reshape(n * m, *stacks.shape[2:])
-    with _deterministic(p.n_threads):
-        cached_all = None
-        if n_frozen:
-            recal = p.recalibrate_bn if p.recalibrate_bn is not None else \
-                model.weights_source == RANDOM_INIT
-            train_img = (pos[:, None] * m + np.arange(m)).ravel()
-            if recal:
-                model = copy.deepcopy(model).to(dev)
-                _recalibrate_bn(model, flat[train_img], n_frozen, p.batch_size_eval, dev)
-            model = model.to(dev)
-            cached_all = _run(model, flat, 0, n_frozen, p.batch_size_eval, dev, progress,
-                              "frozen trunk")
-            cached_train = cached_all.reshape(n, m, *cached_all.shape[1:])[pos]
-            cached_train = cached_train.reshape(len(pos) * m, *cached_all.shape[1:])
-        else:
-            cached_train = None
-        ft, _ = _finetune(model, stacks[pos], y, p, g, dev, progress, cached=cached_train)
-        t_ft = time.perf_counter()
-        src = cached_all if cached_all is not None else flat
-        feats, logits = _features_from(ft.model, src, n_frozen, p.batch_size_eval, dev, progress)
-    features = _frame(feats, n, m, ids, style)
+    cached = None
+    if n_frozen:
+        recal = p.recalibrate_bn if p.recalibrate_bn is not None else \
+            model.weights_source == RANDOM_INIT
+        pos = np.array([slices.index.get_loc(i) for i in train_ids], dtype=int)
+        if recal:  # image statistics of the training patients, no label
+            model = copy.deepcopy(model).to(dev)
+            _recalibrate_bn(model, flat[(pos[:, None] * m + np.arange(m)).ravel()], n_frozen,
+                            p.batch_size_eval, dev)
+        model = model.to(dev)
+        cached = _run(model, flat, 0, n_frozen, p.batch_size_eval, dev, progress, "frozen trunk")
+    return _Prepared(p, stacks, slices, lab, train_ids, model, cached, dev, seconds)
+
+
+def _fit_extract(prep: _Prepared, fit_ids: Sequence[str], rng: np.random.Generator, style: str,
+                 progress: bool) -> tuple[FineTuned, pd.DataFrame, pd.Series]:
+    """Fine-tune ``prep.model`` on ``fit_ids`` (their labels only); features and network
+    probability of every case."""
+    p, stacks = prep.p, prep.stacks
+    n, m = stacks.shape[:2]
+    n_frozen = _FROZEN[p.frozen_layers]
+    pos = prep.positions(fit_ids)
+    y = prep.labels.loc[list(fit_ids)].astype(int).to_numpy()
+    cached_fit = None
+    if prep.cached is not None:
+        rest = prep.cached.shape[1:]
+        cached_fit = prep.cached.reshape(n, m, *rest)[pos].reshape(len(pos) * m, *rest)
+    ft, _ = _finetune(prep.model, stacks[pos], y, p, rng, prep.device, progress, cached=cached_fit)
+    t0 = time.perf_counter()
+    src = prep.cached if prep.cached is not None else stacks.reshape(n * m, *stacks.shape[2:])
+    feats, logits = _features_from(ft.model, src, n_frozen, p.batch_size_eval, prep.device,
+                                   progress)
+    features = _frame(feats, n, m, list(prep.slices.index), style)
     scores = pd.Series(torch.sigmoid(logits).numpy().reshape(n, m).mean(1),
                        index=features.index, name="dl_probability")
-    t_end = time.perf_counter()
-    timings = {"stacks": t_stack - t_start, "finetune": t_ft - t_stack,
-               "features": t_end - t_ft, "total": t_end - t_start,
-               "cpu_total": time.process_time() - c_start}
-    return DeepResult(features, scores, ft.log, stacks, slices, ft.model, ft.weights_source, p,
-                      timings, train_ids, ft.best_epoch)
+    ft.seconds_features = time.perf_counter() - t0
+    return ft, features, scores
+
+
+# ---------------------------------------------------------------------------------------------
+# out-of-fold DL chain (stacking without label leakage)
+# ---------------------------------------------------------------------------------------------
+def _stack_frame(fold: pd.Series, full: pd.Series, per_fold: Sequence[pd.Series]) -> pd.DataFrame:
+    """Scores of one chain: ``oof`` (training rows: the fold chain that did not see them; NaN
+    elsewhere), ``full`` (chain fitted on every training row), ``fold_mean`` (mean of the fold
+    chains), ``fold`` (fold of a training row, -1 elsewhere) and ``fold_0 …``."""
+    idx = full.index
+    cols = {f"fold_{k}": s.reindex(idx).astype(float) for k, s in enumerate(per_fold)}
+    f = fold.reindex(idx).fillna(-1).astype(int)
+    oof = pd.Series(np.nan, index=idx)
+    for k, s in enumerate(per_fold):
+        oof[f == k] = s.reindex(idx)[f == k]
+    folds = pd.DataFrame(cols, index=idx)
+    return pd.DataFrame({"oof": oof, "full": full.astype(float), "fold_mean": folds.mean(axis=1),
+                         "fold": f}, index=idx).join(folds)
+
+
+@dataclass
+class DeepOOF:
+    """Result of :func:`deep_oof`: one network fine-tuned on all training patients and one per
+    training fold, fine-tuned without that fold.
+
+    Attributes
+    ----------
+    full : DeepResult or None
+        The network fine-tuned on every training patient (test patients' features and scores,
+        Grad-CAM); None in the copy of :meth:`without_networks`.
+    features, scores : DataFrame, Series
+        That network's features and probability of every case.
+    fold : Series
+        Fold (0 … K-1) of every training patient (index ``patient_id``).
+    fold_features, fold_scores : list
+        Features and probability of **every** case from fold network ``k``.
+    fold_train_ids : list of list of str
+        Patients fold network ``k`` was fine-tuned on (all training patients outside fold ``k``).
+    fold_logs, fold_best_epochs : list
+        Per-epoch log and kept epoch of each fold network.
+    timings : dict
+        Wall seconds: ``stacks`` (paid once), ``finetune_full``, ``finetune_folds``, ``total``;
+        ``cpu_total`` process CPU seconds.
+    """
+
+    full: DeepResult | None
+    features: pd.DataFrame
+    scores: pd.Series
+    fold: pd.Series
+    fold_features: list
+    fold_scores: list
+    fold_train_ids: list
+    fold_logs: list = field(default_factory=list)
+    fold_best_epochs: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.fold_features)
+
+    def without_networks(self) -> DeepOOF:
+        """A copy without the networks and stacks (what a permutation worker needs)."""
+        return dataclasses.replace(self, full=None)
+
+    def dl_scores(self) -> pd.DataFrame:
+        """The networks' own probability as a :meth:`chain` frame (``oof``: each training
+        patient scored by the fold network that never saw it; ``full``: the network fine-tuned
+        on every training patient)."""
+        return _stack_frame(self.fold, self.scores, self.fold_scores)
+
+    def chain(self, fit) -> dict[str, pd.DataFrame]:
+        """Run a label-dependent chain on the deep features, out of fold.
+
+        ``fit(features, fit_ids)`` fits the chain on the rows ``fit_ids`` of ``features`` (one
+        network's features of every case) and returns a Series of scores of every row, or a dict
+        name → Series. It is called once per fold with fold network ``k``'s features and the
+        training patients outside fold ``k`` (the rows that network was fine-tuned on), and once
+        with the full network's features and every training patient. Returns name →
+        :func:`_stack_frame` (``oof, full, fold_mean, fold, fold_0 …``): the ``oof`` score of a
+        training patient comes from a network *and* a chain that never saw its label.
+        """
+        def as_dict(out):
+            return dict(out) if isinstance(out, dict) else {"score": out}
+
+        per_fold = [as_dict(fit(f, pd.Index(ids)))
+                    for f, ids in zip(self.fold_features, self.fold_train_ids)]
+        whole = as_dict(fit(self.features, pd.Index(self.fold.index)))
+        return {name: _stack_frame(self.fold, s, [d[name] for d in per_fold])
+                for name, s in whole.items()}
+
+    def summary(self) -> pd.DataFrame:
+        """One row per network (all training patients, then each fold)."""
+        first = self.full.summary() if self.full is not None else pd.DataFrame([{}])
+        rows = [first.assign(network="all training patients")]
+        for k, (ids, log) in enumerate(zip(self.fold_train_ids, self.fold_logs)):
+            rows.append(first.assign(network=f"fold {k + 1} of {self.n_folds} held out",
+                                     epochs_run=len(log), best_epoch=self.fold_best_epochs[k],
+                                     n_train_cases=len(ids),
+                                     seconds=round(self.timings.get(f"fold_{k}", np.nan), 1)))
+        out = pd.concat(rows, ignore_index=True)
+        return out[["network", *[c for c in out.columns if c != "network"]]]
+
+    def logs(self) -> pd.DataFrame:
+        """Fine-tuning logs of every network (column ``network``)."""
+        logs = [(self.full.log if self.full is not None else pd.DataFrame()).assign(
+            network="all training patients")]
+        logs += [log.assign(network=f"fold {k + 1}") for k, log in enumerate(self.fold_logs)]
+        out = pd.concat(logs, ignore_index=True)
+        return out[["network", *[c for c in out.columns if c != "network"]]]
+
+
+def deep_oof(rois: pd.DataFrame, labels: pd.Series | dict, train_ids: Sequence, *,
+             folds: int = 3, params: DeepParams | str | dict | None = "fast",
+             weights: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+             reader: str | int | None = None, sequence: str | None = None,
+             rng: int | np.random.Generator | None = 0, device: str | None = None,
+             style: str = "paper", progress: bool = True) -> DeepOOF:
+    """The DL arm for stacking: a network per training fold, so no training patient's deep
+    features or scores come from a network that saw its label.
+
+    :func:`deep_features_for_cohort` fine-tunes one network on the training patients and
+    extracts features for everybody: fine for test patients, but the training patients' features
+    and scores are then in-sample, and a selection chain or nomogram fitted on them over-trusts
+    them. Here the training patients are split into ``folds`` stratified folds (seeded by
+    ``rng``); for each fold ``k`` a network is fine-tuned on the other folds only and gives the
+    features and probability of every case. :meth:`DeepOOF.chain` then fits a downstream chain
+    on fold ``k``'s network and the other folds, and scores fold ``k``: the whole DL chain is out
+    of fold. The network fine-tuned on all training patients (identical to
+    :func:`deep_features_for_cohort` with the same arguments) scores the test patients.
+
+    Label-independent work is paid once: the 2.5D stacks, the starting network (its frozen
+    stages' batch-norm statistics re-estimated on the training images when required, no label
+    involved) and the frozen trunk's outputs of every image are shared by the ``folds + 1``
+    fine-tunings.
+
+    Parameters
+    ----------
+    folds : int
+        Number of training folds (at least 2; the notebooks use 3 or more).
+    rois, labels, train_ids, params, weights, root, reader, sequence, rng, device, style,
+    progress
+        As :func:`deep_features_for_cohort`.
+
+    Returns
+    -------
+    DeepOOF
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if int(folds) < 2:
+        raise ValueError(f"deep_oof needs at least 2 folds, got {folds}")
+    lab = pd.Series(labels)
+    lab.index = lab.index.astype(str)
+    counts = np.bincount(lab.reindex([str(i) for i in train_ids]).dropna().astype(int),
+                         minlength=2)
+    if counts.min() < int(folds):
+        raise ValueError(f"deep_oof: {int(folds)} folds need at least {int(folds)} training "
+                         f"patients per class, found {counts.tolist()} (benign, malignant)")
+    t_start, c_start = time.perf_counter(), time.process_time()
+    p = preset(params)
+    g = _rng(rng)
+    timings: dict = {}
+    with _deterministic(p.n_threads):
+        prep = _prepare(rois, labels, train_ids, p, weights=weights, root=root, reader=reader,
+                        sequence=sequence, rng=g, device=device, progress=progress)
+        t0 = time.perf_counter()
+        ft, features, scores = _fit_extract(prep, prep.train_ids, g, style, progress)
+        timings["finetune_full"] = time.perf_counter() - t0
+        ids = np.array(prep.train_ids)
+        y = prep.labels.loc[ids].astype(int).to_numpy()
+        skf = StratifiedKFold(n_splits=int(folds), shuffle=True, random_state=_seed(g))
+        fold = pd.Series(-1, index=pd.Index(ids, name="patient_id"), name="fold")
+        fold_ids, fold_feats, fold_scores, fold_logs, fold_best = [], [], [], [], []
+        for k, (fit_pos, held_pos) in enumerate(skf.split(np.zeros(len(y)), y)):
+            t0 = time.perf_counter()
+            fold.iloc[held_pos] = k
+            fit_ids = [str(i) for i in ids[np.sort(fit_pos)]]
+            ft_k, feats_k, scores_k = _fit_extract(prep, fit_ids, g, style, progress)
+            fold_ids.append(fit_ids)
+            fold_feats.append(feats_k)
+            fold_scores.append(scores_k)
+            fold_logs.append(ft_k.log)
+            fold_best.append(ft_k.best_epoch)
+            timings[f"fold_{k}"] = time.perf_counter() - t0
+    timings.update(stacks=prep.seconds,
+                   finetune_folds=sum(timings[f"fold_{k}"] for k in range(int(folds))),
+                   total=time.perf_counter() - t_start, cpu_total=time.process_time() - c_start)
+    full = DeepResult(features, scores, ft.log, prep.stacks, prep.slices, ft.model,
+                      ft.weights_source, p, {"stacks": prep.seconds,
+                                             "finetune": timings["finetune_full"],
+                                             "total": prep.seconds + timings["finetune_full"]},
+                      prep.train_ids, ft.best_epoch)
+    return DeepOOF(full, features, scores, fold, fold_feats, fold_scores, fold_ids, fold_logs,
+                   fold_best, timings)

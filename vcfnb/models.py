@@ -728,10 +728,12 @@ class PermutationResult:
         """One-row table: ``design, observed_auc, null_mean, null_sd, null_q95, n_permutations,
         p_value``."""
         null = self.null_auc
+        nan = float("nan")
         return pd.DataFrame([{
             "design": self.design, "observed_auc": self.observed_auc,
-            "null_mean": float(np.mean(null)), "null_sd": float(np.std(null, ddof=1)),
-            "null_q95": float(np.quantile(null, 0.95)),
+            "null_mean": float(np.mean(null)) if null.size else nan,
+            "null_sd": float(np.std(null, ddof=1)) if null.size > 1 else nan,
+            "null_q95": float(np.quantile(null, 0.95)) if null.size else nan,
             "n_permutations": self.n_permutations, "p_value": self.p_value,
         }])
 
@@ -1145,8 +1147,10 @@ class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"scaler must be one of {_SCALERS} or None, got {self.scaler!r}")
         return factories[self.scaler]()
 
-    def fit(self, X: Any, y: Any) -> RadscoreModel:
-        """Fit the whole chain on these rows (``X``: DataFrame of features; ``y``: 0/1)."""
+    def fit(self, X: Any, y: Any, groups: Any = None) -> RadscoreModel:
+        """Fit the whole chain on these rows (``X``: DataFrame of features; ``y``: 0/1).
+        ``groups``: the patient of each row (several rows per patient): the LASSO's lambda CV
+        keeps a patient's rows in one fold."""
         from sklearn.pipeline import Pipeline
 
         if self.mrmr_order not in ("ranking", "input"):
@@ -1169,7 +1173,8 @@ class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.pipeline_ = Pipeline(steps).set_output(transform="pandas")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.pipeline_.fit(X[self.columns_], y)
+            self.pipeline_.fit(X[self.columns_], y,
+                               **({} if groups is None else {"lasso__groups": groups}))
         lasso = self.pipeline_.named_steps["lasso"]
         self.coef_ = lasso.coef_.astype(float).copy()
         self.coef_.name = "coef"
@@ -1299,6 +1304,41 @@ def classifier_scores(X: pd.DataFrame, y: Any, train: Any, *,
     return predict_scores(fitted, X)
 
 
+def cv_classifier_scores(selection: Any, X: pd.DataFrame, y: Any, *,
+                         names: Sequence[str] = CLASSIFIERS, cv: int = 5, tune_cv: int = 0,
+                         rng: RNGLike = None, fold_rng: RNGLike = None,
+                         n_jobs: int = 1) -> pd.DataFrame:
+    """Out-of-fold scores of each classifier of ``names`` (the out-of-fold counterpart of
+    :func:`classifier_scores`).
+
+    In each of ``cv`` stratified folds (seeded by ``fold_rng``) a fresh copy of ``selection``
+    (an unfitted selection pipeline, or None) is fitted on the other folds and every classifier
+    on its output, as :func:`classifier_scores` (``tune_cv``, ``rng``); the held-out fold is
+    scored. One selection fit per fold is shared by the classifiers.
+
+    Returns
+    -------
+    DataFrame
+        Index = rows of ``X``; one score column per classifier, and ``fold``.
+    """
+    yy = pd.Series(np.asarray(y.reindex(X.index) if isinstance(y, pd.Series) else y),
+                   index=X.index).astype(int)
+    out = pd.DataFrame(np.nan, index=X.index, columns=list(names))
+    fold = pd.Series(-1, index=X.index, name="fold")
+    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=_random_state(fold_rng))
+    for k, (fit_pos, held_pos) in enumerate(folds.split(np.zeros(len(yy)), yy.to_numpy())):
+        Xf, Xh = X.iloc[fit_pos], X.iloc[held_pos]
+        if selection is not None:
+            fitted = clone(selection).fit(Xf, yy.iloc[fit_pos])
+            Xf, Xh = fitted.transform(Xf), fitted.transform(Xh)
+        both = pd.concat([pd.DataFrame(Xf), pd.DataFrame(Xh)])
+        sc = classifier_scores(both, yy.reindex(both.index), Xf.index, names=names, cv=tune_cv,
+                               rng=rng, n_jobs=n_jobs)
+        out.iloc[held_pos] = sc.loc[Xh.index, list(names)].to_numpy(float)
+        fold.iloc[held_pos] = k
+    return out.assign(fold=fold)
+
+
 def step_counts(pipe: Any, n_input: int) -> pd.DataFrame:
     """Features left after each selecting step of a fitted pipeline: ``step, n_features``."""
     rows = [{"step": "input", "n_features": int(n_input)}]
@@ -1308,7 +1348,7 @@ def step_counts(pipe: Any, n_input: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ += ["classifier_scores", "step_counts"]
+__all__ += ["classifier_scores", "cv_classifier_scores", "step_counts"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1730,9 +1770,13 @@ CONTRIBUTION_COLUMNS = ["feature", "mean_abs", "mean", "std", "direction", "meth
 
 
 def _split_head(model: Any) -> tuple[Any, Any]:
-    """``(transform head or None, final estimator)`` of a pipeline / RadscoreModel / model."""
+    """``(transform head or None, final estimator)`` of a pipeline / RadscoreModel / model.
+    Samplers just before the final estimator act at fit time only and are left out."""
     if hasattr(model, "steps") and len(model.steps) > 1:
-        return model[:-1], model.steps[-1][1]
+        k = len(model.steps) - 1
+        while k > 0 and hasattr(model.steps[k - 1][1], "fit_resample"):
+            k -= 1
+        return (model[:k] if k else None), model.steps[-1][1]
     if hasattr(model, "steps"):
         return None, model.steps[-1][1]
     return None, model
@@ -1910,3 +1954,58 @@ def deployable(fitted: Any) -> Any:
 
 
 __all__ += ["deployable"]
+
+
+def choose_test_scores(frame: pd.DataFrame, policy: str = "auto", *, tol: float = 1.25
+                       ) -> tuple[pd.Series, pd.DataFrame]:
+    """Scores of a stacked chain for a second-level model: training patients out of fold, the
+    others from the full-training chain or the mean of the fold chains, after a scale check.
+
+    ``frame`` is a :meth:`vcfnb.deep.DeepOOF.chain` frame (``oof, full, fold_mean, fold, fold_0 …``).
+    A second-level model (e.g. a nomogram) fitted on ``oof`` scores expects test scores on the
+    fold chains' scale. The full-training chain can have another one (another network, other
+    selected features, coefficients fitted on more rows). The check uses **training rows only**
+    and no label: ``sd_ratio`` = SD of the full chain's scores over the mean SD of the fold
+    chains' scores, ``shift`` = difference of their means in fold-chain SDs (both chains have seen
+    most of these rows, so both are in-sample here). The scales agree when ``sd_ratio`` is within
+    [1/``tol``, ``tol``] and ``|shift|`` <= ``tol`` - 1. ``policy``: ``"auto"`` (full chain when
+    they agree, else the fold mean), ``"full"`` or ``"fold_mean"`` (forced; the table still says
+    whether the scales agree). ``fold_mean_shrinkage`` (SD of the fold mean over the fold
+    chains' SD) shows how much averaging narrows the fold mean.
+
+    Returns
+    -------
+    (Series, DataFrame)
+        The scores (training rows ``oof``, others the chosen column) and a one-row table of the
+        check (``sd_ratio, shift, correlation, fold_mean_shrinkage, tol, scales_agree, policy,
+        test_scores``).
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"oof": [0.1, -1.0, np.nan], "full": [0.2, -1.1, 0.5],
+    ...                   "fold_mean": [0.1, -1.0, 0.4], "fold": [0, 1, -1],
+    ...                   "fold_0": [0.2, -1.0, 0.4], "fold_1": [0.1, -1.0, 0.4]})
+    >>> s, t = choose_test_scores(f)
+    >>> s.tolist(), t.test_scores.iat[0]
+    ([0.1, -1.0, 0.5], 'full')
+    """
+    if policy not in ("auto", "full", "fold_mean"):
+        raise ValueError(f"policy must be 'auto', 'full' or 'fold_mean', got {policy!r}")
+    train = frame["fold"] >= 0
+    tr = frame[train]
+    fcols = [c for c in frame.columns if c.startswith("fold_") and c != "fold_mean"]
+    sd_folds = float(tr[fcols].std().mean())
+    sd_ratio = float(tr["full"].std() / sd_folds) if sd_folds > 0 else np.inf
+    shift = float((tr["full"].mean() - tr[fcols].mean().mean()) / sd_folds) if sd_folds > 0 \
+        else np.inf
+    corr = float(np.nanmean([tr["full"].corr(tr[c]) for c in fcols]))
+    agree = bool(1 / tol <= sd_ratio <= tol and abs(shift) <= tol - 1)
+    used = policy if policy != "auto" else ("full" if agree else "fold_mean")
+    table = pd.DataFrame([{"sd_ratio": sd_ratio, "shift": shift, "correlation": corr,
+                           "fold_mean_shrinkage": float(tr["fold_mean"].std() / sd_folds)
+                           if sd_folds > 0 else np.nan, "tol": float(tol),
+                           "scales_agree": agree, "policy": policy, "test_scores": used}])
+    return frame["oof"].where(train, frame[used]).rename(frame.index.name), table
+
+
+__all__ += ["choose_test_scores"]

@@ -735,9 +735,16 @@ def plot_permutation_null(
         _need(null_auc, ["auc"], "plot_permutation_null")
         null_auc = null_auc["auc"]
     null = np.asarray(null_auc, float)
+    ax = _ax(ax)
+    if null.size == 0:  # no permutation was run: say so instead of an empty histogram
+        ax.axvline(observed, color="tab:red", lw=2, label=f"observed AUC {observed:.3f}")
+        ax.text(0.5, 0.5, "no label permutations were run", transform=ax.transAxes,
+                ha="center", va="center")
+        ax.set(xlabel="AUC", ylabel="count")
+        ax.legend(fontsize="small")
+        return ax
     if p_value is None:
         p_value = (1 + np.sum(null >= observed)) / (1 + len(null))
-    ax = _ax(ax)
     kw.setdefault("color", "lightgrey")
     kw.setdefault("edgecolor", "grey")
     ax.hist(null, bins=bins, label=f"null (n = {len(null)})", **kw)

@@ -80,6 +80,9 @@ def scrub(text: str, roots: list[str | Path]) -> str:
     return out
 
 
+#: permutations of ``n_permutations: auto`` on a user's or paper-sized cohort (p down to 0.01)
+PERMUTATIONS_FULL = 99
+
 @dataclass
 class Run:
     """State of one study run. Create it with :func:`start_run`."""
@@ -114,6 +117,31 @@ class Run:
     def random_state(self, *keys: int | str) -> int:
         """An int ``random_state`` for scikit-learn derived from the master seed and ``keys``."""
         return int(self.rng(*keys).integers(0, 2**31 - 1))
+
+    def n_permutations(self, value: int | str = "auto", *, smoke: int = 5,
+                       full: int = PERMUTATIONS_FULL) -> int:
+        """Label permutations for a permutation test: an int as given, or ``"auto"`` —
+        ``full`` (99: p can reach 0.01) on a user's cohort (``cohort_dir`` set) or a paper-sized
+        built-in one, ``smoke`` on the built-in smoke cohorts (fast tests).
+
+        >>> own = Run("x", {"cohort_dir": "data/mine"}, Path("."), Path("r"), Path("c"))
+        >>> own.n_permutations("auto"), own.n_permutations(19)
+        (99, 19)
+        >>> Run("x", {}, Path("."), Path("r"), Path("c")).n_permutations("auto", smoke=5)
+        5
+
+        In a notebook's parameters cell write ``n_permutations = "auto"`` without a type
+        annotation (papermill cannot read ``int | str``); this method validates the value.
+        """
+        if isinstance(value, str):
+            if value.strip().lower() != "auto":
+                raise ValueError(f"n_permutations must be an int >= 0 or 'auto', got {value!r}")
+            own = bool(self.params.get("cohort_dir"))
+            paper = str(self.params.get("synthetic_size", "smoke")) == "paper"
+            return int(full if own or paper else smoke)
+        if isinstance(value, bool) or int(value) != value or int(value) < 0:
+            raise ValueError(f"n_permutations must be an int >= 0 or 'auto', got {value!r}")
+        return int(value)
 
     # ---- outputs
     def _roots(self) -> list:
@@ -249,6 +277,12 @@ class Run:
                              f"{reported:.6f} on {split!r}; permute the same pipeline with the "
                              "same settings")
         null = np.asarray(result.null_auc, dtype=float)
+        if null.size == 0:  # n_permutations: 0 -- said, not recorded as a test
+            self.note(f"Permutation test of {model} on {split} not run (0 permutations).")
+            summary = result.summary()
+            summary.insert(0, "split", split)
+            summary.insert(0, "model", model)
+            return summary
         self.permutations[model] = {
             "split": split, "observed_auc": _json_value(result.observed_auc, float),
             "null_mean": _json_value(float(np.mean(null)) if null.size else None, float),
@@ -547,14 +581,17 @@ def start_run(study: str, namespace: dict, *, load: bool = True,
 
     Common parameters used here: ``cohort_dir`` (empty = built-in simulated cohort),
     ``synthetic_size``, ``synthetic_signal``, ``seed``, ``out_dir`` (empty = ``reports/<study>/
-    interactive``), ``cache_dir`` (empty = ``data/cache``), ``outcome``, ``mask_grid``.
+    interactive``), ``cache_dir`` (empty = ``data/cache``, or ``$VCFNB_DATA_DIR/cache``),
+    ``outcome``, ``mask_grid``.
     """
+    from vcfnb.sources import data_root
+
     params = notebook_params(namespace)
     root = project_root()
     out_dir = Path(params.get("out_dir") or root / "reports" / study / "interactive")
     if not out_dir.is_absolute():
         out_dir = root / out_dir
-    cache_dir = Path(params.get("cache_dir") or root / "data" / "cache")
+    cache_dir = Path(params.get("cache_dir") or data_root(root) / "cache")
     if not cache_dir.is_absolute():
         cache_dir = root / cache_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -622,12 +659,17 @@ def run_card_markdown(out_dir: str | Path) -> str:
     notes = m.get("notes") or []
     lines += ["## Notes: deviations from the paper, steps that could not run", ""]
     lines += [f"- {n}" for n in notes] or ["- none recorded"]
+    figures = sorted((out / "figures").glob("*.png")) if (out / "figures").is_dir() else []
+    if figures:  # links relative to the report folder (the executed notebook and HTML live there)
+        lines += ["", "## Figures", ""]
+        lines += [f"- [{f.stem}](figures/{f.name})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
 def resolve_cohort(run: Run):
     """Load the cohort named by ``cohort_dir`` or generate the built-in simulated one."""
     from vcfnb import synth
+    from vcfnb.sources import data_root
 
     p = run.params
     cohort_dir = p.get("cohort_dir") or ""
@@ -639,7 +681,7 @@ def resolve_cohort(run: Run):
         gen = p.get("synthetic_cohort") or STUDY_COHORT[run.study]
         size = p.get("synthetic_size", "smoke")
         signal = float(p.get("synthetic_signal", 1.0))
-        folder = run.root / "data" / "cohorts" / f"{gen}-{size}-seed{run.seed}-signal{signal:g}"
+        folder = data_root(run.root) / "cohorts" / f"{gen}-{size}-seed{run.seed}-signal{signal:g}"
         synth.make_cohort(gen, folder, size=size, seed=run.seed, signal=signal)
     return io.load_cohort(folder, outcome=p.get("outcome", "outcome") or "outcome",
                           mask_grid=p.get("mask_grid", "strict"),

@@ -549,6 +549,7 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
 
     from vcfnb import contract
     from vcfnb.report import Run, resolve_cohort
+    from vcfnb.sources import data_root
 
     notebook = root / "notebooks" / f"{study}.ipynb"
     if not notebook.is_file():
@@ -572,7 +573,7 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
     if req is None:
         raise ParamsError(f"{study} declares no cohort requirements")
     run = Run(study=study, params=params, root=root, out_dir=root / "reports" / study / "check",
-              cache_dir=root / "data" / "cache")
+              cache_dir=data_root(root) / "cache")
     cohort = resolve_cohort(run)
     unmet = contract.check(req, cohort.cases, cohort.rois, params,
                            features_only=not params.get("require_outcome", True))
@@ -633,10 +634,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "cohorts":
         from vcfnb import synth
+        from vcfnb.sources import data_root
 
         for study in synth.STUDIES:
             for size in args.size or ["smoke", "paper"]:
-                out = root / "data" / "cohorts" / f"{study}-{size}-seed0-signal1"
+                out = data_root(root) / "cohorts" / f"{study}-{size}-seed0-signal1"
                 t0 = time.perf_counter()
                 synth.make_cohort(study, out, size=size)
                 print(f"{study:14s} {size:6s} {time.perf_counter() - t0:6.1f} s  {out}")

@@ -32,6 +32,7 @@ References
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -40,7 +41,6 @@ import pandas as pd
 import sklearn
 from imblearn.over_sampling import RandomOverSampler
 from imblearn.pipeline import Pipeline
-from joblib import Parallel, delayed
 from scipy import special, stats
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.exceptions import ConvergenceWarning
@@ -69,11 +69,12 @@ __all__ = [
     "LassoSelector",
     "RFESelector",
     "SFSSelector",
+    "RenameColumns",
     "lambda_to_C",
     "C_to_lambda",
 ]
 
-from vcfnb.parallel import pmap  # noqa: E402
+from vcfnb.parallel import pmap, resolve_n_jobs  # noqa: E402
 from vcfnb.rng import RNGLike, random_state  # noqa: E402,F401 - RNGLike is re-exported
 _SK_VERSION = tuple(int(p) for p in sklearn.__version__.split(".")[:2] if p.isdigit())
 
@@ -590,6 +591,14 @@ class MRMRSelector(_ColumnSelector):
 # --------------------------------------------------------------------------------------------
 # LASSO
 # --------------------------------------------------------------------------------------------
+def _resample(sampler: Any, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` resampled by a fresh copy of ``sampler`` (as given when it is None)."""
+    if sampler is None:
+        return X, y
+    Xr, yr = clone(sampler).fit_resample(X, y)
+    return np.asarray(Xr, dtype=float), np.asarray(yr)
+
+
 class LassoSelector(_ColumnSelector):
     """LASSO (L1 logistic regression) selection with lambda by k-fold CV or fixed.
 
@@ -645,6 +654,11 @@ class LassoSelector(_ColumnSelector):
         (thousands of radiomics/deep features, tens selected). ``False`` fits all features.
     compute_path : bool
         Also fit the full-data coefficient path for plotting (``path_``).
+    sampler : imblearn sampler, optional
+        Resample the rows of every fit (e.g. ``RandomOverSampler``): the final fit on all
+        rows, and inside each CV fold the fold's training part only, so that no copy of a
+        held-out row is fitted on (oversampling *before* this step would put copies of the
+        same patient on both sides of the inner folds).
 
     Attributes
     ----------
@@ -686,7 +700,8 @@ class LassoSelector(_ColumnSelector):
                  lambda_min_ratio: float | None = None, solver: str = "liblinear",
                  tol: float = 1e-6,
                  max_iter: int = 20000, min_features: int = 1, random_state: int | None = None,
-                 n_jobs: int = 1, compute_path: bool = True, screening: bool = True) -> None:
+                 n_jobs: int = 1, compute_path: bool = True, screening: bool = True,
+                 sampler: Any = None) -> None:
         self.cv = cv
         self.rule = rule
         self.lam = lam
@@ -702,6 +717,7 @@ class LassoSelector(_ColumnSelector):
         self.n_jobs = n_jobs
         self.compute_path = compute_path
         self.screening = screening
+        self.sampler = sampler
 
     # -- internals -----------------------------------------------------------------------
     def _model(self, lam: float, n: int, warm: bool = False) -> LogisticRegression:
@@ -775,7 +791,7 @@ class LassoSelector(_ColumnSelector):
         return coefs, inters
 
     def _fold_scores(self, X, y, train, test, lambdas) -> np.ndarray:
-        coefs, inters = self._path(X[train], y[train], lambdas)
+        coefs, inters = self._path(*_resample(self.sampler, X[train], y[train]), lambdas)
         eta = X[test] @ coefs.T + inters  # (n_test, n_lambdas)
         yt = y[test]
         if self.scoring == "roc_auc":
@@ -795,8 +811,11 @@ class LassoSelector(_ColumnSelector):
         return np.geomspace(lam_max, lam_max * ratio, int(self.n_lambdas))
 
     # -- public --------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> "LassoSelector":
-        """Choose lambda on the training rows and keep the non-zero coefficients."""
+    def fit(self, X: Any, y: Any, groups: Any = None) -> "LassoSelector":
+        """Choose lambda on the training rows and keep the non-zero coefficients.
+
+        ``groups`` (e.g. the patient of each row when a patient has several rows): the lambda
+        CV folds keep a group's rows together (``StratifiedGroupKFold``)."""
         if self.rule not in ("min", "1se"):
             raise ValueError(f"rule must be 'min' or '1se', got {self.rule!r}")
         if self.scoring not in ("roc_auc", "deviance"):
@@ -805,7 +824,8 @@ class LassoSelector(_ColumnSelector):
             raise ValueError(f"solver must be 'saga' or 'liblinear', got {self.solver!r}")
         if self.lam is not None and self.C is not None:
             raise ValueError("give either lam or C, not both")
-        Xa, y01 = self._validate_fit(X, y)
+        X_cv, y_cv = self._validate_fit(X, y)  # CV folds split these (original) rows
+        Xa, y01 = _resample(self.sampler, X_cv, y_cv)  # rows of the final fit
         n, p = Xa.shape
         names = self._names_in()
         lambdas = self._grid(Xa, y01)
@@ -820,17 +840,24 @@ class LassoSelector(_ColumnSelector):
         if fixed:
             lam = float(self.lam) if self.lam is not None else C_to_lambda(float(self.C), n)
         else:
-            folds = StratifiedKFold(n_splits=int(self.cv), shuffle=True,
-                                    random_state=self.random_state).split(Xa, y01)
-            scores = np.array(pmap(lambda f: self._fold_scores(Xa, y01, f[0], f[1], lambdas),
+            if groups is None:
+                folds = StratifiedKFold(n_splits=int(self.cv), shuffle=True,
+                                        random_state=self.random_state).split(X_cv, y_cv)
+            else:
+                from sklearn.model_selection import StratifiedGroupKFold
+
+                folds = StratifiedGroupKFold(n_splits=int(self.cv), shuffle=True,
+                                             random_state=self.random_state).split(
+                    X_cv, y_cv, np.asarray(groups).ravel())
+            scores = np.array(pmap(lambda f: self._fold_scores(X_cv, y_cv, f[0], f[1], lambdas),
                                    list(folds), n_jobs=self.n_jobs))  # (n_folds, n_lambdas)
             # a fold whose held-out rows hold one class only has no AUC (small data, many
             # folds): it is left out of the mean
             scores = scores[np.isfinite(scores).all(axis=1)]
             if scores.shape[0] == 0:
                 raise ValueError(
-                    f"LassoSelector: none of the {self.cv} CV folds of these {n} rows has both "
-                    "classes among its held-out rows; use fewer folds (cv)")
+                    f"LassoSelector: none of the {self.cv} CV folds of these {len(y_cv)} rows "
+                    "has both classes among its held-out rows; use fewer folds (cv)")
             mean = scores.mean(axis=0)
             sd = scores.std(axis=0, ddof=1) if scores.shape[0] > 1 else np.zeros(mean.size)
             se = sd / np.sqrt(scores.shape[0])
@@ -918,6 +945,9 @@ class RFESelector(_ColumnSelector):
     random_state : int, optional
         Seeds the fold assignment.
     n_jobs : int
+    sampler : imblearn sampler, optional
+        Resample the rows of every SVM fit (e.g. ``RandomOverSampler``): inside each CV fold
+        the fold's training part only, and the final elimination on all rows.
 
     Attributes
     ----------
@@ -943,7 +973,7 @@ class RFESelector(_ColumnSelector):
 
     def __init__(self, cv: int = 5, step: int = 1, min_features_to_select: int = 1, C: float = 1.0,
                  scoring: str = "roc_auc", random_state: int | None = None,
-                 n_jobs: int = 1) -> None:
+                 n_jobs: int = 1, sampler: Any = None) -> None:
         self.cv = cv
         self.step = step
         self.min_features_to_select = min_features_to_select
@@ -951,14 +981,21 @@ class RFESelector(_ColumnSelector):
         self.scoring = scoring
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.sampler = sampler
 
     def fit(self, X: Any, y: Any) -> "RFESelector":
         """Run RFECV on the training rows."""
         Xa, y01 = self._validate_fit(X, y)
+        svm = SVC(kernel="linear", C=self.C)
+        if self.sampler is not None:  # resampled inside each fit: the inner training rows only
+            svm = Pipeline([("sampler", clone(self.sampler)), ("svc", svm)])
         rfecv = RFECV(
-            SVC(kernel="linear", C=self.C), step=self.step,
-            min_features_to_select=self.min_features_to_select,
-            cv=StratifiedKFold(n_splits=int(self.cv), shuffle=True, random_state=self.random_state),
+            svm, step=self.step, min_features_to_select=self.min_features_to_select,
+            importance_getter="auto" if self.sampler is None else "named_steps.svc.coef_",
+            # the folds as index arrays (the same folds): a fitted selector stores no splitter
+            # object, so a saved model holds plain data only (vcfnb.bundle)
+            cv=list(StratifiedKFold(n_splits=int(self.cv), shuffle=True,
+                                    random_state=self.random_state).split(Xa, y01)),
             scoring=self.scoring, n_jobs=self.n_jobs,
         ).fit(Xa, y01)
         res = rfecv.cv_results_
@@ -975,7 +1012,8 @@ class RFESelector(_ColumnSelector):
             "sd_score": np.asarray(res["std_test_score"]),
         })
         names = self._names_in()
-        self.coef_ = pd.Series(rfecv.estimator_.coef_.ravel(),
+        final = rfecv.estimator_[-1] if self.sampler is not None else rfecv.estimator_
+        self.coef_ = pd.Series(final.coef_.ravel(),
                                index=pd.Index(names[self.support_], name="feature"), name="coef")
         return self
 
@@ -1099,7 +1137,8 @@ class SFSSelector(_ColumnSelector):
     which is the algorithm of scikit-learn's ``SequentialFeatureSelector(direction="forward",
     n_features_to_select="auto", tol=tol)`` — written out here to record the history and to
     score AUC from the decision function without per-fold overhead. Candidates are scored in
-    parallel with ``n_jobs`` (results do not depend on ``n_jobs``).
+    parallel with ``n_jobs`` on vcfnb's worker pool (:func:`vcfnb.parallel.pmap`; results do not
+    depend on ``n_jobs``).
 
     Parameters
     ----------
@@ -1115,6 +1154,9 @@ class SFSSelector(_ColumnSelector):
         ``"roc_auc"`` (fast path) or any scikit-learn scorer name.
     random_state : int, optional
     n_jobs : int
+        Worker processes scoring the candidates of a step (None: 1; negative: all CPUs). Inside
+        one of vcfnb's workers (e.g. a permutation of
+        :func:`vcfnb.models.permutation_test`) always 1: no pool is started within a pool.
 
     Attributes
     ----------
@@ -1169,45 +1211,37 @@ class SFSSelector(_ColumnSelector):
         selected: list[int] = []
         current = -np.inf
         rows = []
-        n_jobs = 1 if self.n_jobs is None else int(self.n_jobs)
+        # vcfnb's pool (vcfnb.parallel.pmap); 1 inside one of its workers (e.g. a permutation
+        # of permutation_test), so a nested selection never starts pools of pools
+        n_jobs = 1 if self.n_jobs is None else resolve_n_jobs(self.n_jobs)
         fast = self.estimator is None and self.scoring == "roc_auc"
         scorer = _RBFKernelScorer(Xa, y01, splits, self.C, self.gamma) if fast else None
-        with Parallel(n_jobs=n_jobs) as parallel:
-            while len(selected) < max_features:
-                candidates = [j for j in range(p) if j not in selected]
-                workers = max(1, min(len(candidates), n_jobs if n_jobs > 0 else 2**16))
-                batches = [list(b) for b in np.array_split(np.array(candidates), workers)]
-                if workers == 1:
-                    results = (_sfs_fast_batch(scorer, selected, candidates) if fast else
-                               _sfs_batch(est, Xa, y01, selected, candidates, splits,
-                                          self.scoring))
-                elif fast:
-                    parts = parallel(
-                        delayed(_sfs_fast_batch)(scorer, selected, [int(j) for j in b])
-                        for b in batches if len(b)
-                    )
-                    results = [r for part in parts for r in part]
-                else:
-                    parts = parallel(
-                        delayed(_sfs_batch)(est, Xa, y01, selected, [int(j) for j in b], splits,
-                                            self.scoring)
-                        for b in batches if len(b)
-                    )
-                    results = [r for part in parts for r in part]
-                means = np.array([r[0] for r in results])
-                best = int(np.argmax(means))
-                gain = means[best] - current
-                accepted = bool(gain >= self.tol)
-                rows.append({
-                    "step": len(rows) + 1, "feature": names[candidates[best]],
-                    "score": means[best], "score_sd": results[best][1],
-                    "gain": gain if np.isfinite(current) else np.nan,
-                    "n_features": len(selected) + 1, "accepted": accepted,
-                })
-                if not accepted:
-                    break
-                selected.append(candidates[best])
-                current = means[best]
+        while len(selected) < max_features:
+            candidates = [j for j in range(p) if j not in selected]
+            score = (functools.partial(_sfs_fast_batch, scorer, list(selected)) if fast else
+                     functools.partial(_sfs_batch, est, Xa, y01, list(selected), splits=splits,
+                                       scoring=self.scoring))
+            workers = min(len(candidates), n_jobs)
+            if workers == 1:
+                results = score(candidates)
+            else:  # one batch of candidates per worker; results in candidate order
+                batches = [[int(j) for j in b]
+                           for b in np.array_split(np.array(candidates), workers)]
+                results = [r for part in pmap(score, batches, n_jobs=workers) for r in part]
+            means = np.array([r[0] for r in results])
+            best = int(np.argmax(means))
+            gain = means[best] - current
+            accepted = bool(gain >= self.tol)
+            rows.append({
+                "step": len(rows) + 1, "feature": names[candidates[best]],
+                "score": means[best], "score_sd": results[best][1],
+                "gain": gain if np.isfinite(current) else np.nan,
+                "n_features": len(selected) + 1, "accepted": accepted,
+            })
+            if not accepted:
+                break
+            selected.append(candidates[best])
+            current = means[best]
         support = np.zeros(p, dtype=bool)
         support[selected] = True
         self.support_ = support
@@ -1215,3 +1249,41 @@ class SFSSelector(_ColumnSelector):
         self.history_ = pd.DataFrame(rows, columns=["step", "feature", "score", "score_sd", "gain",
                                                     "n_features", "accepted"])
         return self
+
+
+# --------------------------------------------------------------------------------------------
+# input names of a saved model
+# --------------------------------------------------------------------------------------------
+class RenameColumns(TransformerMixin, BaseEstimator):
+    """Rename the columns of a DataFrame (``mapping``: given name → name the next step knows).
+
+    Stateless: put it first in a pipeline of already fitted steps when the rows reach the saved
+    model under other names than the ones it was fitted on (e.g. the names a feature recipe
+    gives, :func:`vcfnb.features.patient_table`). Raises naming the missing columns.
+
+    Examples
+    --------
+    >>> RenameColumns({"T2_a": "a"}).transform(pd.DataFrame({"T2_a": [1.0]})).columns.tolist()
+    ['a']
+    """
+
+    def __init__(self, mapping: dict | None = None) -> None:
+        self.mapping = mapping
+
+    def fit(self, X: Any, y: Any = None) -> "RenameColumns":
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        mapping = dict(self.mapping or {})
+        X = pd.DataFrame(X)
+        missing = [c for c in mapping if c not in X.columns]
+        if missing:
+            raise ValueError(f"RenameColumns: column(s) {missing[:5]} missing"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        return X[list(mapping)].rename(columns=mapping)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(list(dict(self.mapping or {}).values()), dtype=object)

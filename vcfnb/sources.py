@@ -12,7 +12,8 @@ None of these scans has outcome labels: ``cases.csv`` has no ``outcome`` column 
 Where the output goes
 ---------------------
 A builder **never writes into an input or into a user's folder**. By default it writes into a
-new folder under the project's ``data/cohorts/`` named ``<kind>-<key>``, where ``key`` hashes the
+new folder under the project's ``data/cohorts/`` (``$VCFNB_DATA_DIR/cohorts/`` when that
+variable is set: :func:`data_root`) named ``<kind>-<key>``, where ``key`` hashes the
 builder, its options and the source files (names and sizes) -- a changed source or option gives
 a new folder, an unchanged one is reused without rebuilding. A builder writes only into a
 folder that does not exist, is empty, or carries its own marker file :data:`MARKER` (written
@@ -37,9 +38,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from vcfnb import io
+from vcfnb.synth import perturb_mask
 
 __all__ = [
-    "MARKER", "OutputFolderError", "data_root", "lumbar_mri_cohort", "ensure_lumbar_cohort",
+    "DATA_DIR_ENV", "MARKER", "OutputFolderError", "data_root", "lumbar_mri_cohort", "ensure_lumbar_cohort",
     "perturbed_reader", "real_ct_cohort", "LUMBAR_LEVELS", "VB1_EXAMS",
 ]
 
@@ -66,8 +68,20 @@ class OutputFolderError(FileExistsError):
 # ---------------------------------------------------------------------------------------------
 # output folders
 # ---------------------------------------------------------------------------------------------
+#: environment variable that moves the data folder (generated cohorts, feature cache) out of
+#: the project, e.g. to a temporary folder (the test suite does so)
+DATA_DIR_ENV = "VCFNB_DATA_DIR"
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The project's ``data/`` folder (``root`` = project root; default: found from the cwd)."""
+    """The project's data folder: built-in and built cohorts (``cohorts/``) and the feature
+    cache (``cache/``). ``$VCFNB_DATA_DIR`` when set, else ``<root>/data`` (``root`` = project
+    root; default: found from the cwd). Every default location of vcfnb's generated data is
+    taken from here (tests/test_sources.py checks that the variable moves them).
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
     if root is None:
         from vcfnb.report import project_root
 
@@ -178,28 +192,6 @@ def _output(out_dir: str | os.PathLike | None, kind: str, key: str,
 # ---------------------------------------------------------------------------------------------
 # the real lumbar MRI cohort (../shared/data/lumbar_mri)
 # ---------------------------------------------------------------------------------------------
-def _perturb_boundary(mask: np.ndarray, rng: np.random.Generator, *, jitter: float = 0.25,
-                      sigma: float = 1.5) -> np.ndarray:
-    """Smooth random boundary shift of a binary mask by about ``jitter`` voxels: a smoothed
-    zero-mean unit-SD Gaussian field thresholds the signed distance to the boundary. Never
-    empty. (A copy of ``vcfnb.synth._phantom.perturb_mask``, which studies may not import.)"""
-    m = np.asarray(mask, bool)
-    if not m.any():
-        return m.copy()
-    inside = ndimage.distance_transform_edt(m)
-    outside = ndimage.distance_transform_edt(~m)
-    signed = np.where(m, inside - 0.5, -(outside - 0.5))
-    white = rng.standard_normal(m.shape)
-    if np.all(np.asarray(sigma) == 0):
-        field = white
-    else:
-        field = ndimage.gaussian_filter(white, sigma, mode="reflect")
-        sd = field.std()
-        field = (field - field.mean()) / (sd if sd > 0 else 1.0)
-    out = signed + field * jitter * 2.0 > 0
-    return out if out.any() else m.copy()
-
-
 def perturbed_reader(mask: np.ndarray, rng: Any = None, *, p_erode: float = 1 / 3,
                      p_dilate: float = 1 / 3, jitter: float = 0.3, sigma: float = 1.5,
                      axis: int = 0) -> np.ndarray:
@@ -207,8 +199,8 @@ def perturbed_reader(mask: np.ndarray, rng: Any = None, *, p_erode: float = 1 / 
 
     Per connected slice (2D along ``axis``, how sagittal ROIs are drawn) the outline is eroded
     (probability ``p_erode``), dilated (``p_dilate``) or kept by one voxel, then shifted by a
-    smooth random field of about ``jitter`` voxels (:func:`_perturb_boundary`; the same
-    algorithm and random stream as the simulated cohorts' second reader).
+    smooth random field of about ``jitter`` voxels (:func:`vcfnb.synth.perturb_mask`, the
+    simulated cohorts' second reader: the same algorithm and random stream).
     Never returns an empty slice where the input had one.
 
     Examples
@@ -233,7 +225,7 @@ def perturbed_reader(mask: np.ndarray, rng: Any = None, *, p_erode: float = 1 / 
             new = ndimage.binary_dilation(sl)
         else:
             new = sl
-        new = _perturb_boundary(new, g, jitter=jitter, sigma=sigma)
+        new = perturb_mask(new, g, jitter=jitter, sigma=sigma)
         idx: list[Any] = [slice(None)] * m.ndim
         idx[axis] = k
         out[tuple(idx)] = new if new.any() else sl

@@ -1428,7 +1428,8 @@ def _fold_aucs(part: pd.DataFrame) -> tuple[np.ndarray, int, int]:
     for _, f in part.groupby(keys):
         y = _binary_y(f["y_true"])
         if y.min() != y.max():
-            aucs.append(_placements(*_split(y, f["score"].to_numpy(float)))[0])
+            s = f["score"].to_numpy(float)  # one case or control per fold is enough here
+            aucs.append(_placements(s[y == 1], s[y == 0])[0])
     k = int(part["fold"].nunique())
     r = int(part["repeat"].nunique()) if "repeat" in part else 1
     return np.asarray(aucs, dtype=float), k, r
@@ -1830,7 +1831,8 @@ def cv_delong_pairs(
         for key, f in part[part["model"] == m].groupby(keys):
             y = _binary_y(f["y_true"])
             if y.min() != y.max():
-                rows[key] = _placements(*_split(y, f["score"].to_numpy(float)))[0]
+                s = f["score"].to_numpy(float)  # a fold may hold a single case
+                rows[key] = _placements(s[y == 1], s[y == 0])[0]
         per[m] = pd.Series(rows, dtype=float)
     k = int(part["fold"].nunique())
     out = []

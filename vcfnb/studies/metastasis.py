@@ -18,11 +18,13 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 
 from vcfnb import selection
+from vcfnb import stats as vstats
 from vcfnb.contract import Column, Folds, Requirements
 
 __all__ = ["PAPER_FEATURE_COUNTS", "SEMANTIC", "CLASSES", "REQUIREMENTS",
            "apply_positive_class", "feature_class_counts", "radiomics_pipeline",
-           "semantic_pipeline", "selection_frequency", "mvr_correlation"]
+           "semantic_pipeline", "semantic_table", "selection_frequency", "mvr_correlation",
+           "recipe"]
 
 #: seed 004: 107 original-image features per sequence
 PAPER_FEATURE_COUNTS = {"firstorder": 18, "shape": 14, "glcm": 24, "glszm": 16, "glrlm": 16,
@@ -134,13 +136,40 @@ def radiomics_pipeline(*, n_splits: int = 10, n_repeats: int = 10, tol: float = 
 
 def semantic_pipeline(categorical=("si_t1", "si_t2", "si_fst2"),
                       binary=("soft_tissue_mass", "severe_compression")) -> Pipeline:
-    """One-hot semantic reads + binary findings → logistic regression (SPSS-style, unpenalised)."""
+    """One-hot semantic reads + binary findings → logistic regression (SPSS-style, unpenalised).
+
+    Solved by Newton's method (``newton-cholesky``): the same optimum as L-BFGS to ~1e-3 in
+    the coefficients, in a few iterations (about 6x faster per fit; the repeated CV and its
+    permutation test refit it thousands of times).
+    """
     pre = ColumnTransformer([
         ("cat", OneHotEncoder(drop="first", handle_unknown="ignore", sparse_output=False),
          list(categorical)),
         ("bin", "passthrough", list(binary)),
     ])
-    return Pipeline([("encode", pre), ("lr", LogisticRegression(C=1e6, max_iter=5000))])
+    return Pipeline([("encode", pre), ("lr", LogisticRegression(C=1e6, solver="newton-cholesky",
+                                                                 max_iter=1000))])
+
+
+def semantic_table(cases: pd.DataFrame, *, group: str = "lesion_type",
+                   categorical_test: str = "pearson") -> pd.DataFrame:
+    """Table 3: the five semantic reads compared between the classes.
+
+    ``categorical_test="pearson"`` (default) is the paper's SPSS "Pearson Chi-Square" without
+    continuity correction (soft-tissue mass 12/26 vs 47/52: χ² = 18.404, as printed);
+    ``"auto"`` the corrected test (Yates for 2×2, Fisher's exact test when an expected count is
+    below 5). See :func:`vcfnb.stats.baseline_table`.
+    """
+    return vstats.baseline_table(cases, group=group, variables=SEMANTIC, categorical=SEMANTIC,
+                                 categorical_test=categorical_test)
+
+
+def recipe(sequences, *, mask_grid: str = "strict", reader: str = "1") -> dict:
+    """The feature recipe of this study's rows (``<sequence>_<feature>``, one lesion ROI per
+    sequence, any ROI name) that a saved model keeps to rebuild them from a new cohort."""
+    return {"sequences": [str(s) for s in sequences], "rois": None, "reader": str(reader),
+            "aggregate": "mean", "mask_grid": mask_grid,
+            "description": "one lesion ROI per sequence; 107 original-image features each"}
 
 
 def selection_frequency(fitted_pipelines, full_selection: list[str]) -> pd.DataFrame:

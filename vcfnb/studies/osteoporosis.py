@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from vcfnb import stats
 from vcfnb.contract import Column, Folds, Requirements
+from vcfnb.models import study_split
 from vcfnb.rng import generator
 
 __all__ = [
@@ -195,36 +195,15 @@ def outcome_source(cases: pd.DataFrame, labelled: pd.DataFrame, rule: pd.DataFra
 # ---------------------------------------------------------------------------------------------
 # the split
 # ---------------------------------------------------------------------------------------------
-def given_split(cases: pd.DataFrame) -> bool:
-    """Whether the cohort gives the internal split (every non-external row train or test).
-
-    Raises when the ``split`` column holds other values or is given for some internal patients
-    only (no silent re-draw).
-    """
-    s = (cases["split"] if "split" in cases else pd.Series("", index=cases.index)
-         ).fillna("").astype(str).str.strip().str.lower()
-    bad = ~s.isin(["", "train", "test", "external"])
-    if bad.any():
-        raise ValueError(f"cases.csv: split must be train, test, external or empty; found "
-                         f"{sorted(set(s[bad]))[:5]}")
-    internal = s[s != "external"]
-    if internal.eq("").all():
-        return False
-    if internal.eq("").any() or internal.nunique() < 2:
-        ids = cases.loc[internal.index[internal.eq("")], "patient_id"].astype(str).tolist()
-        raise ValueError("cases.csv: the split is given for some internal patients but not all "
-                         f"(no train or test for {ids[:5]}) or lacks a train or a test group; "
-                         "give train/test for every internal patient or leave it empty")
-    return True
-
-
 def split_internal(cases: pd.DataFrame, *, outcome: str = "outcome", test_size: float = 0.3,
                    random_state: int = 0) -> pd.DataFrame:
     """The internal train/test split: the cohort's own when it gives one, else drawn.
 
-    A given split (:func:`given_split`) is used as it is. Otherwise the non-external patients
-    are split ``train_test_split(stratify=outcome, test_size=test_size, random_state=...)``
-    (one row per patient). External rows keep ``split="external"``.
+    :func:`vcfnb.models.study_split` (design ``holdout``) validates the ``split`` column (train,
+    test, external or empty; given for every internal patient or for none, never re-drawn) and,
+    without one, splits the non-external patients ``train_test_split(stratify=outcome,
+    test_size=test_size, random_state=...)`` (one row per patient). External rows keep
+    ``split="external"``.
 
     Examples
     --------
@@ -233,18 +212,17 @@ def split_internal(cases: pd.DataFrame, *, outcome: str = "outcome", test_size: 
     >>> split_internal(c)["split"].tolist()
     ['train', 'train', 'test', 'test']
     """
-    out = cases.copy()
-    given = given_split(out)
-    s = (out["split"] if "split" in out else pd.Series("", index=out.index)
+    split = study_split(cases, outcome=outcome, design="holdout", test_size=test_size,
+                        random_state=random_state)
+    return cases.assign(split=split.to_numpy())
+
+
+def given_split(cases: pd.DataFrame) -> bool:
+    """Whether the cohort gives the internal split (some non-external row says train or test;
+    :func:`split_internal` refuses a split given for some internal patients only)."""
+    s = (cases["split"] if "split" in cases else pd.Series("", index=cases.index)
          ).fillna("").astype(str).str.strip().str.lower()
-    out["split"] = s
-    if given:
-        return out
-    internal = out.index[s != "external"]
-    tr, te = train_test_split(internal, test_size=test_size,
-                              stratify=out.loc[internal, outcome], random_state=random_state)
-    out.loc[tr, "split"], out.loc[te, "split"] = "train", "test"
-    return out
+    return bool(s[s != "external"].ne("").any())
 
 
 _SPLIT_NAMES = {"train": "training", "test": "validation", "external": "external validation"}

@@ -14,10 +14,11 @@ What lives here (the study's own rules; generic steps are :mod:`vcfnb.preprocess
   shell thickness in mm, :func:`vcfnb.preprocess.split_cortical_cancellous`; derived masks are
   written by :func:`vcfnb.io.write_image` under the run's cache, never into the cohort), or the
   cohort's own compartment masks used as given;
-- :func:`density_readout` / :func:`patient_vbmd` -- vBMD through a linear HU → BMD calibration;
-- :func:`patient_table` -- per-patient compartment features = mean over the vertebrae;
-- :func:`ovf_models` -- the five logistic models of the paper as pipelines (the compartment
-  radscores are :class:`vcfnb.models.RadscoreModel`, fitted inside each pipeline);
+- :func:`feature_recipe` -- the per-patient table (one column block per VOI);
+  :func:`block_vbmd` / :func:`vbmd_table` -- vBMD through a linear HU → BMD calibration of the
+  cancellous VOIs' mean CT number, one source for table 1 and the models;
+- :class:`OVFModel` -- the paper's logistic models: per-vertebra radscores per compartment,
+  averaged per patient, and a logistic link fitted on out-of-fold radscores;
 - :func:`match_controls`, :func:`split_patients` -- the 1:2 propensity matching (before the
   split, as the paper) and the 7:3 split, or the cohort's own ``split`` column when given.
 
@@ -37,10 +38,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-from sklearn.base import clone
-from sklearn.compose import ColumnTransformer
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
 from vcfnb import contract, io, parallel, preprocess
 from vcfnb.models import RadscoreModel
@@ -48,8 +47,8 @@ from vcfnb.features import file_digest
 
 __all__ = [
     "LEVELS", "COMPARTMENTS", "MODEL_INPUTS", "REQUIREMENTS", "EFFICIENCY_TABLES", "parse_roi",
-    "compartment_rois", "compartment_summary", "density_readout", "patient_vbmd",
-    "patient_features", "patient_table", "ovf_models", "fitted_radscores", "selected_features",
+    "compartment_rois", "compartment_summary", "feature_recipe", "vertebra_rows", "block_vbmd",
+    "vbmd_table", "OVFModel", "refit_test_auc", "selected_features", "radscore_formula",
     "vertebra_scores", "match_controls", "split_patients", "resolve_cohort",
 ]
 
@@ -58,11 +57,11 @@ LEVELS = ("T11", "T12", "L1", "L2")
 COMPARTMENTS = ("cortical", "cancellous")
 #: model name → the per-patient inputs its logistic regression uses
 MODEL_INPUTS = {
-    "cortical": ["radscore_cortical"],
-    "cancellous": ["radscore_cancellous"],
-    "vertebral": ["radscore_cortical", "radscore_cancellous"],
-    "vBMD": ["vbmd"],
-    "combined": ["radscore_cortical", "radscore_cancellous", "vbmd"],
+    "cortical": ("radscore_cortical",),
+    "cancellous": ("radscore_cancellous",),
+    "vertebral": ("radscore_cortical", "radscore_cancellous"),
+    "vBMD": ("vbmd",),
+    "combined": ("radscore_cortical", "radscore_cancellous", "vbmd"),
 }
 #: (table name, models, splits) of seed 003's tables 2-5
 EFFICIENCY_TABLES = (
@@ -112,44 +111,14 @@ def parse_roi(roi: str) -> tuple[str, str | None]:
     return str(roi), None
 
 
-def split_mask(mask: sitk.Image, labels: Sequence[int], shell_mm: float, *,
-               slice_axis: int | None = None) -> tuple[sitk.Image, list[tuple[int, int]]]:
-    """Split every labelled vertebra of one mask: a compartment label map (no file I/O).
-
-    Vertebra ``i`` of ``labels`` becomes label ``2i + 1`` (cortical shell) and ``2i + 2``
-    (cancellous); returns the label map and the voxel counts ``[(n cortical, n cancellous)]``.
-    """
-    arr = sitk.GetArrayFromImage(mask)
-    out = np.zeros(arr.shape, np.uint8)
-    counts = []
-    for i, label in enumerate(labels):
-        region = arr == int(label)
-        if not region.any():
-            raise ValueError(f"label {label} is absent from the mask")
-        # split inside the label's bounding box + 1 voxel (identical result, much faster)
-        sl = preprocess.bbox_slices(region, margin=1)
-        sub = sitk.GetImageFromArray(region[sl].astype(np.uint8))
-        sub.SetSpacing(mask.GetSpacing())
-        sub.SetDirection(mask.GetDirection())
-        sub.SetOrigin(mask.TransformIndexToPhysicalPoint([int(s.start) for s in sl[::-1]]))
-        cort, canc = preprocess.split_cortical_cancellous(sub, shell_mm, label=1,
-                                                          slice_axis=slice_axis)
-        c = sitk.GetArrayViewFromImage(cort) != 0
-        k = sitk.GetArrayViewFromImage(canc) != 0
-        out[sl][c], out[sl][k] = 2 * i + 1, 2 * i + 2
-        counts.append((int(c.sum()), int(k.sum())))
-    img = sitk.GetImageFromArray(out)
-    img.CopyInformation(mask)
-    return img, counts
-
-
 def _split_job(args):
     (mask_path, labels, target), shell_mm, slice_axis = args
     if Path(target).is_file():  # reuse: labels follow the row order, voxels counted
         arr = sitk.GetArrayFromImage(io.read_image(target))
         return [(int((arr == 2 * i + 1).sum()), int((arr == 2 * i + 2).sum()))
                 for i in range(len(labels))]
-    img, counts = split_mask(io.read_image(mask_path), labels, shell_mm, slice_axis=slice_axis)
+    img, counts = preprocess.split_vertebrae(io.read_image(mask_path), labels, shell_mm,
+                                             slice_axis=slice_axis)
     io.write_image(img, target)
     return counts
 
@@ -160,7 +129,8 @@ def compartment_rois(rois: pd.DataFrame, out_dir: str | os.PathLike, *, shell_mm
     """Cortical-shell and cancellous VOIs for every vertebra of a cohort's ``rois`` table.
 
     Rows whose ``roi`` already names a compartment (``"T12_cortical"``) are used as given.
-    Rows with a whole-vertebra mask (``roi`` = a level) are split by :func:`split_mask`: a voxel
+    Rows with a whole-vertebra mask (``roi`` = a level) are split by
+    :func:`vcfnb.preprocess.split_vertebrae`: a voxel
     is cortical when its centre lies less than ``shell_mm`` below the mask surface -- vcfnb's
     replacement for the paper's 3D U-Net. All vertebrae of one mask file go into one derived
     label map written under ``out_dir`` (the run's cache; never the cohort folder), named by the
@@ -212,140 +182,234 @@ def compartment_rois(rois: pd.DataFrame, out_dir: str | os.PathLike, *, shell_mm
 
 def compartment_summary(voi: pd.DataFrame) -> pd.DataFrame:
     """VOI counts and voxel counts by level and compartment (a table for the report)."""
-    g = voi.groupby(["level", "compartment"], sort=False)
-    return g.agg(vois=("patient_id", "size"), patients=("patient_id", "nunique"),
-                 derived=("derived", "sum"), median_voxels=("n_voxels", "median")).reset_index()
+    return voi.groupby(["level", "compartment"], sort=False).agg(
+        vois=("patient_id", "size"), patients=("patient_id", "nunique"),
+        derived=("derived", "sum"), median_voxels=("n_voxels", "median")).reset_index()
 
 
-def density_readout(voi: pd.DataFrame, *, slope: float, intercept: float,
-                    compartment: str = "cancellous") -> pd.DataFrame:
-    """Mean CT number and calibrated density of each VOI of one compartment.
-
-    ``vBMD [mg/cm³] = slope × mean HU + intercept`` -- a linear calibration as in phantom or
-    phantomless QCT (seed 003: Mindways phantom, 100 mm² ROI; here the whole cancellous VOI).
-
-    Returns
-    -------
-    DataFrame
-        ``patient_id, level, roi, n_voxels, mean_hu, sd_hu, vbmd``.
-    """
-    rows = []
-    for image_path, grp in voi[voi["compartment"] == compartment].groupby("image", sort=False):
-        img = sitk.GetArrayFromImage(io.read_image(image_path)).astype(float)
-        masks: dict[str, np.ndarray] = {}
-        for _, r in grp.iterrows():
-            if r["mask"] not in masks:
-                masks[r["mask"]] = sitk.GetArrayFromImage(io.read_image(r["mask"]))
-            m = masks[r["mask"]] == int(r["label"])
-            if m.shape != img.shape:
-                raise ValueError(f"{r['mask']}: mask shape {m.shape} differs from image {img.shape}")
-            v = img[m]
-            rows.append({"patient_id": r.patient_id, "level": r.level, "roi": r.roi,
-                         "n_voxels": int(m.sum()), "mean_hu": float(v.mean()) if v.size else np.nan,
-                         "sd_hu": float(v.std(ddof=1)) if v.size > 1 else np.nan})
-    out = pd.DataFrame(rows, columns=["patient_id", "level", "roi", "n_voxels", "mean_hu", "sd_hu"])
-    out["vbmd"] = slope * out["mean_hu"] + intercept
-    return out
+#: the feature that is each VOI's mean CT number (pyradiomics first-order Mean, Original image)
+MEAN_HU_FEATURE = "original_firstorder_Mean"
 
 
-def patient_vbmd(readout: pd.DataFrame) -> pd.Series:
-    """Per-patient vBMD = mean over the patient's levels, named ``vbmd``."""
-    return readout.groupby("patient_id", sort=False)["vbmd"].mean().rename("vbmd")
+def feature_recipe(levels: Sequence[str], *, sequence: str = "CT", reader: str = "1",
+                   mask_grid: str = "strict") -> dict:
+    """The per-patient table of the models (:func:`vcfnb.features.patient_table`): one column
+    block per VOI, ``<sequence>_<level>_<compartment>_<feature>``; also saved with the models."""
+    return {"sequences": [str(sequence)], "reader": str(reader), "aggregate": "block",
+            "rois": [f"{lv}_{c}" for lv in levels for c in COMPARTMENTS],
+            "prefix": {str(sequence): str(sequence)}, "mask_grid": mask_grid,
+            "description": "seed 003: cortical and cancellous VOIs of each level, one block each"}
 
 
-def patient_features(features: pd.DataFrame, voi: pd.DataFrame) -> pd.DataFrame:
-    """Per-patient compartment features = mean over the vertebrae, columns
-    ``<compartment>__<feature>`` (index ``patient_id``).
-
-    ``features`` is :func:`vcfnb.features.extract` of ``voi`` (same row order). A radscore is
-    linear in the (max-abs scaled) features, so the radscore of these means equals the mean of
-    the vertebrae's radscores -- the paper's patient score.
-    """
-    cols = [c for c in features.columns if c not in ("patient_id", "roi", "sequence", "reader")
-            and pd.api.types.is_numeric_dtype(features[c])]
-    df = features[cols].assign(patient_id=voi["patient_id"].to_numpy(),
-                               compartment=voi["compartment"].to_numpy())
+def vertebra_rows(X: pd.DataFrame, levels: Sequence[str] = LEVELS, prefix: str = "CT",
+                  compartments: Sequence[str] = COMPARTMENTS) -> pd.DataFrame:
+    """Patient block table → one row per vertebra (index ``patient_id, level``), columns
+    ``<compartment>__<feature>``: the rows the per-vertebra radscores are fitted on."""
     parts = []
-    for comp in COMPARTMENTS:
-        m = df[df.compartment == comp].drop(columns="compartment")
-        if len(m):
-            m = m.groupby("patient_id", sort=False).mean()
-            parts.append(m.add_prefix(f"{comp}__"))
-    return pd.concat(parts, axis=1)
+    for lv in levels:
+        block = []
+        for comp in compartments:
+            head = f"{prefix}_{lv}_{comp}_"
+            cols = [c for c in X.columns if str(c).startswith(head)]
+            if not cols:
+                raise ValueError(f"the patient table has no column {head}* (levels "
+                                 f"{list(levels)}, prefix {prefix!r})")
+            block.append(X[cols].set_axis([f"{comp}__{c[len(head):]}" for c in cols], axis=1))
+        parts.append(pd.concat(block, axis=1).set_index(pd.Index([lv] * len(X), name="level"),
+                                                          append=True))
+    rows = pd.concat(parts)
+    rows.index.names = ["patient_id", "level"]
+    return rows
 
 
-def patient_table(features: pd.DataFrame, voi: pd.DataFrame, density: pd.DataFrame,
-                  cases: pd.DataFrame, split: pd.Series, *, outcome: str = "outcome"
-                  ) -> pd.DataFrame:
-    """One row per patient: compartment features, ``vbmd`` (from the images), ``outcome`` and
-    ``split``; index ``patient_id``."""
-    t = patient_features(features, voi)
-    t["vbmd"] = patient_vbmd(density).reindex(t.index)
-    c = cases.set_index(cases.patient_id.astype(str))
-    t["outcome"] = c[outcome].reindex(t.index).astype(int)
-    t["split"] = split.reindex(t.index)
-    return t
+def block_vbmd(X: pd.DataFrame, levels: Sequence[str] = LEVELS, prefix: str = "CT", *,
+               slope: float, intercept: float) -> pd.Series:
+    """Per-patient vBMD [mg/cm³] = ``slope`` × mean over the levels of the cancellous VOI's
+    mean CT number (:data:`MEAN_HU_FEATURE`) + ``intercept``."""
+    cols = [f"{prefix}_{lv}_cancellous_{MEAN_HU_FEATURE}" for lv in levels]
+    missing = [c for c in cols if c not in X.columns]
+    if missing:
+        raise ValueError(f"vBMD needs {missing[0]}: extract the first-order class of the "
+                         "Original image (featureClass firstorder, imageType Original)")
+    return (slope * X[cols].mean(axis=1) + intercept).rename("vbmd")
 
 
-def ovf_models(*, k: int = 30, cv: int = 10, rule: str = "min", lam: dict | None = None,
-               random_state: int | None = None, memory=None) -> dict[str, Pipeline]:
-    """The five logistic models of seed 003 as unfitted pipelines on per-patient tables.
+def vbmd_table(features: pd.DataFrame, voi: pd.DataFrame, *, slope: float, intercept: float
+               ) -> pd.DataFrame:
+    """vBMD of every cancellous VOI from its extracted mean CT number (the same numbers the
+    models and table 1 use): ``patient_id, level, roi, mean_hu, vbmd``."""
+    if MEAN_HU_FEATURE not in features:
+        raise ValueError(f"vBMD needs the feature {MEAN_HU_FEATURE} (featureClass firstorder, "
+                         "imageType Original)")
+    sel = (voi["compartment"] == "cancellous").to_numpy()
+    out = voi.loc[sel, ["patient_id", "level", "roi"]].assign(
+        mean_hu=features.loc[sel, MEAN_HU_FEATURE].to_numpy(float))
+    return out.assign(vbmd=slope * out["mean_hu"] + intercept).reset_index(drop=True)
 
-    Each pipeline computes both compartment radscores (fitted on the rows given to ``fit``
-    only) and ``vbmd``, keeps the inputs of its model (:data:`MODEL_INPUTS`) and ends in an
-    unpenalised logistic regression, so refitting a pipeline (CV folds, permutation test)
-    refits the whole chain. The radscore step is the same in all five pipelines: with
-    ``memory`` (a folder or :class:`joblib.Memory`, scikit-learn's pipeline cache) it is fitted
-    once per training set and shared, as the paper's five models share one pair of radscores;
-    a folder is keyed by the code of :mod:`vcfnb.models`, :mod:`vcfnb.selection` and the
-    scikit-learn version, so a changed radscore chain is never served from a stale cache.
-    ``lam``: fixed LASSO lambda per compartment (paper: 0.037 cortical, 0.032 cancellous).
+
+class OVFModel(ClassifierMixin, BaseEstimator):
+    """One of seed 003's logistic models, with radscores fitted per vertebra and the logistic
+    link fitted on out-of-fold radscores.
+
+    Input: the patient block table (:func:`feature_recipe`). ``fit`` chooses each
+    compartment's LASSO lambda by ``lasso_cv``-fold, patient-grouped CV on the vertebra rows
+    (:func:`vertebra_rows`) of all training patients (``lambda_fits_``: max-abs → mRMR ``k`` →
+    LASSO, :class:`vcfnb.models.RadscoreModel`), then splits the training patients into
+    ``oof_folds`` stratified folds; in each fold the radscores (scaling, mRMR and LASSO
+    coefficients at that lambda) are refitted on the other folds' vertebrae and score the
+    held-out patients' vertebrae; a patient's radscore is the mean of its vertebrae's. Only
+    the lambda (one number per compartment) has seen the held-out patients' labels: a nested
+    lambda CV in every fold would cost ``oof_folds`` times more, for each permutation. The logistic regression on
+    ``inputs`` (radscores and/or ``vbmd``, :func:`block_vbmd`) is fitted on these out-of-fold
+    radscores (``oof_``), never on radscores of the rows that fitted them. New patients are
+    scored with the **mean of the fold radscore models** (one linear formula, the scale the
+    link was fitted on), then the link.
     """
-    lam = lam or {}
-    if isinstance(memory, (str, os.PathLike)):  # a cache folder: key it by the radscore code
-        import sklearn
 
-        from vcfnb import models, selection
-        code = "|".join([sklearn.__version__, *(file_digest(m.__file__) for m in (models, selection))])
-        memory = str(Path(memory) / hashlib.sha256(code.encode()).hexdigest()[:16])
-    inputs = ColumnTransformer(
-        [(c, RadscoreModel(scaler="maxabs", k=k, prefix=f"{c}__", lam=lam.get(c), cv=cv,
-                           rule=rule, n_lambdas=40, lambda_min_ratio=0.01, tol=1e-3,
-                           max_iter=2000, random_state=random_state, name=f"radscore_{c}"),
-          slice(None)) for c in COMPARTMENTS]
-        + [("vbmd", "passthrough", ["vbmd"])], verbose_feature_names_out=False,
-    ).set_output(transform="pandas")
-    return {name: Pipeline([("inputs", clone(inputs)),
-                            ("keep", ColumnTransformer([("keep", "passthrough", cols)])),
-                            ("logistic", LogisticRegression(C=np.inf, max_iter=5000))],
-                           memory=memory)
-            for name, cols in MODEL_INPUTS.items()}
+    def __init__(self, inputs: Sequence[str] = MODEL_INPUTS["combined"],
+                 levels: Sequence[str] = LEVELS, prefix: str = "CT", k: int = 30,
+                 lasso_cv: int = 10, rule: str = "min", lam: dict | None = None,
+                 oof_folds: int = 5, bmd_slope: float = 0.8, bmd_intercept: float = 4.0,
+                 random_state: int = 0, n_jobs: int = 1) -> None:
+        self.inputs, self.levels, self.prefix, self.k = inputs, levels, prefix, k
+        self.lasso_cv, self.rule, self.lam, self.oof_folds = lasso_cv, rule, lam, oof_folds
+        self.bmd_slope, self.bmd_intercept = bmd_slope, bmd_intercept
+        self.random_state, self.n_jobs = random_state, n_jobs
+
+    def _comps(self) -> list[str]:  # an unknown input fails in the link's column selection
+        return [c for c in COMPARTMENTS if f"radscore_{c}" in self.inputs]
+
+    def prepare(self, X: pd.DataFrame) -> dict:
+        """The label-free part (vertebra rows, vBMD): computed once, reused by every refit."""
+        X = pd.DataFrame(X)
+        v = block_vbmd(X, self.levels, self.prefix, slope=self.bmd_slope,
+                       intercept=self.bmd_intercept)
+        rows = vertebra_rows(X, self.levels, self.prefix, self._comps()) if self._comps() else None
+        return {"index": X.index, "vbmd": v, "rows": rows}
+
+    def _radscore(self, comp: str, lam: float | None = None) -> RadscoreModel:
+        return RadscoreModel(scaler="maxabs", k=self.k, prefix=f"{comp}__",
+                             lam=lam if lam is not None else (self.lam or {}).get(comp),
+                             cv=self.lasso_cv, rule=self.rule, compute_path=lam is None,
+                             n_lambdas=40, lambda_min_ratio=0.01, tol=1e-3, max_iter=2000,
+                             random_state=self.random_state, name=f"radscore_{comp}")
+
+    @staticmethod
+    def _patient_scores(models: dict, rows: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({f"radscore_{c}": m.radscore(rows) for c, m in models.items()},
+                            index=rows.index).groupby(level=0, sort=False).mean()
+
+    def fit(self, X: pd.DataFrame, y) -> OVFModel:
+        return self.fit_prepared(self.prepare(X), y)
+
+    def fit_prepared(self, prep: dict, y) -> OVFModel:
+        """:meth:`fit` on the output of :meth:`prepare`."""
+        from sklearn.model_selection import StratifiedKFold
+
+        idx, y = prep["index"], np.asarray(y).ravel().astype(int)
+        comps, self.classes_, self.folds_, fold = self._comps(), np.unique(y), [], np.full(len(y), -1)
+        oof = pd.DataFrame(np.nan, index=idx, columns=[f"radscore_{c}" for c in comps])
+        if comps:
+            rows = prep["rows"]
+            pid = rows.index.get_level_values("patient_id")
+            y_row = pd.Series(y, index=idx).reindex(pid).to_numpy()
+            splits = list(StratifiedKFold(int(self.oof_folds), shuffle=True,
+                                          random_state=self.random_state).split(idx, y))
+
+            self.lambda_fits_ = dict(zip(comps, parallel.pmap(
+                lambda c: self._radscore(c).fit(rows, y_row, groups=pid), comps, n_jobs=self.n_jobs)))
+            lam = {c: m.lasso_.lambda_ for c, m in self.lambda_fits_.items()}
+
+            def one(split):
+                m = pid.isin(idx[split[0]])
+                return {c: self._radscore(c, lam[c]).fit(rows[m], y_row[m]) for c in comps}
+
+            self.folds_ = parallel.pmap(one, splits, n_jobs=self.n_jobs)
+            for j, ((_, te), models) in enumerate(zip(splits, self.folds_)):
+                oof.iloc[te] = self._patient_scores(models, rows[pid.isin(idx[te])]).reindex(
+                    idx[te]).to_numpy()
+                fold[te] = j
+        return self._fit_link(oof.assign(vbmd=prep["vbmd"].to_numpy()), y, fold)
+
+    def _fit_link(self, oof: pd.DataFrame, y: np.ndarray, fold: np.ndarray) -> OVFModel:
+        Z = oof[list(self.inputs)]
+        self.link_ = LogisticRegression(C=np.inf, max_iter=5000).fit(Z, y)
+        self.oof_ = oof.assign(fold=fold, y_true=y, probability=self.link_.predict_proba(Z)[:, 1])
+        return self
+
+    def with_inputs(self, inputs: Sequence[str]) -> OVFModel:
+        """The model on other ``inputs`` sharing these fitted fold radscores (only its link is
+        fitted, on the same out-of-fold inputs): equal to fitting it from scratch."""
+        new = clone(self).set_params(inputs=tuple(inputs))
+        new.classes_, comps = self.classes_, new._comps()
+        new.folds_ = [{c: f[c] for c in comps} for f in self.folds_] if comps else []
+        return new._fit_link(self.oof_.drop(columns=["fold", "y_true", "probability"]),
+                             self.oof_["y_true"].to_numpy(), self.oof_["fold"].to_numpy())
+
+    def link_inputs(self, X: pd.DataFrame, prep: dict | None = None) -> pd.DataFrame:
+        """Per patient: radscores (mean of the fold models) and vBMD, the link's inputs."""
+        prep = prep or self.prepare(X)
+        Z = pd.DataFrame({"vbmd": prep["vbmd"]}, index=prep["index"])
+        if self.folds_:
+            s = [self._patient_scores(f, prep["rows"]).reindex(prep["index"]) for f in self.folds_]
+            Z = pd.concat([sum(s) / len(s), Z], axis=1)
+        return Z[list(self.inputs)]
+
+    def predict_proba(self, X: pd.DataFrame, prep: dict | None = None) -> np.ndarray:
+        return self.link_.predict_proba(self.link_inputs(X, prep))
+
+    def used_columns(self, columns: Sequence[str]) -> list[str]:
+        """The block columns the fitted model reads (selected features of any fold, and the
+        mean CT numbers of vBMD), in the order of ``columns``."""
+        feats = {(c, f.split("__", 1)[1]) for fm in self.folds_ for c, m in fm.items()
+                 for f in m.coef_.index} | {("cancellous", MEAN_HU_FEATURE)}
+        keep = {f"{self.prefix}_{lv}_{c}_{f}" for lv in self.levels for c, f in feats}
+        return [c for c in columns if c in keep]
 
 
-def fitted_radscores(model: Pipeline) -> dict[str, RadscoreModel]:
-    """The fitted compartment radscores inside a fitted :func:`ovf_models` pipeline."""
-    ct = model.named_steps["inputs"]
-    return {c: ct.named_transformers_[c] for c in COMPARTMENTS if c in ct.named_transformers_}
+def refit_test_auc(X_train: pd.DataFrame, X_test: pd.DataFrame, y_test):
+    """``evaluate`` of :func:`vcfnb.models.permutation_test` for :class:`OVFModel`: refit on
+    the labels given and return the test AUC; the label-free preparation (vertebra rows, vBMD)
+    of the training and test patients is done once and reused by every permutation."""
+    from sklearn.metrics import roc_auc_score
+
+    cache: dict = {}
+
+    def evaluate(model: OVFModel, X, y) -> float:
+        if "train" not in cache:
+            cache.update(train=model.prepare(X_train), test=model.prepare(X_test))
+        model = model.set_params(n_jobs=1).fit_prepared(cache["train"], y)
+        return float(roc_auc_score(np.asarray(y_test),
+                                   model.predict_proba(X_test, cache["test"])[:, 1]))
+
+    return evaluate
 
 
-def selected_features(radscores: dict[str, RadscoreModel]) -> pd.DataFrame:
-    """The LASSO-selected features per compartment with coefficients and the chosen lambda."""
-    return pd.DataFrame([{"compartment": name, "feature": f, "coef": c,
-                          "lambda": rs.lasso_.lambda_, "n_candidates": len(rs.columns_)}
-                         for name, rs in radscores.items() for f, c in rs.coef_.items()])
+def selected_features(model: OVFModel) -> pd.DataFrame:
+    """The LASSO-selected features of every fold radscore, with coefficient and lambda."""
+    return pd.DataFrame([{"fold": j, "compartment": c, "feature": f.split("__", 1)[1],
+                          "coef": v, "lambda": m.lasso_.lambda_, "n_candidates": len(m.columns_)}
+                         for j, fm in enumerate(model.folds_) for c, m in fm.items()
+                         for f, v in m.coef_.items()])
 
 
-def vertebra_scores(radscores: dict[str, RadscoreModel], features: pd.DataFrame,
-                    voi: pd.DataFrame) -> pd.DataFrame:
-    """Each vertebra's cortical and cancellous radscore (one row per patient and level; their
-    mean per patient is the patient radscore, by linearity)."""
-    parts = []
-    for comp, rs in radscores.items():
-        sel = (voi["compartment"] == comp).to_numpy()
-        idx = pd.MultiIndex.from_arrays([voi.loc[sel, "patient_id"], voi.loc[sel, "level"]])
-        score = rs.radscore(features.loc[sel].add_prefix(f"{comp}__"))
-        parts.append(pd.Series(score, index=idx, name=f"radscore_{comp}"))
-    return pd.concat(parts, axis=1).reset_index()
+def radscore_formula(model: OVFModel, comp: str, digits: int = 4) -> str:
+    """The compartment radscore that scores new patients (mean of the fold radscores), written
+    on the raw feature values: ``Radscore = b0 + Σ c × feature``."""
+    t = pd.concat([m[comp].coefficients(raw=True).set_index("feature")["coef"]
+                   for m in model.folds_], axis=1).fillna(0.0).mean(axis=1)
+    b0, t = t.pop("intercept"), t[t != 0].sort_values(key=abs, ascending=False)
+    return f"Radscore_{comp} = {b0:.{digits}g} " + " ".join(
+        f"{'+' if v >= 0 else '-'} {abs(v):.{digits}g} × {f.split('__', 1)[1]}" for f, v in t.items())
+
+
+def vertebra_scores(model: OVFModel, X: pd.DataFrame) -> pd.DataFrame:
+    """Each vertebra's radscores (mean of the fold models; their mean per patient is the
+    patient radscore): one row per patient and level."""
+    rows = vertebra_rows(X, model.levels, model.prefix, model._comps())
+    s = [pd.DataFrame({f"radscore_{c}": m.radscore(rows) for c, m in f.items()}, rows.index)
+         for f in model.folds_]
+    return (sum(s) / len(s)).reset_index()
 
 
 def has_outcome(cases: pd.DataFrame, outcome: str = "outcome") -> bool:
@@ -418,11 +482,23 @@ def split_patients(cases: pd.DataFrame, *, outcome: str = "outcome", test_size: 
 
 
 def split_counts(split: pd.Series, cases: pd.DataFrame, *, outcome: str = "outcome") -> pd.DataFrame:
-    """Patients per split (and outcome, when there is one)."""
-    d = pd.DataFrame({"split": split})
-    if outcome in cases:
-        d[outcome] = cases.set_index(cases.patient_id.astype(str))[outcome].reindex(split.index)
-    return d.groupby(list(d.columns)).size().rename("patients").reset_index()
+    """Patients per split: ``split, patients, positive, negative`` (the flow diagram's rows)."""
+    y = cases.set_index(cases.patient_id.astype(str))[outcome].reindex(split.index) \
+        if outcome in cases else pd.Series(np.nan, index=split.index)
+    d = pd.DataFrame({"split": split, "y": y})
+    return d.groupby("split", sort=False).agg(
+        patients=("y", "size"), positive=("y", lambda v: int((v == 1).sum())),
+        negative=("y", lambda v: int((v == 0).sum()))).reset_index()
+
+
+def unmatched(cases: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """Patients the propensity matching left out, as rows of a cohort problems table (for the
+    flow diagram's exclusion box)."""
+    ids = cases.patient_id.astype(str)
+    out = ~ids.isin(set(matched.patient_id.astype(str)))
+    return pd.DataFrame({"row": [f"cases.csv:{i + 2}" for i in np.flatnonzero(out)],
+                         "patient_id": ids[out].to_numpy(), "file": "cases.csv",
+                         "problem": "not matched: left out by the 1:2 propensity matching"})
 
 
 def select_rois(rois: pd.DataFrame, cases: pd.DataFrame, *, reader: str = "1") -> pd.DataFrame:
@@ -431,18 +507,20 @@ def select_rois(rois: pd.DataFrame, cases: pd.DataFrame, *, reader: str = "1") -
     return rois[keep & (rois["reader"].astype(str) == str(reader))].reset_index(drop=True)
 
 
-def vbmd_agreement(density: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
-    """Per-patient image-derived vBMD beside the cohort's own ``vbmd`` column (when present)."""
-    v = patient_vbmd(density).reset_index().rename(columns={"vbmd": "vbmd_image"})
+def vbmd_agreement(per_vertebra: pd.DataFrame, cases: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient image vBMD (:func:`vbmd_table`) against the cohort's own ``vbmd`` column
+    (QCT) when present; without it, the per-patient image vBMD."""
+    v = per_vertebra.groupby("patient_id", sort=False)["vbmd"].mean()
+    v = v.rename("vbmd_image").reset_index()
     if "vbmd" not in cases:
         return v
     v = v.merge(cases[["patient_id", "vbmd"]].rename(columns={"vbmd": "vbmd_cohort"}),
                 on="patient_id", how="left")
     d = v.vbmd_image - v.vbmd_cohort
-    r = float(np.corrcoef(v.vbmd_image, v.vbmd_cohort)[0, 1]) if len(v) > 2 else np.nan
     return pd.DataFrame([{"patients": len(v), "mean_image": v.vbmd_image.mean(),
                           "mean_cohort": v.vbmd_cohort.mean(), "mean_difference": d.mean(),
-                          "sd_difference": d.std(ddof=1), "pearson_r": r}])
+                          "sd_difference": d.std(ddof=1),
+                          "pearson_r": v.vbmd_image.corr(v.vbmd_cohort)}])
 
 
 def resolve_cohort(run):

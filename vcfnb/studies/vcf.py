@@ -10,7 +10,9 @@ Two arms of one notebook:
   handcrafted features, ICC ≥ 0.85 on the re-segmented subset, z-score → t-test/Mann-Whitney →
   |r| > 0.9 → LASSO (:func:`selection_b`), eight classifiers (:func:`classifier_scores`), 2.5D
   ResNet50 features (:mod:`vcfnb.deep`), DLR fusion and score, clinical univariate/multivariable
-  logistic regression (:func:`clinical_analysis`) and the DLRN nomogram (:func:`dlrn_chain`).
+  logistic regression (:func:`clinical_analysis`) and the DLRN nomogram (:func:`dlrn_chain`;
+  every training input out of fold, one fine-tuned network per training fold:
+  :func:`vcfnb.deep.deep_oof`).
 
 This module holds only the two papers' rules (what the cohort must hold, the chains, the clinical
 design and the nomogram); evaluation happens in the notebook on the predictions table
@@ -34,10 +36,9 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
-from vcfnb import contract, io, models, reliability, stats, features as feat
+from vcfnb import contract, io, models, reliability, stats, features as feat, selection as sel
 from vcfnb.contract import Column, Folds, Requirements
 
 SEMANTIC = ["wedge_deformity", "band_edema", "paravertebral_mass", "diffuse_signal",
@@ -264,14 +265,22 @@ def arm_a_pipeline(*, corr_threshold: float = 0.99, lasso_cv: int = 5, rfe_cv: i
                    svm_c: float = 1.0, rng: int = 0):
     """Seed 000's chain as one leakage-free pipeline.
 
-    oversampling (training rows only) → z-score → |r| > ``corr_threshold`` filter → LASSO
-    (L1 logistic, lambda by ``lasso_cv``-fold CV AUC) → RFE with a linear SVM (feature count by
-    ``rfe_cv``-fold CV AUC) → linear SVM (its decision value is the score).
+    z-score → |r| > ``corr_threshold`` filter → LASSO (L1 logistic, lambda by ``lasso_cv``-fold
+    CV AUC) → RFE with a linear SVM (feature count by ``rfe_cv``-fold CV AUC) → random
+    oversampling → linear SVM (its decision value is the score).
+
+    Random oversampling of the minority class happens inside every fit that uses labels: the
+    LASSO's and RFE's inner CV folds oversample their inner training part only (the selectors'
+    ``sampler``), their final fits and the SVM oversample all training rows. Oversampling once
+    before the chain (the paper's order) would put copies of a patient in both the inner
+    training and validation folds. The label-free z-score and |r| filter see the training
+    patients once each.
     """
+    over = {"sampler": sel.RandomOverSampler(random_state=int(rng))}
     return models.make_radiomics_pipeline([
-        "oversample", "zscore", ("correlation", {"threshold": corr_threshold}),
-        ("lasso", {"cv": lasso_cv, "rule": "min", "min_features": 2}),
-        ("rfe", {"cv": rfe_cv, "C": svm_c}),
+        "zscore", ("correlation", {"threshold": corr_threshold}),
+        ("lasso", {"cv": lasso_cv, "rule": "min", "min_features": 2, **over}),
+        ("rfe", {"cv": rfe_cv, "C": svm_c, **over}), "oversample",
         SVC(kernel="linear", C=svm_c)], rng=rng)
 
 
@@ -365,75 +374,101 @@ def clinical_analysis(cases: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
     return table, keep
 
 
-def stacked_dlr_score(selection: Any, X: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
-                      cv: int = 5, rng: int = 0, name: str = "DLR_score") -> pd.Series:
-    """DLR score to build the DLRN on: training patients scored **out of fold**, test patients
-    by the chain fitted on all training patients.
+def dlr_fit(X_rad: pd.DataFrame, y: pd.Series, *, selection: Mapping | None = None,
+            template: Any = None, classifiers: Sequence[str] = (), tune_cv: int = 0,
+            classifier_rng: int = 0) -> Callable:
+    """``fit(deep_features, fit_ids)`` of the DLR chain for :meth:`vcfnb.deep.DeepOOF.chain`.
 
-    ``selection`` is the fitted :func:`fit_selection` chain (z-score → test → |r| → LASSO). Each
-    training patient's score comes from a clone of the chain refitted, with the same settings,
-    on the other ``cv`` − 1 folds of the training patients (stratified, seeded by ``rng``), so
-    the nomogram does not over-weight an in-sample LASSO score (ordinary stacking).
-
-    Examples
-    --------
-    >>> g = np.random.default_rng(0)
-    >>> X = pd.DataFrame(g.normal(size=(60, 8)), index=[f"p{i}" for i in range(60)]).add_prefix("f")
-    >>> y = pd.Series((X.f0 + g.normal(size=60) > 0).astype(int), index=X.index)
-    >>> sp = pd.Series(["train"] * 40 + ["test"] * 20, index=X.index)
-    >>> sel = fit_selection(X, y, sp, alpha=0.5, lasso_cv=3)
-    >>> s = stacked_dlr_score(sel, X, y, sp, cv=4)
-    >>> bool(np.allclose(s[sp == "test"], models.radscore(sel, X[sp == "test"])))
-    True
+    The Rad features ``X_rad`` fused with one network's DL features (:func:`fuse`) go through
+    :func:`selection_b` (``selection`` kwargs, or a fresh copy of ``template``) fitted on the
+    rows ``fit_ids``; returns the DLR score (LASSO radscore) of every row (``DLR_score``) and the
+    probability of each of ``classifiers`` on the selected features (``DLR-<name>``,
+    :func:`vcfnb.models.classifier_scores`, tuned by ``tune_cv``-fold CV when > 1).
     """
-    out = models.radscore(selection, X, name=name)
-    tr = X.index[(split_.reindex(X.index) == "train").to_numpy()]
-    yt = y.reindex(tr).astype(int)
-    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=int(rng))
-    for fit_pos, held_pos in folds.split(np.zeros(len(tr)), yt.to_numpy()):
-        fold_model = clone(selection).fit(X.loc[tr[fit_pos]], yt.iloc[fit_pos])
-        out.loc[tr[held_pos]] = models.radscore(fold_model, X.loc[tr[held_pos]],
-                                                name=name).to_numpy()
+    def fit(deep_features: pd.DataFrame, fit_ids) -> dict:
+        X = fuse(X_rad, deep_features)
+        sel = (clone(template) if template is not None else selection_b(**selection)).fit(
+            X.loc[fit_ids], y.reindex(fit_ids).astype(int))
+        out = {"DLR_score": models.radscore(sel, X, name="DLR_score")}
+        if classifiers:
+            sc = models.classifier_scores(sel.transform(X), y, fit_ids, names=list(classifiers),
+                                          cv=tune_cv, rng=classifier_rng)
+            out.update({f"DLR-{c}": sc[c] for c in classifiers})
+        return out
+    return fit
+
+
+def _nomogram_fit(cases: pd.DataFrame, y: pd.Series, dlr_score: pd.Series, split_: pd.Series,
+                  enter_p: float, keep_p: float) -> tuple:
+    """Clinical predictor selection and the DLRN logistic regression on the ``train`` rows."""
+    table, keep = clinical_analysis(cases, y, split_, enter_p=enter_p, keep_p=keep_p)
+    X = clinical_design(cases)[keep].join(dlr_score.rename("DLR_score"), how="inner")
+    X = X[["DLR_score", *keep]]
+    tr = split_.reindex(X.index) == "train"
+    m = LogisticRegression(C=np.inf, max_iter=10000).fit(X[tr], y.reindex(X.index)[tr])
+    return table, keep, X, m
+
+
+def dlrn_chain(X_rad: pd.DataFrame, deep_cv: Any, cases: pd.DataFrame, y: pd.Series,
+               split_: pd.Series, *, selection: dict, classifiers: Sequence[str] = (),
+               tune_cv: int = 0, classifier_rng: int = 0, test_scores: str = "auto",
+               tol: float = 1.25, enter_p: float = 0.05, keep_p: float = 0.05, oof: bool = True,
+               template: Any = None) -> dict:
+    """Seed 001's DLRN from the labels up, fitted on the training patients only, every training
+    input out of fold.
+
+    ``deep_cv`` is a :func:`vcfnb.deep.deep_oof` result (one network per training fold). The DLR
+    chain (:func:`dlr_fit`) runs through ``deep_cv.chain``: a training patient's DLR score comes
+    from its fold's network and a selection chain fitted without its fold; a test patient's from
+    the full-training chain or the mean of the fold chains, chosen after a label-free scale
+    check on training rows (:func:`vcfnb.models.choose_test_scores`, ``test_scores``, ``tol``).
+    Then the independent clinical predictors (:func:`clinical_analysis`) and an unpenalised
+    logistic regression of the out-of-fold DLR score + those predictors on the training patients.
+    With ``oof``, the DLRN's own out-of-fold training predictions: predictor selection and
+    logistic regression refitted without each fold of ``deep_cv.fold``. Returns ``dlr`` (chain
+    frames of :func:`dlr_fit`), ``dlr_oof`` (out-of-fold probability of each of ``classifiers``
+    and ``fold``, training patients), ``dlr_score``, ``scale``, ``clinical_table``, ``keep``,
+    ``design``, ``model``, ``score`` (DLRN probability of every patient) and ``oof`` (``score,
+    fold`` of the training patients).
+    """
+    dlr = deep_cv.chain(dlr_fit(X_rad, y, selection=selection, template=template,
+                                classifiers=classifiers, tune_cv=tune_cv,
+                                classifier_rng=classifier_rng))
+    dlr_score, scale = models.choose_test_scores(dlr["DLR_score"], test_scores, tol=tol)
+    table, keep, X, m = _nomogram_fit(cases, y, dlr_score, split_, enter_p, keep_p)
+    fold = deep_cv.fold.astype(int)
+    out = {"dlr": dlr, "dlr_oof": pd.DataFrame({c: dlr[f"DLR-{c}"]["oof"] for c in classifiers},
+                                               index=fold.index).assign(fold=fold),
+           "dlr_score": dlr_score, "scale": scale, "clinical_table": table,
+           "keep": keep, "design": X, "model": m,
+           "score": pd.Series(m.predict_proba(X)[:, 1], index=X.index, name="DLRN")}
+    if oof:
+        prob = pd.Series(np.nan, index=fold.index, name="score")
+        for k in sorted(set(fold)):
+            held = fold.index[fold == k]
+            *_, Xk, mk = _nomogram_fit(cases, y, dlr_score, split_.mask(
+                split_.index.isin(held), "held_out"), enter_p, keep_p)
+            prob[held] = mk.predict_proba(Xk.loc[held])[:, 1]
+        out["oof"] = pd.DataFrame({"score": prob, "fold": fold})
     return out
 
 
-def dlrn_chain(X_dlr: pd.DataFrame, cases: pd.DataFrame, y: pd.Series, split_: pd.Series, *,
-               selection: dict, stack_cv: int = 5, enter_p: float = 0.05, keep_p: float = 0.05,
-               rng: int = 0, template: Any = None) -> dict:
-    """Seed 001's DLRN from the labels up, fitted on the training patients only.
-
-    Selection chain on the fused features (:func:`selection_b` with ``selection`` kwargs, or a
-    fresh copy of ``template``) → out-of-fold DLR score (:func:`stacked_dlr_score`, ``stack_cv``
-    folds) → independent clinical predictors (:func:`clinical_analysis`) → unpenalised logistic
-    regression of DLR score + those predictors. Returns ``selection, dlr_score, clinical_table,
-    keep, design, model, score`` (DLRN probability of every patient).
-    """
-    tr = split_.reindex(X_dlr.index) == "train"
-    sel = (clone(template) if template is not None else selection_b(**selection)).fit(
-        X_dlr[tr], y.reindex(X_dlr.index)[tr])
-    dlr = stacked_dlr_score(sel, X_dlr, y, split_, cv=stack_cv, rng=rng)
-    table, keep = clinical_analysis(cases, y, split_, enter_p=enter_p, keep_p=keep_p)
-    X = clinical_design(cases)[keep].join(dlr.rename("DLR_score"), how="inner")
-    X = X[["DLR_score", *keep]]
-    trx = split_.reindex(X.index) == "train"
-    m = LogisticRegression(C=np.inf, max_iter=10000).fit(X[trx], y.reindex(X.index)[trx])
-    score = pd.Series(m.predict_proba(X)[:, 1], index=X.index, name="DLRN")
-    return {"selection": sel, "dlr_score": dlr, "clinical_table": table, "keep": keep,
-            "design": X, "model": m, "score": score}
-
-
-def dlrn_test_auc(X_dlr: pd.DataFrame, cases: pd.DataFrame, y: pd.Series, split_: pd.Series,
-                  **chain_kw) -> Callable:
+def dlrn_test_auc(X_rad: pd.DataFrame, deep_cv: Any, cases: pd.DataFrame, y: pd.Series,
+                  split_: pd.Series, **chain_kw) -> Callable:
     """``evaluate(selection, X, train_labels) -> test AUC`` of :func:`dlrn_chain` for
-    :func:`vcfnb.models.permutation_test` (custom design): the whole DLRN chain refitted on the
-    given training labels, scored on the untouched test patients."""
+    :func:`vcfnb.models.permutation_test` (custom design): the DLR selection, the out-of-fold DLR
+    score, the test-score choice, the clinical predictors and the logistic nomogram refitted on
+    the given training labels, scored on the untouched test patients. The networks of
+    ``deep_cv`` (per fold and full) are **held fixed** (fine-tuned once on the real labels): the
+    null is conditional on the DL features."""
     train = split_.index[split_ == "train"]
     test = split_.index[split_ == "test"]
+    kw = {k: v for k, v in chain_kw.items() if k not in ("classifiers", "oof")}
 
     def evaluate(selection, _X, labels) -> float:
         yy = y.copy()
         yy.loc[train] = np.asarray(labels).astype(int)
-        out = dlrn_chain(X_dlr, cases, yy, split_, template=selection, **chain_kw)
+        out = dlrn_chain(X_rad, deep_cv, cases, yy, split_, template=selection, oof=False, **kw)
         return float(roc_auc_score(y.loc[test].astype(int), out["score"].loc[test]))
     return evaluate
 
@@ -446,16 +481,23 @@ def nomogram(chain: dict, split_: pd.Series) -> stats.Nomogram:
                                  data=X[split_.reindex(X.index) == "train"])
 
 
-def morphometric_wedge(rois: pd.DataFrame, *, reader: str = "1", wedge_threshold: float = 0.20
-                       ) -> pd.DataFrame:
-    """Anterior/middle/posterior heights of each fractured body (cranio-caudal axis from the
-    image direction, :func:`vcfnb.morphometry.vertebral_heights`) and the derived "anterior
-    wedge deformity" (:func:`vcfnb.morphometry.semantic_from_morphometry`)."""
+def morphometric_wedge(rois: pd.DataFrame, *, reader: str = "1", wedge_threshold: float = 0.20,
+                       height_axis: Any = "principal") -> pd.DataFrame:
+    """Anterior/middle/posterior heights of each fractured body
+    (:func:`vcfnb.morphometry.vertebral_heights`) and the derived "anterior wedge deformity"
+    (:func:`vcfnb.morphometry.semantic_from_morphometry`).
+
+    ``height_axis``: the body's cranio-caudal axis. A VCF cohort outlines one vertebra per
+    patient, with no neighbours to give the spine's axis, so the default is the body's own
+    axis (``"principal"``, :func:`vcfnb.morphometry.principal_height_axis`): a body tilted in
+    the scanner (kyphosis, lordosis) is measured along its own height, not along the image's
+    vertical. ``None``: the patient's superior axis from the image direction."""
     from vcfnb import morphometry
 
     rows = []
     for r in rois[rois.reader.astype(str) == str(reader)].itertuples():
-        h = morphometry.vertebral_heights(io.read_image(r.mask), int(r.label))
+        h = morphometry.vertebral_heights(io.read_image(r.mask), int(r.label),
+                                          height_axis=height_axis)
         sem = morphometry.semantic_from_morphometry(h, wedge_threshold=wedge_threshold)
         rows.append({"patient_id": r.patient_id, **h, **morphometry.height_ratios(h),
                      "wedge_morphometry": int(bool(sem["anterior_wedge"]))})

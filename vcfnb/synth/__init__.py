@@ -5,12 +5,18 @@
 the data are simulated. ``signal=0`` removes every class effect (a negative control); 1.0 gives
 the default, overlapping effect sizes (a sensible radiomics model lands in roughly the papers'
 test AUC range, not at 1.0). Generation is deterministic from ``seed``.
+
+:func:`perturb_mask` (a simulated second reader's outline) is public: the generators and
+:func:`vcfnb.sources.perturbed_reader` (real scans with a simulated second reader) share it.
 """
 from __future__ import annotations
 
 import importlib
 import json
 from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
 
 STUDIES = {
     "vcf": "vcfnb.synth.vcf",
@@ -20,7 +26,36 @@ STUDIES = {
 }
 SIZES = ("smoke", "paper")
 
-__all__ = ["make_cohort", "STUDIES", "SIZES"]
+__all__ = ["make_cohort", "perturb_mask", "STUDIES", "SIZES"]
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator, *, jitter: float = 0.25,
+                 sigma: float = 1.5) -> np.ndarray:
+    """A second reader's version of a binary mask: smooth random boundary shift.
+
+    The boundary moves in or out by about ``jitter`` of a voxel on average: a zero-mean,
+    unit-SD Gaussian field (white noise smoothed by ``sigma`` voxels) thresholds the signed
+    distance to the boundary, the way two readers' outlines differ. The result is never empty.
+    Deterministic for a given ``rng`` state (it draws ``mask.size`` standard normals).
+
+    >>> m = np.zeros((1, 12, 12), bool); m[0, 3:9, 3:9] = True
+    >>> r = perturb_mask(m, np.random.default_rng(0), jitter=0.5)
+    >>> r.shape == m.shape and bool(r.any()) and bool((r != m).any())
+    True
+    """
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return m.copy()
+    inside = ndimage.distance_transform_edt(m)
+    outside = ndimage.distance_transform_edt(~m)
+    signed = np.where(m, inside - 0.5, -(outside - 0.5))
+    field = rng.standard_normal(m.shape)
+    if not np.all(np.asarray(sigma) == 0):
+        field = ndimage.gaussian_filter(field, sigma, mode="reflect")
+        sd = field.std()
+        field = (field - field.mean()) / (sd if sd > 0 else 1.0)
+    out = signed + field * jitter * 2.0 > 0
+    return out if out.any() else m.copy()
 
 
 def make_cohort(study: str, out_dir, *, size: str = "smoke", seed: int = 0,

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from vcfnb import __version__, io
+from vcfnb.synth import perturb_mask  # noqa: F401 - the generators' second reader (public)
 
 SIMULATED_README = (
     "# Simulated cohort\n\n"
@@ -81,27 +82,6 @@ def wedge_body(shape: tuple[int, int, int], centre: tuple[float, float, float],
         hh = h * ratio if ax == si_axis else h
         r = r + np.abs((g - c) / np.maximum(hh, 1e-6)) ** power
     return r <= 1.0
-
-
-def perturb_mask(mask: np.ndarray, rng: np.random.Generator, *, jitter: float = 0.25,
-                 sigma: float = 1.5) -> np.ndarray:
-    """A second reader's version of a binary mask: smooth random boundary shift.
-
-    The boundary moves in or out by about ``jitter`` of a voxel on average (a smooth random
-    field thresholds the signed distance to the boundary), the way two readers' outlines differ.
-    The result is never empty.
-    """
-    m = np.asarray(mask, bool)
-    if not m.any():
-        return m.copy()
-    inside = ndimage.distance_transform_edt(m)
-    outside = ndimage.distance_transform_edt(~m)
-    signed = np.where(m, inside - 0.5, -(outside - 0.5))
-    field = smooth_noise(m.shape, sigma, rng) * jitter * 2.0
-    out = signed + field > 0
-    if not out.any():
-        out = m.copy()
-    return out
 
 
 def to_image(arr: np.ndarray, spacing: tuple[float, float, float],
