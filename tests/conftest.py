@@ -220,13 +220,20 @@ NEEDS_SHARED_DATA = {"ibsi_conformance.ipynb"}
 #: benchmark): `make test` leaves them to `make test-heavy` so that it stays under 20 minutes;
 #: `.ci/run` runs both. Tests sharing an expensive module fixture are marked through it.
 HEAVY_FIXTURES = {("test_nb_vcf.py", "null_run"), ("test_nb_osteoporosis.py", "null_run"),
-                  ("test_nb_ovf.py", "user_run")}
+                  ("test_nb_ovf.py", "user_run"), ("test_nb_metastasis.py", "user_run"),
+                  ("test_determinism.py", "two_runs")}
 HEAVY_TESTS = {"test_nb_metastasis.py::test_negative_control_signal0",
                "test_new_study_example.py::test_worked_example_recovers_the_rule",
                "test_nb_radiomics_study.py::test_equivalent_to_osteoporosis_mri",
                "test_nb_radiomics_study.py::test_equivalent_to_metastasis_lytic_blastic",
                "test_benchmarks.py::test_notebook_warm_cold_quick",
-               "test_recovery_check.py::test_recovery_check_on_a_null_cohort"}
+               "test_recovery_check.py::test_recovery_check_on_a_null_cohort",
+               "test_nb_radiomics_study.py::test_smoke_defaults",
+               "test_nb_radiomics_study.py::test_given_split_is_honoured",
+               "test_nb_radiomics_study.py::test_repeated_cv_per_roi_rows",
+               "test_badinput.py::test_notebook_completes_and_names_every_broken_case",
+               "test_synth_osteoporosis.py::test_signal_effect_and_negative_control",
+               "test_features.py::test_real_ct_ten_rois_equal_naive"}
 
 
 def pytest_collection_modifyitems(config, items):
