@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vcfnb import bundle, modelcard, runner
+from vcfnb import bundle, modelcard, runner, sources
 from vcfnb import metrics as schema
 from vcfnb.stats import PREDICTION_COLUMNS
 
@@ -177,7 +177,7 @@ def test_external_headline_unharmonised_combat_sensitivity(null_run):
     """The headline external rows are the models on the features as extracted: the saved models
     applied to the cohort's own scans reproduce them (ComBat would move them); ComBat's external
     results sit in a separate sensitivity table, not in metrics.json."""
-    cohort = ROOT / "data" / "cohorts" / json.loads(
+    cohort = sources.data_root(ROOT) / "cohorts" / json.loads(
         (null_run / "run_card.json").read_text(encoding="utf-8"))["cohort"]
     pred = bundle.predict(null_run, cohort, cache_dir=null_run.parent / "cache")
     rec = pd.read_csv(null_run / "tables" / "predictions.csv", dtype={"patient_id": str})
