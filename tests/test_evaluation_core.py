@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import special
 
 import vcfnb as vc
 from vcfnb import contract, metrics, models, stats
@@ -76,7 +77,7 @@ def test_calibration_arguments_and_degenerate_cases(rng):
     assert test.brier == pytest.approx(np.mean((part.score - part.y_true) ** 2))
     # tiny held-out set: expected counts below 1 → not computable, never a huge statistic
     small = pred[pred.split == "test"].groupby("model").head(8)
-    cal_small = stats.calibration(small, hl_groups=10, hl_dof="g")
+    cal_small = stats.calibration(small, hl_groups=10, hl_dof="g", reduce_groups=False)
     assert cal_small.hl_p.isna().all() and cal_small.note.str.contains("not computable").all()
     # decision scores get no calibration
     dec = _pred(rng, kind="decision")
@@ -373,3 +374,33 @@ def test_recovery_check_finds_a_planted_effect_and_not_a_null_one():
     assert s.loc[0.0, "power"] == 0.0
     with pytest.raises(ValueError, match="no feature"):
         recovery.plant_effect(X[names[3:]], 1.0)
+
+
+def test_calibration_reduces_hl_groups_until_expected_counts_reach_one():
+    # a discriminating, well-calibrated model on 60 held-out patients: its extreme deciles
+    # expect < 1 event (or non-event), so fewer quantile groups are used and the note says so
+    g = np.random.default_rng(1)
+    p = special.expit(g.normal(0, 2.0, 60))
+    y = (g.uniform(size=60) < p).astype(int)
+    pred = pd.DataFrame({"model": "m", "split": "test", "patient_id": range(60), "y_true": y,
+                         "score": p, "score_kind": "probability"})
+    strict = stats.calibration(pred, hl_groups=10, hl_dof="g", reduce_groups=False).iloc[0]
+    assert np.isnan(strict.hl_p) and "not computable" in strict.note
+    cal = stats.calibration(pred, hl_groups=10, hl_dof="g").iloc[0]
+    assert 3 <= cal.hl_groups < 10 and cal.hl_dof == cal.hl_groups
+    assert f"HL with {cal.hl_groups} quantile groups instead of 10" in cal.note
+    ref = stats.hosmer_lemeshow(y, p, groups=int(cal.hl_groups), dof="g")
+    assert cal.hl_p == pytest.approx(ref.p_value)
+    grp = stats._quantile_groups(p, int(cal.hl_groups))
+    e1 = np.array([p[grp == k].sum() for k in np.unique(grp)])
+    n = np.bincount(grp)[np.unique(grp)]
+    assert min(e1.min(), (n - e1).min()) >= 1.0  # every expected count reaches 1
+    grp11 = stats._quantile_groups(p, int(cal.hl_groups) + 1)  # one group more would not
+    e1 = np.array([p[grp11 == k].sum() for k in np.unique(grp11)])
+    n = np.bincount(grp11)[np.unique(grp11)]
+    assert min(e1.min(), (n - e1).min()) < 1.0
+    # nearly certain predictions everywhere: not computable even with 3 groups, and said so
+    q = special.expit(np.r_[np.linspace(-9, -6, 30), np.linspace(6, 9, 30)])
+    extreme = pred.assign(score=q, y_true=np.r_[np.zeros(30, int), np.ones(30, int)])
+    row = stats.calibration(extreme, hl_groups=10, hl_dof="g").iloc[0]
+    assert np.isnan(row.hl_p) and "(also with 3-10 groups)" in row.note

@@ -1612,6 +1612,7 @@ def calibration(
     hl_groups=10,
     hl_dof="g-2",
     min_expected: float = 1.0,
+    reduce_groups: bool = True,
 ) -> pd.DataFrame:
     """Calibration of every probability model on every split of a predictions table.
 
@@ -1627,8 +1628,17 @@ def calibration(
         independent (held-out) data; a mapping chooses per split, e.g.
         ``{"train_oof": "g-2", "test": "g", "external": "g"}``.
     min_expected : float
-        The HL statistic is reported as not computable when any group's expected count of
-        events or non-events falls below this (the χ² approximation fails there).
+        Smallest expected count of events or non-events a HL group may have (below it the χ²
+        approximation fails: a near-certain group with 0.1 expected events turns one event
+        into a statistic of 8).
+    reduce_groups : bool
+        When the rule's ``g`` groups leave an expected count below ``min_expected`` (a
+        discriminating model on a small split: its extreme groups), use the largest number of
+        groups below ``g`` whose expected counts all reach it (at least 3) and say so in
+        ``note`` (Hosmer, Lemeshow &
+        Sturdivant, *Applied Logistic Regression*, 3rd ed., §5.2.2: fewer groups when
+        expected frequencies are small). ``False``, or no such ``g``: the HL statistic is
+        reported as not computable.
 
     Returns
     -------
@@ -1664,19 +1674,33 @@ def calibration(
         else:
             split = key.get("split", part["split"].iat[0])
             dof_rule = hl_dof.get(split, "g-2") if isinstance(hl_dof, Mapping) else hl_dof
-            g = _resolve_groups(hl_groups, len(y))
-            hl = hosmer_lemeshow(y, p, groups=g, dof=dof_rule)
-            grp = _quantile_groups(p, g)
-            e1 = np.array([p[grp == k].sum() for k in np.unique(grp)])
-            e0 = np.array([(grp == k).sum() for k in np.unique(grp)]) - e1
+            g_rule = _resolve_groups(hl_groups, len(y))
+            g_min = 3  # fewer groups test little more than calibration-in-the-large
+            candidates = list(range(g_rule, g_min - 1, -1)) if reduce_groups and g_rule >= g_min \
+                else [g_rule]
+            for g in candidates:
+                hl = hosmer_lemeshow(y, p, groups=g, dof=dof_rule)
+                grp = _quantile_groups(p, g)
+                e1 = np.array([p[grp == k].sum() for k in np.unique(grp)])
+                e0 = np.array([(grp == k).sum() for k in np.unique(grp)]) - e1
+                small = min(e1.min(), e0.min()) < min_expected
+                if hl.dof > 0 and not small:
+                    break
+            if small and reduce_groups and g_rule >= g_min:  # report the rule's grouping
+                hl = hosmer_lemeshow(y, p, groups=g_rule, dof=dof_rule)
             row.update(hl_groups=int(hl.groups), hl_dof=int(hl.dof))
             if hl.dof <= 0:
                 notes.append(f"HL not computable: {int(hl.groups)} group(s) formed")
-            elif min(e1.min(), e0.min()) < min_expected:
+            elif small:
+                fewest = f" (also with {g_min}-{g_rule} groups)" if reduce_groups and \
+                    g_rule > g_min else ""
                 notes.append(f"HL not computable: an expected count below {min_expected:g} "
-                             f"with {int(hl.groups)} groups of n={len(y)}")
+                             f"with {int(hl.groups)} groups of n={len(y)}{fewest}")
             else:
                 row.update(hl_statistic=float(hl.statistic), hl_p=float(hl.p_value))
+                if g < g_rule:
+                    notes.append(f"HL with {g} quantile groups instead of {g_rule}: more "
+                                 f"groups leave an expected count below {min_expected:g}")
             if np.ptp(p) == 0:
                 notes.append("probabilities constant: no calibration slope")
             else:
