@@ -55,6 +55,7 @@ def _one_run(study: str, seed: int, work: str) -> dict:
               "cache_dir": str(Path(work) / "cache")}
     t0 = time.perf_counter()
     try:
+        out.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
         pm.execute_notebook(str(ROOT / "notebooks" / f"{study}.ipynb"), str(out / "run.ipynb"),
                             kernel_name="vcfnb", parameters=params, cwd=str(ROOT / "notebooks"),
                             progress_bar=False)
@@ -135,27 +136,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-runs", type=int, default=10,
                     help="usable runs needed before a study's checks count")
     ap.add_argument("--work", default="", help="folder for the runs (default: a temporary one)")
-    ap.add_argument("--out", default="", help="write the per-run table to this CSV")
+    ap.add_argument("--out", default="",
+                    help="per-run table (CSV), appended run by run; an existing one is resumed "
+                         "(default: null_coverage.csv in --work)")
     args = ap.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="vcfnb-null-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VCFNB_DATA_DIR", str(work / "data"))  # never the repo's data/
     jobs = [(s, args.first_seed + i) for s in args.studies for i in range(args.seeds)]
+    out_csv = Path(args.out) if args.out else work / "null_coverage.csv"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    done = pd.read_csv(out_csv) if out_csv.exists() and out_csv.stat().st_size else pd.DataFrame()
+    if len(done):  # resume: the runs already in the table are not run again
+        seen = set(zip(done.study, done.seed))
+        jobs = [j for j in jobs if j not in seen]
+        print(f"resuming: {len(seen)} run(s) already in {out_csv}", flush=True)
     t0 = time.perf_counter()
-    runs, failed = [], []
+    failed = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futs = [pool.submit(_one_run, s, seed, str(work)) for s, seed in jobs]
         for i, f in enumerate(as_completed(futs), 1):
             r = f.result()
-            (failed if r["error"] else runs).append(r)
+            if not r["error"]:
+                try:
+                    rows = rows_of(r)
+                except Exception as exc:  # noqa: BLE001 - an unreadable report is a failed run
+                    r["error"] = f"report not readable: {type(exc).__name__}: {exc}"
+                else:  # each finished run is appended at once: nothing is lost on a stop
+                    pd.DataFrame(rows).to_csv(out_csv, mode="a", index=False,
+                                              header=not out_csv.exists()
+                                              or out_csv.stat().st_size == 0)
+            if r["error"]:
+                failed.append(r)
             print(f"[{i}/{len(jobs)}] {r['study']} seed {r['seed']}: "
                   f"{'FAILED ' + r['error'] if r['error'] else 'ok'} ({r['seconds']:.0f} s)",
                   flush=True)
-    rows = [row for r in runs for row in rows_of(r)]
-    table = pd.DataFrame(rows)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+    table = pd.read_csv(out_csv) if out_csv.exists() and out_csv.stat().st_size else \
+        pd.DataFrame()
+    table = table[table.study.isin(args.studies)] if len(table) else table
     problems = [f"{r['study']} seed {r['seed']} failed: {r['error']}" for r in failed]
     if table.empty:
         print("no usable run")

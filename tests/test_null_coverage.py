@@ -45,3 +45,20 @@ def test_low_coverage_and_shifted_auc_fail(nc):
 def test_too_few_runs_do_not_count(nc):
     _, problems = nc.summarise(_table([False] * 5, [0.9] * 5), min_runs=10)
     assert problems == []
+
+
+def test_one_run_creates_its_output_folder(nc, tmp_path, monkeypatch):
+    # papermill does not create the output notebook's folder: every run failed with
+    # FileNotFoundError before the script created it
+    import papermill as pm
+
+    seen = {}
+
+    def fake_execute(src, dst, **kw):
+        seen["parent_exists"] = Path(dst).parent.is_dir()
+        seen["params"] = kw["parameters"]
+
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
+    r = nc._one_run("metastasis_lytic_blastic", 1000, str(tmp_path))
+    assert r["error"] == "" and seen["parent_exists"]
+    assert seen["params"]["synthetic_signal"] == 0.0 and seen["params"]["n_permutations"] == 0

@@ -279,6 +279,49 @@ GLMNET_COEF = np.array([0.8143037953, 0.5012640632, -0.4999160268, 0, 0, -0.0614
 GLMNET_LAMBDA_MAX = 0.1673324125
 
 
+def test_lasso_cd_solver_matches_glmnet_and_liblinear():
+    # glmnet's own algorithm (vcfnb.lasso_cd): the R coefficients to ~1e-9 at a tight tolerance
+    X, y = _glmnet_data()
+    cd = LassoSelector(lam=0.05, solver="cd", tol=1e-20).fit(X, y)
+    np.testing.assert_allclose(np.r_[cd.intercept_, cd.estimator_.coef_.ravel()], GLMNET_COEF,
+                               atol=1e-9)
+    np.testing.assert_array_equal(cd.get_support(), GLMNET_COEF[1:] != 0)
+    assert cd.estimator_.predict_proba(X).shape == (80, 2)  # a usable fitted model
+    # lambda by CV along the path: the same lambda and features as liblinear at default tolerance
+    gen = np.random.default_rng(3)
+    Xc = pd.DataFrame(gen.standard_normal((120, 40)), columns=[f"f{i}" for i in range(40)])
+    yc = (Xc.f0 - Xc.f1 + 0.5 * Xc.f2 + gen.normal(size=120) > 0).astype(int)
+    a = LassoSelector(cv=5, random_state=0, n_lambdas=30).fit(Xc, yc)
+    b = LassoSelector(cv=5, random_state=0, n_lambdas=30, solver="cd").fit(Xc, yc)
+    assert a.lambda_ == b.lambda_ and list(a.coef_.index) == list(b.coef_.index)
+    np.testing.assert_allclose(b.coef_.to_numpy(), a.coef_.to_numpy(), atol=2e-3)
+    assert b.path_ is not None and len(b.path_) == 30 * 40
+    # deterministic: the same fit twice
+    pd.testing.assert_series_equal(b.coef_, clone(b).fit(Xc, yc).coef_)
+    with pytest.raises(ValueError, match="'cd'"):
+        LassoSelector(solver="bogus").fit(Xc, yc)
+
+
+def test_lasso_cd_path_is_optimal_along_the_grid():
+    # every lambda of the warm-started path satisfies the lasso's optimality (KKT) conditions
+    from vcfnb.lasso_cd import l1_logistic_path
+
+    gen = np.random.default_rng(11)
+    Z = gen.standard_normal((90, 8))
+    X = Z @ gen.standard_normal((8, 60)) + 0.3 * gen.standard_normal((90, 60))  # correlated
+    X = (X - X.mean(0)) / X.std(0)
+    y = (X[:, 0] + gen.normal(size=90) > 0).astype(float)
+    lam = np.geomspace(np.abs(X.T @ (y - y.mean())).max() / 90, 0.01, 15)
+    coefs, b0, _ = l1_logistic_path(X, y, lam, tol=1e-14)
+    for k in range(lam.size):
+        r = y - 1 / (1 + np.exp(-(X @ coefs[k] + b0[k])))
+        g = X.T @ r / 90
+        nz = coefs[k] != 0
+        assert abs(r.mean()) < 1e-6  # unpenalised intercept
+        np.testing.assert_allclose(g[nz], lam[k] * np.sign(coefs[k][nz]), atol=1e-5)
+        assert np.all(np.abs(g[~nz]) <= lam[k] + 1e-5)
+
+
 def test_lasso_fixed_lambda_matches_glmnet():
     X, y = _glmnet_data()
     exact = LassoSelector(lam=0.05, solver="saga", tol=1e-10, random_state=0).fit(X, y)
