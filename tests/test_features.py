@@ -245,6 +245,52 @@ def test_failures_are_rows_and_the_batch_goes_on(tmp_path, rng):
     assert feats.attrs["failures"] == fails.to_dict("records")
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_fixed_bin_count_advice_silenced_and_stated_once(tmp_path, rng, monkeypatch, capsys):
+    """pyradiomics logs "Fixed bin Count enabled! ..." (logger radiomics.featureextractor) each
+    time binCount settings are loaded; vcfnb drops only that record and prints its own sentence
+    once per run. Other records of the same logger still pass."""
+    import radiomics  # noqa: F401 - creates pyradiomics' loggers
+
+    ip, mp = _scan(tmp_path, "ct", rng)
+    rois = pd.DataFrame([("p1", "L1", ip, mp, 1), ("p1", "L2", ip, mp, 2)],
+                        columns=["patient_id", "roi", "image", "mask", "label"])
+    s = {"setting": {"binCount": 16}, "imageType": {"Original": {}},
+         "featureClass": {"firstorder": ["Entropy"]}}
+    monkeypatch.setattr(features, "_BIN_COUNT_STATED", set())
+    top, emitter = logging.getLogger("radiomics"), logging.getLogger("radiomics.featureextractor")
+    seen = _Records()
+    top.addHandler(seen)
+    monkeypatch.setattr(top, "level", logging.DEBUG)
+    try:
+        for _ in range(2):
+            feats = features.extract(rois, s, n_jobs=1, progress=False)
+            features.load_settings(s)  # the notebooks and save_model load settings again
+        emitter.warning("another pyradiomics warning")
+        assert feats["original_firstorder_Entropy"].notna().all()
+        assert not [m for m in seen.messages if "Fixed bin Count" in m]
+        assert "another pyradiomics warning" in seen.messages
+        out = capsys.readouterr().out
+        assert out.count("fixed bin count of 16 (`binCount`)") == 1
+        assert features.discretisation_note(s).startswith("Grey levels discretised with a fixed "
+                                                          "bin count of 16")
+        assert features.discretisation_note(FAST) is None
+        # without vcfnb's filter pyradiomics' advice is emitted (the test can fail)
+        monkeypatch.setattr(emitter, "filters", [])
+        features.load_settings(s)
+        assert [m for m in seen.messages if m.startswith(features.FIXED_BIN_COUNT_ADVICE)]
+    finally:
+        top.removeHandler(seen)
+
+
 def test_empty_after_resampling_is_a_failure(tmp_path, rng):
     ip, _ = _scan(tmp_path, "s", rng)
     img = sitk.ReadImage(ip)

@@ -59,8 +59,11 @@ def _stderr(executed: Path) -> str:
 @pytest.fixture(scope="module")
 def null_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("op_null")
+    # test_scores=fold_mean: validation/external patients scored by the mean of the fold models
+    # (the saved models, the null test and predict must all follow; issue 18)
     _execute(out, synthetic_signal=0.0, seed=11, n_permutations=19, reliability_patients=6,
-             feature_classes=["shape", "firstorder", "glcm", "glszm"], cv_folds=3, lasso_cv=3)
+             feature_classes=["shape", "firstorder", "glcm", "glszm"], cv_folds=3, lasso_cv=3,
+             test_scores="fold_mean")
     return out / "report"
 
 
@@ -154,6 +157,13 @@ def test_report_text_describes_the_run(null_run):
     assert "from 3 folds" in text
     assert "Intensity normalisation is on" in text
     assert "labelled 56 of 56 patients" in text  # the DXA rule says what it did
+    # issue 18: which chain scored the new patients, per model, in the table and the text
+    models = pd.read_csv(null_run / "tables" / "radscore_models.csv").set_index("model")
+    assert set(models.test_scores) == {"fold_mean"} and set(models.index) == MODELS
+    assert "T1WI+T2WI: **the mean of the fold models**" in text
+    assert "forced by test_scores=fold_mean" in text
+    meta = json.loads((null_run / "models" / "T1WI_T2WI.json").read_text(encoding="utf-8"))
+    assert meta["estimator"] == "vcfnb.models.FoldMeanRadscore"
 
 
 def test_defaults_headline_unharmonised_and_permutations_auto():

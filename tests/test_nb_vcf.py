@@ -536,3 +536,24 @@ def test_test_scores_follow_the_scale_check():
     assert t.test_scores.iat[0] == "full" and t.scales_agree.iat[0]
     with pytest.raises(ValueError, match="policy"):
         vc.models.choose_test_scores(frame, "mean")
+    # the tolerance decides: 3x wider scales agree at tol 3.5; tol <= 1 could never agree
+    s, t = vc.models.choose_test_scores(frame, tol=3.5)
+    assert t.test_scores.iat[0] == "full" and t.tol.iat[0] == 3.5
+    with pytest.raises(ValueError, match="tol must be"):
+        vc.models.choose_test_scores(frame, tol=1.0)
+
+
+def test_dlrn_scale_tol_is_a_notebook_parameter_used_by_the_scale_check():
+    """The DLRN scale-check tolerance is the `dlrn_scale_tol` parameter (default 1.25), passed
+    to the DLRN chain (and so to `choose_test_scores`), not a number hard-coded in a cell."""
+    from vcfnb.runner import notebook_parameters
+
+    nb_path = ROOT / "notebooks" / "vcf_benign_malignant.ipynb"
+    declared = notebook_parameters(nb_path)
+    assert declared["dlrn_scale_tol"] == ("float", "1.25")
+    nb = nbformat.read(str(nb_path), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"
+            and "parameters" not in c.metadata.get("tags", [])]
+    assert not any("tol=1.25" in src for src in code)
+    assert any("tol=dlrn_scale_tol" in src and "test_scores=dlrn_test_scores" in src
+               for src in code)

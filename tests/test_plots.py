@@ -238,6 +238,57 @@ def test_plot_cohort_flow():
     assert len(_box_texts(plots.plot_cohort_flow({**card, "problems": 0}))) == 3
 
 
+@pytest.mark.parametrize("n_splits,n_kinds", [(0, 0), (1, 2), (2, 2), (5, 9)])
+def test_cohort_flow_arrows_end_on_box_edges(n_splits, n_kinds):
+    """issue 20: each arrow head ends on its target box's frame (the "Excluded" arrow used to
+    stop short of its box), from its source frame, for any number of splits and reasons; the
+    frames hold their text at any dpi and do not overlap."""
+    card = {"patients": 40, "positive": 15, "negative": 25, "rois": 120, "problems": n_kinds}
+    probs = pd.DataFrame({"row": [f"rois.csv:{k}" for k in range(n_kinds)],
+                          "patient_id": [f"P{k}" for k in range(n_kinds)],
+                          "file": ["m.nii.gz"] * n_kinds,
+                          "problem": [f"problem kind {k} with a longer description: detail"
+                                      for k in range(n_kinds)]})
+    splits = [{"split": f"split {k}", "patients": 8, "positive": 3, "negative": 5}
+              for k in range(n_splits)]
+    ax = plots.plot_cohort_flow(card, probs if n_kinds else None, splits or None)
+    texts = [t for t in ax.texts if t.get_text()]
+    arrows = [t for t in ax.texts if not t.get_text()]
+    frames = [(p.get_x(), p.get_y(), p.get_x() + p.get_width(), p.get_y() + p.get_height())
+              for p in ax.patches]
+    assert len(texts) == len(frames) == 3 + n_splits and len(arrows) == 2 + n_splits
+    assert all(a.arrow_patch.shrinkA == a.arrow_patch.shrinkB == 0 for a in arrows)
+    top, excl, mid, *split_frames = frames
+    eps = 1e-9
+
+    def on(edge: str, pt, f) -> bool:
+        x, y = pt
+        x0, y0, x1, y1 = f
+        inside_x, inside_y = x0 - eps <= x <= x1 + eps, y0 - eps <= y <= y1 + eps
+        return {"top": inside_x and abs(y - y1) < eps, "bottom": inside_x and abs(y - y0) < eps,
+                "left": inside_y and abs(x - x0) < eps}[edge]
+
+    down, branch, *to_splits = arrows
+    assert on("bottom", down.xyann, top) and on("top", down.xy, mid)
+    assert on("left", branch.xy, excl)  # the arrow head touches the exclusion box
+    assert branch.xyann[0] == pytest.approx(down.xy[0])  # it branches off the main arrow
+    assert mid[3] < branch.xy[1] < top[1]
+    for a, f in zip(to_splits, split_frames):
+        assert on("bottom", a.xyann, mid) and on("top", a.xy, f)
+    # frames side by side, never overlapping; each holds its text at any dpi
+    for i, a in enumerate(frames):
+        for b in frames[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    fig = ax.figure
+    for dpi in (72, 120, 300):
+        fig.set_dpi(dpi)
+        fig.canvas.draw()
+        for t, p in zip(texts, ax.patches):
+            te, pe = t.get_window_extent(), p.get_window_extent()
+            assert pe.x0 < te.x0 and te.x1 < pe.x1 and pe.y0 < te.y0 and te.y1 < pe.y1
+    plt.close(fig)
+
+
 def test_plot_case_montage_and_montage_slices(tmp_path):
     import SimpleITK as sitk
 

@@ -241,3 +241,56 @@ def test_invalid_yaml_is_a_params_error(project, tmp_path):
     with pytest.raises(runner.ParamsError, match="invalid YAML"):
         runner.run_notebook(root / "notebooks" / f"{STUDY}.ipynb", bad, root)
     assert not (root / "reports").exists()
+
+
+def _stopping_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("crash: bool = False  # a real error instead of a stop"),
+                nbformat.v4.new_code_cell("from vcfnb.report import StopRun\nprint('features saved')"),
+                nbformat.v4.new_markdown_cell("## The model"),
+                nbformat.v4.new_code_cell(
+                    "if crash:\n    raise ValueError('boom: a real bug')\n"
+                    "raise StopRun('no outcome labels: add an outcome column to cases.csv')"),
+                nbformat.v4.new_markdown_cell("## Later section"),
+                nbformat.v4.new_code_cell("print('never')")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "vcfnb", "display_name": "vcfnb (Python 3)",
+                                 "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["deliberate-stop", "crash"])
+def test_html_of_a_deliberate_stop_has_no_papermill_banner(tmp_path, crash):
+    """issue 20: a run stopped on purpose (Run.stop -> StopRun) reads as a stop in the HTML:
+    the study's reason, no "An Exception was encountered" banner, no traceback, one line for
+    the cells that did not run. A real crash keeps papermill's banner and its error."""
+    import papermill as pm
+
+    src = _stopping_notebook(tmp_path / "stop.ipynb")
+    executed = tmp_path / "out" / "stop.ipynb"
+    executed.parent.mkdir()
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(src), str(executed), parameters={"crash": crash},
+                            kernel_name=runner.KERNEL, progress_bar=False, log_output=False)
+    assert err.value.ename == ("ValueError" if crash else "StopRun")
+    html = runner.export_html(executed).read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert "features saved" in text
+    if crash:
+        assert "An Exception was encountered" in text
+        assert "encountered an exception here and stopped" in text
+        assert "boom: a real bug" in text and "ValueError" in text
+        assert "Later section" in text and "stopped here on purpose" not in text
+    else:
+        assert "An Exception was encountered" not in text
+        assert "encountered an exception here" not in text
+        assert "papermill-error-cell" not in html
+        assert ("The study stopped here on purpose (not an error): no outcome labels: add an "
+                "outcome column to cases.csv") in " ".join(text.split())
+        assert "Later section" not in text and "never" not in text
+        assert "The remaining 2 cell(s) of the notebook did not run" in text
+        assert "Traceback" not in text and "output_error" not in html
+    # the executed notebook itself keeps papermill's record either way
+    kept = nbformat.read(str(executed), as_version=4)
+    assert any(runner.PAPERMILL_ERROR_TAG in c.metadata.get("tags", []) for c in kept.cells)

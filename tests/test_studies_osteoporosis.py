@@ -225,14 +225,68 @@ def test_fit_radscore_link_and_null_evaluate(rng):
     y = pd.Series((X.T1WI_f0 + rng.normal(size=n) > 0).astype(int))
     tr, te = X.index[:60], X.index[60:]
     model = models.RadscoreModel(cv=3, n_lambdas=10, random_state=0)
-    fitted, oof = study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5)
+    fit = study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5)
+    oof = fit.oof
     assert list(oof.columns) == ["y_true", "score", "fold", "probability"]
     link = models.ProbabilityLink().fit(oof["score"], oof["y_true"])
-    assert fitted.link_.slope_ == pytest.approx(link.slope_)
-    reported = roc_auc_score(y.loc[te], fitted.predict_proba(X.loc[te])[:, 1])
+    assert fit.model.link_.slope_ == pytest.approx(link.slope_)
+    reported = roc_auc_score(y.loc[te], fit.model.predict_proba(X.loc[te])[:, 1])
     evaluate = study.linked_test_auc(X.loc[te], y.loc[te], cv=3, rng=5)
     assert evaluate(model, X.loc[tr], y.loc[tr]) == pytest.approx(reported, abs=1e-12)
     assert reported > 0.7
+
+
+def test_new_patients_scored_by_fold_mean_when_scales_differ(rng, tmp_path):
+    """Issue 18: the link is fitted on the fold models' out-of-fold radscores, so new patients
+    are scored by the full-training model only when its radscore scale agrees with the fold
+    models' (label-free check on training rows); otherwise by the mean of the fold models. The
+    run says which, the null test evaluates the same procedure, and the saved model (the
+    object that scored the test rows) survives the skops round trip with the same scores."""
+    import skops.io as sio
+
+    from vcfnb import bundle
+
+    n = 90
+    X = pd.DataFrame(rng.normal(size=(n, 12)), columns=[f"T1WI_f{i}" for i in range(12)])
+    y = pd.Series((X.T1WI_f0 + rng.normal(size=n) > 0).astype(int))
+    tr, te = X.index[:60], X.index[60:]
+    model = models.RadscoreModel(cv=3, n_lambdas=10, random_state=0)
+    agree = study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5, tol=50.0)
+    assert agree.scale.test_scores.iat[0] == "full" and agree.model is agree.full
+    # a tolerance no fold scale meets: the scales "differ", the fold mean scores new patients
+    differ = study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5, tol=1.0 + 1e-9)
+    s = differ.scale.iloc[0]
+    assert not s.scales_agree and s.policy == "auto" and s.test_scores == "fold_mean"
+    assert isinstance(differ.model, models.FoldMeanRadscore)
+    folds = differ.model.estimators_
+    assert len(folds) == 3
+    mean = np.mean([f.radscore(X.loc[te]) for f in folds], axis=0)
+    np.testing.assert_allclose(differ.model.radscore(X.loc[te]), mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(differ.model.predict_proba(X.loc[te])[:, 1],
+                               differ.full.link_.predict_proba(mean)[:, 1], rtol=0, atol=1e-12)
+    # the fold models are those of the out-of-fold scores
+    for k, f in enumerate(folds):
+        rows = differ.oof.index[differ.oof.fold == k]
+        np.testing.assert_allclose(f.radscore(X.loc[rows]), differ.oof.loc[rows, "score"])
+    text = study.scale_sentence({"T1WI": differ, "T2WI": agree})
+    assert "T1WI: **the mean of the fold models**" in text and "scales differ" in text
+    assert "T2WI: **the full-training model**" in text
+    forced = study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5, test_scores="fold_mean",
+                                tol=50.0)
+    assert forced.scale.test_scores.iat[0] == "fold_mean" and bool(forced.scale.scales_agree.iat[0])
+    assert "forced by test_scores=fold_mean" in study.scale_sentence({"m": forced})
+    reported = roc_auc_score(y.loc[te], differ.model.predict_proba(X.loc[te])[:, 1])
+    evaluate = study.linked_test_auc(X.loc[te], y.loc[te], cv=3, rng=5, tol=1.0 + 1e-9)
+    assert evaluate(model, X.loc[tr], y.loc[tr]) == pytest.approx(reported, abs=1e-12)
+    # the saved model reproduces the test scores exactly
+    sio.dump(bundle._pack(differ.model), tmp_path / "m.skops")
+    reloaded = bundle._load_estimator(tmp_path / "m.skops", None, ())
+    assert isinstance(reloaded, models.FoldMeanRadscore)
+    np.testing.assert_array_equal(reloaded.predict_proba(X.loc[te]),
+                                  differ.model.predict_proba(X.loc[te]))
+    with pytest.raises(ValueError, match="policy"):
+        study.fit_radscore(model, X.loc[tr], y.loc[tr], cv=3, rng=5, test_scores="mean")
+
 
 
 def test_no_label_shuffling_and_no_file_writes_in_the_study_module():

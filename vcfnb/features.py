@@ -66,9 +66,57 @@ __all__ = [
     "extract", "extract_with_failures", "load_settings", "packaged_settings", "file_digest",
     "failures_table", "start_workers", "shutdown_workers", "FAILURE_COLUMNS", "ID_COLUMNS",
     "wide_by_sequence", "per_patient", "feature_counts", "n4_rois", "composition",
+    "discretisation_note", "FIXED_BIN_COUNT_ADVICE",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Start of pyradiomics' advice logged (logger ``radiomics.featureextractor``, WARNING) each time
+#: an extractor is built with ``binCount``; vcfnb states the choice once per run instead.
+FIXED_BIN_COUNT_ADVICE = "Fixed bin Count enabled!"
+
+
+class _FixedBinCountAdviceFilter(logging.Filter):
+    """Drops only pyradiomics' "Fixed bin Count enabled! However, we recommend ..." record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(FIXED_BIN_COUNT_ADVICE)
+
+
+def _silence_fixed_bin_count_advice() -> None:
+    """Install the filter (once) on the logger that emits the advice; other records pass."""
+    emitter = logging.getLogger("radiomics.featureextractor")
+    if not any(isinstance(f, _FixedBinCountAdviceFilter) for f in emitter.filters):
+        emitter.addFilter(_FixedBinCountAdviceFilter())
+
+
+_silence_fixed_bin_count_advice()
+_BIN_COUNT_STATED: set = set()  # binCount values already stated in this process (run)
+
+
+def discretisation_note(settings: Mapping | str | os.PathLike | None) -> str | None:
+    """The sentence stating a fixed-bin-count discretisation, or None when ``binCount`` is unset.
+
+    pyradiomics advises a fixed bin width each time an extractor is built with ``binCount``;
+    vcfnb drops that per-extraction warning and :func:`extract` prints this sentence once per
+    run instead (the bin count is the study's choice, e.g. seed 003's settings).
+
+    Examples
+    --------
+    >>> discretisation_note({"setting": {"binCount": 16}})[:52]
+    'Grey levels discretised with a fixed bin count of 16'
+    >>> discretisation_note({"setting": {"binWidth": 25}}) is None
+    True
+    """
+    count = load_settings(settings)["setting"].get("binCount")
+    return None if count is None else _bin_count_sentence(count)
+
+
+def _bin_count_sentence(count) -> str:
+    return (f"Grey levels discretised with a fixed bin count of {count} (`binCount`), as the "
+            "study's settings ask: a deliberate choice, so pyradiomics' advice to use a fixed bin "
+            "width instead is not repeated for every extraction.")
+
 
 #: Columns of the failures table.
 FAILURE_COLUMNS = ["row", "patient_id", "roi", "image", "mask", "label", "image_type", "reason"]
@@ -1124,6 +1172,10 @@ def extract(rois: pd.DataFrame, settings: Mapping | str | os.PathLike | None = N
         # thread) and validate settings, hash files and plan while they import pyradiomics
         _parallel.start_workers_in_background(n_jobs)
     settings = load_settings(settings)
+    count = settings["setting"].get("binCount")
+    if count is not None and count not in _BIN_COUNT_STATED:  # once per run, not per extraction
+        _BIN_COUNT_STATED.add(count)
+        print(_bin_count_sentence(count), flush=True)
     families = _families(settings)
     versions = _versions()
     cache = _Cache(cache_dir)

@@ -1095,7 +1095,7 @@ class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
                  lam: float | None = None, cv: int = 10, rule: str = "min",
                  scoring: str = "roc_auc", n_lambdas: int = 50,
                  lambda_min_ratio: float | None = None, solver: str = "liblinear",
-                 tol: float = 1e-6, max_iter: int = 20000, min_features: int = 1,
+                 tol: float | None = None, max_iter: int = 20000, min_features: int = 1,
                  screening: bool = True, compute_path: bool = True,
                  random_state: int | None = None, name: str = "radscore") -> None:
         self.scaler = scaler
@@ -1991,6 +1991,8 @@ def choose_test_scores(frame: pd.DataFrame, policy: str = "auto", *, tol: float 
     """
     if policy not in ("auto", "full", "fold_mean"):
         raise ValueError(f"policy must be 'auto', 'full' or 'fold_mean', got {policy!r}")
+    if not (np.isfinite(tol) and tol > 1):  # tol <= 1: scales could never agree
+        raise ValueError(f"tol must be a finite number > 1, got {tol!r}")
     train = frame["fold"] >= 0
     tr = frame[train]
     fcols = [c for c in frame.columns if c.startswith("fold_") and c != "fold_mean"]
@@ -2009,3 +2011,155 @@ def choose_test_scores(frame: pd.DataFrame, policy: str = "auto", *, tol: float 
 
 
 __all__ += ["choose_test_scores"]
+
+
+class FoldMeanRadscore(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """The mean radscore of fitted fold models, with an optional probability link.
+
+    Built from the fold models of a cross-validation (e.g. the :class:`RadscoreModel`
+    estimators :func:`cv_fit` keeps) by :meth:`set_folds`, never fitted on rows itself: it is
+    the "mean of the fold models" that scores new patients when the full-training chain's score
+    scale does not agree with the fold chains' (:func:`fit_linked_radscore`). Each fold model
+    is linear in the raw features, so their mean is one linear formula: ``coef_`` and
+    ``intercept_`` write it on the raw (unscaled) features; :meth:`radscore` averages the fold
+    models' radscores (equal to that formula up to rounding).
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(60, 5)), columns=list("abcde"))
+    >>> y = (X["a"] + g.normal(size=60) > 0).astype(int)
+    >>> folds = cv_fit(RadscoreModel(lam=0.05, random_state=0), X, y, cv=3, rng=0).estimators
+    >>> m = FoldMeanRadscore().set_folds(folds)
+    >>> bool(np.allclose(m.radscore(X), np.mean([f.radscore(X) for f in folds], axis=0)))
+    True
+    >>> bool(np.allclose(m.radscore(X), m.intercept_ + X[m.coef_.index] @ m.coef_))
+    True
+    """
+
+    def __init__(self, name: str = "radscore") -> None:
+        self.name = name
+
+    def set_folds(self, estimators: Sequence[Any], link: ProbabilityLink | None = None
+                  ) -> FoldMeanRadscore:
+        """Use these fitted fold models (each with ``radscore`` and ``coefficients(raw=True)``)
+        and, optionally, a fitted :class:`ProbabilityLink` of their mean radscore."""
+        if not estimators:
+            raise ValueError("FoldMeanRadscore needs at least one fitted fold model")
+        for e in estimators:
+            check_is_fitted(e, "coef_")
+        self.estimators_ = list(estimators)
+        first = self.estimators_[0]
+        self.classes_ = first.classes_
+        self.feature_names_in_ = first.feature_names_in_
+        self.n_features_in_ = first.n_features_in_
+        raw = [e.coefficients(raw=True).set_index("feature")["coef"] for e in self.estimators_]
+        self.intercept_ = float(np.mean([r["intercept"] for r in raw]))
+        terms = pd.concat([r.drop("intercept") for r in raw], axis=1).fillna(0.0)
+        self.coef_ = terms.mean(axis=1).rename("coef")
+        self.coef_.index.name = None
+        self.link_ = None
+        return self if link is None else self.set_link(link)
+
+    def _check_folds(self) -> None:
+        if not hasattr(self, "estimators_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("FoldMeanRadscore has no fold models: call set_folds first")
+
+    def radscore(self, X: Any) -> np.ndarray:
+        """Mean of the fold models' radscores of each row."""
+        self._check_folds()
+        return np.mean([e.radscore(X) for e in self.estimators_], axis=0)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return self.radscore(X)
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame({self.name: self.radscore(X)}, index=index)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.array([self.name], dtype=object)
+
+    def set_link(self, link: ProbabilityLink) -> FoldMeanRadscore:
+        """Attach a fitted :class:`ProbabilityLink` (fitted on out-of-fold radscores)."""
+        check_is_fitted(link, "estimator_")
+        self._check_folds()
+        self.link_ = link
+        return self
+
+    @available_if(_has_link)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities from the attached link of the mean radscore."""
+        return self.link_.predict_proba(self.radscore(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        pos = self.predict_proba(X)[:, 1] >= 0.5 if _has_link(self) else self.radscore(X) > 0
+        return self.classes_[pos.astype(int)]
+
+
+@dataclass
+class LinkedRadscore:
+    """Result of :func:`fit_linked_radscore`.
+
+    ``model`` scores new patients (the full-training chain or the fold mean, link attached);
+    ``full`` is the full-training chain (with the same link: its coefficients are the formula a
+    paper prints); ``folds`` the fold mean; ``oof``: ``y_true, score`` (out-of-fold radscore)
+    ``, fold, probability`` per training row; ``scale``: the one-row check of
+    :func:`choose_test_scores` (``test_scores`` says which scored new patients)."""
+
+    model: Any
+    full: Any
+    folds: FoldMeanRadscore
+    oof: pd.DataFrame
+    scale: pd.DataFrame
+
+
+def fit_linked_radscore(model: Any, X: pd.DataFrame, y: Any, *, cv: Any, rng: RNGLike = None,
+                        test_scores: str = "auto", tol: float = 1.25) -> LinkedRadscore:
+    """A radscore model with a :class:`ProbabilityLink` fitted on its out-of-fold radscores,
+    and the choice of the chain that scores new patients.
+
+    ``model`` (e.g. a :class:`RadscoreModel`) is refitted in each of ``cv`` folds
+    (:func:`cv_fit`, seeded by ``rng``); the link is fitted on the out-of-fold radscores. The
+    link expects new patients' radscores on the fold models' scale, while the model refitted on
+    every row (its LASSO lambda chosen on more rows) may have another. :func:`choose_test_scores`
+    compares the two scales on the training rows without labels; ``test_scores="auto"`` scores
+    new patients with the full-training chain when they agree, else with the mean of the fold
+    models (:class:`FoldMeanRadscore`); ``"full"`` or ``"fold_mean"`` force one.
+
+    Examples
+    --------
+    >>> g = np.random.default_rng(0)
+    >>> X = pd.DataFrame(g.normal(size=(60, 4)), columns=list("abcd"))
+    >>> y = (X["a"] + g.normal(size=60) > 0).astype(int)
+    >>> r = fit_linked_radscore(RadscoreModel(lam=0.05, random_state=0), X, y, cv=3, rng=0,
+    ...                         test_scores="fold_mean")
+    >>> type(r.model).__name__, r.scale.test_scores.iat[0], hasattr(r.model, "predict_proba")
+    ('FoldMeanRadscore', 'fold_mean', True)
+    """
+    X = pd.DataFrame(X)
+    res = cv_fit(model, X, y, cv=cv, rng=rng)
+    oof = res.predictions
+    link = ProbabilityLink().fit(oof["score"], oof["y_true"])
+    full = _fresh(model)
+    ctx = _quiet()
+    try:
+        full.fit(X, np.asarray(y).ravel())
+    finally:
+        ctx.__exit__(None, None, None)
+    full.set_link(link)
+    folds = FoldMeanRadscore(name=getattr(full, "name", "radscore")).set_folds(res.estimators,
+                                                                              link)
+    frame = pd.DataFrame({"oof": oof["score"], "full": full.radscore(X),
+                          "fold_mean": folds.radscore(X), "fold": oof["fold"]}, index=X.index)
+    for k, e in enumerate(res.estimators):
+        frame[f"fold_{k}"] = e.radscore(X)
+    _, scale = choose_test_scores(frame, test_scores, tol=tol)
+    chosen = full if scale["test_scores"].iat[0] == "full" else folds
+    return LinkedRadscore(chosen, full, folds, oof.assign(
+        probability=link.predict_proba(oof["score"])[:, 1]), scale)
+
+
+__all__ += ["FoldMeanRadscore", "LinkedRadscore", "fit_linked_radscore"]

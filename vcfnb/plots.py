@@ -881,11 +881,68 @@ def plot_scatter_grid(data: pd.DataFrame, x: str, ys: Sequence[str], *, hue: str
 # --------------------------------------------------------------------------------------------
 # reviewer figures: cohort flow, example cases, feature contributions
 # --------------------------------------------------------------------------------------------
-def _box(ax: Axes, x: float, y: float, text: str, *, width: float, color: str = "#eef3fa",
-         fontsize: float = 8.5) -> None:
-    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, wrap=True,
-            bbox={"boxstyle": "round,pad=0.5", "facecolor": color, "edgecolor": "#34495e",
-                  "linewidth": 1.0})
+class _Box:
+    """A stage of a flow diagram: centred text in a rounded frame drawn as its own patch in data
+    coordinates, so arrows can end exactly on the frame at any dpi (a text's own ``bbox`` is
+    re-measured at every dpi and font hinting moves its edges by a point or two)."""
+
+    def __init__(self, ax: Axes, x: float, y: float, text: str, *, color: str = "#eef3fa",
+                 fontsize: float = 8.5, pad: float = 0.6):
+        from matplotlib.patches import FancyBboxPatch
+
+        self.ax, self.pad = ax, pad
+        self.text = ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
+        self.frame = FancyBboxPatch((x, y), 0, 0, boxstyle="round,pad=0", facecolor=color,
+                                    edgecolor="#34495e", linewidth=1.0, zorder=2)
+        ax.add_patch(self.frame)
+        self.fit()
+
+    def move(self, x: float, y: float) -> None:
+        self.text.set_position((x, y))
+        self.fit()
+
+    def fit(self) -> None:
+        """Frame = the text's extent plus ``pad`` font sizes on each side (data coordinates),
+        plus 5% of the text's width each side: hinting makes a line up to ~10% wider at a
+        lower dpi than the one measured here (the figure's; reports save at 120)."""
+        ax, fig = self.ax, self.ax.figure
+        renderer = (fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer")
+                    else fig._get_renderer())
+        ext = self.text.get_window_extent(renderer)
+        pad = renderer.points_to_pixels(self.text.get_fontsize()) * self.pad
+        pad_x = pad + 0.05 * ext.width
+        to_data = ax.transData.inverted()
+        (x0, y0), (x1, y1) = to_data.transform([(ext.x0 - pad_x, ext.y0 - pad),
+                                                (ext.x1 + pad_x, ext.y1 + pad)])
+        # round corners of ~pad/2 points, circular on screen whatever the axes' aspect
+        (ox, oy), (rx, ry) = to_data.transform([(0, 0), (pad / 2, pad / 2)])
+        self.frame.set_bounds(x0, y0, x1 - x0, y1 - y0)
+        self.frame.set_boxstyle("round", pad=0, rounding_size=rx - ox)
+        self.frame.set_mutation_aspect((ry - oy) / (rx - ox))
+
+    @property
+    def x0(self) -> float:
+        return self.frame.get_x()
+
+    @property
+    def x1(self) -> float:
+        return self.frame.get_x() + self.frame.get_width()
+
+    @property
+    def y0(self) -> float:
+        return self.frame.get_y()
+
+    @property
+    def y1(self) -> float:
+        return self.frame.get_y() + self.frame.get_height()
+
+    @property
+    def xc(self) -> float:
+        return self.frame.get_x() + self.frame.get_width() / 2
+
+    @property
+    def yc(self) -> float:
+        return self.frame.get_y() + self.frame.get_height() / 2
 
 
 def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float]) -> None:
@@ -919,8 +976,11 @@ def plot_cohort_flow(card_data: Mapping, problems: pd.DataFrame | None = None,
     Returns
     -------
     Axes
-        Axis off; one text box per stage (the non-empty ``ax.texts``), arrows (empty
-        annotations) between them.
+        Axis off; one box per stage: its text (the non-empty ``ax.texts``, in reading order)
+        in a rounded frame (``ax.patches``, same order, fitted to the measured text), arrows
+        (empty annotations) between them. Every arrow starts on its source frame's edge (the
+        exclusion branch on the main vertical arrow) and its head ends on the target frame's
+        edge, for any text and any number of splits.
 
     Examples
     --------
@@ -934,6 +994,8 @@ def plot_cohort_flow(card_data: Mapping, problems: pd.DataFrame | None = None,
     >>> len([t for t in ax.texts if t.get_text()])  # boxes: in, excluded, analysed, 2 splits
     5
     """
+    import textwrap
+
     probs = problems if problems is not None else pd.DataFrame(columns=["row", "problem"])
     n_prob = int(card_data.get("problems", len(probs)) or 0)
     rows = [] if split_counts is None else (
@@ -951,31 +1013,35 @@ def plot_cohort_flow(card_data: Mapping, problems: pd.DataFrame | None = None,
     n_pat, n_roi = card_data.get("patients"), card_data.get("rois")
     top = (f"Cases in the cohort tables\n{(n_pat or 0) + bad_cases} patient rows, "
            f"{(n_roi or 0) + bad_rois} ROI rows")
-    _box(ax, 0.3, 0.88, top, width=0.5)
     if "problem" in probs and len(probs):
         kinds = (probs["problem"].astype(str).str.split(":").str[0].str.strip()
                  .value_counts())
-        lines = [f"{k}: {v}" for k, v in kinds.head(max_reasons).items()]
+        lines = [textwrap.shorten(f"{k}: {v}", 60, placeholder=" ...")
+                 for k, v in kinds.head(max_reasons).items()]
         if len(kinds) > max_reasons:
             lines.append(f"... and {len(kinds) - max_reasons} more kinds")
         excl = (f"Excluded: {n_prob} row(s)\n({probs['patient_id'].astype(str).nunique()} "
                 "patient(s))\n" + "\n".join(lines))
     else:
         excl = f"Excluded: {n_prob} row(s)"
-    _box(ax, 0.74, 0.66, excl, width=0.4, color="#fbeeee")
-    _arrow(ax, (0.3, 0.8), (0.3, 0.5))
-    _arrow(ax, (0.3, 0.66), (0.56, 0.66))
     pos, neg = card_data.get("positive"), card_data.get("negative")
-    _box(ax, 0.3, 0.44, f"Analysed\n{n_pat} patients ({pos} positive, {neg} negative)\n"
-         f"{n_roi} ROIs", width=0.5, color="#eef8ee")
-    if rows:
-        xs = np.linspace(0.5 / len(rows), 1 - 0.5 / len(rows), len(rows))
-        for x, r in zip(xs, rows):
-            n = r.get("patients", r.get("n"))
-            _arrow(ax, (0.3, 0.37), (float(x), 0.22))
-            _box(ax, float(x), 0.13, f"{r.get('split')}\n{n} patients\n"
-                 f"{r.get('positive')} positive, {r.get('negative')} negative", width=0.9 /
-                 len(rows))
+    # boxes first (the texts' order is the reading order), arrows from their frames
+    x_main = 0.3
+    top_box = _Box(ax, x_main, 0.88, top)
+    excl_box = _Box(ax, 0.74, 0.66, excl, color="#fbeeee")
+    mid_box = _Box(ax, x_main, 0.44, f"Analysed\n{n_pat} patients ({pos} positive, {neg} "
+                   f"negative)\n{n_roi} ROIs", color="#eef8ee")
+    xs = np.linspace(0.5 / max(len(rows), 1), 1 - 0.5 / max(len(rows), 1), len(rows))
+    split_boxes = [_Box(ax, float(x), 0.13, f"{r.get('split')}\n{r.get('patients', r.get('n'))}"
+                        f" patients\n{r.get('positive')} positive, {r.get('negative')} negative")
+                   for x, r in zip(xs, rows)]
+    # the exclusion box: right of the main column, centred on the gap between its two boxes
+    left = max(top_box.x1, mid_box.x1) + 0.05
+    excl_box.move(left + (excl_box.x1 - excl_box.x0) / 2, (top_box.y0 + mid_box.y1) / 2)
+    _arrow(ax, (x_main, top_box.y0), (x_main, mid_box.y1))
+    _arrow(ax, (x_main, excl_box.yc), (excl_box.x0, excl_box.yc))
+    for box in split_boxes:
+        _arrow(ax, (x_main, mid_box.y0), (box.xc, box.y1))
     return ax
 
 

@@ -407,12 +407,56 @@ def insert_run_card(executed: Path, out_dir: Path) -> Path:
     return io.write_text(nbformat.writes(nb), executed)
 
 
+#: Tag of papermill's red "An Exception was encountered at ..." banner cells.
+PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+#: Exceptions that end a run on purpose (:meth:`vcfnb.report.Run.stop`), not crashes.
+DELIBERATE_STOPS = ("StopRun",)
+
+
+def _clean_stop_for_readers(nb) -> bool:
+    """A run the study stopped on purpose reads as a stop, not a crash (HTML report only).
+
+    When the only error is a deliberate stop (:data:`DELIBERATE_STOPS`), papermill's banner
+    cells are dropped, the stopping cell shows the study's own message instead of an error
+    output, and the later (never executed) cells are replaced by one line saying they did not
+    run. Any other error keeps papermill's banners and the traceback. Returns whether ``nb``
+    was changed.
+    """
+    import nbformat
+
+    errors = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    if not errors or any(o.get("ename") not in DELIBERATE_STOPS for _, o in errors):
+        return False
+    stop_at = errors[0][0]
+    reason = str(errors[0][1].get("evalue") or "").strip()
+    cell = nb.cells[stop_at]
+    cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [
+        nbformat.v4.new_output("display_data", data={
+            "text/markdown": f"**The study stopped here on purpose** (not an error): {reason}",
+            "text/plain": f"Run stopped cleanly: {reason}"})]
+    later = [c for c in nb.cells[stop_at + 1:] if PAPERMILL_ERROR_TAG not in
+             c.metadata.get("tags", [])]
+    kept = [c for c in nb.cells[:stop_at + 1] if PAPERMILL_ERROR_TAG not in
+            c.metadata.get("tags", [])]
+    if later:
+        kept.append(nbformat.v4.new_markdown_cell(
+            f"*The remaining {len(later)} cell(s) of the notebook did not run: the study "
+            "stopped above, for the reason it gives.*"))
+    nb.cells = kept
+    return True
+
+
 def export_html(executed: Path) -> Path:
-    """HTML export of an executed notebook without code cells (for readers)."""
+    """HTML export of an executed notebook without code cells (for readers).
+
+    A run stopped on purpose (:meth:`vcfnb.report.Run.stop`) shows the study's reason and no
+    papermill exception banner; a crash keeps the banner and its traceback."""
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
+    _clean_stop_for_readers(nb)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)

@@ -1679,15 +1679,16 @@ def calibration(
             candidates = list(range(g_rule, g_min - 1, -1)) if reduce_groups and g_rule >= g_min \
                 else [g_rule]
             for g in candidates:
-                hl = hosmer_lemeshow(y, p, groups=g, dof=dof_rule)
                 grp = _quantile_groups(p, g)
                 e1 = np.array([p[grp == k].sum() for k in np.unique(grp)])
                 e0 = np.array([(grp == k).sum() for k in np.unique(grp)]) - e1
                 small = min(e1.min(), e0.min()) < min_expected
-                if hl.dof > 0 and not small:
+                if not small:
                     break
-            if small and reduce_groups and g_rule >= g_min:  # report the rule's grouping
-                hl = hosmer_lemeshow(y, p, groups=g_rule, dof=dof_rule)
+            if small:  # the rule's grouping is reported (its statistic is not)
+                g = g_rule
+            with np.errstate(divide="ignore", invalid="ignore"):  # empty expectations: small
+                hl = hosmer_lemeshow(y, p, groups=g, dof=dof_rule)
             row.update(hl_groups=int(hl.groups), hl_dof=int(hl.dof))
             if hl.dof <= 0:
                 notes.append(f"HL not computable: {int(hl.groups)} group(s) formed")

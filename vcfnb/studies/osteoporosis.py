@@ -11,7 +11,9 @@ Only what is specific to this study lives here; the notebook calls the generic l
   only without one is a stratified 7:3 split drawn;
 * which ROIs to extract (reader 1 of everyone, reader 2 of a reliability subset when the cohort
   has a second reader) and the three models T1WI, T2WI, T1WI+T2WI (:func:`model_groups`);
-* the radscore's probability link fitted on out-of-fold radscores (:func:`fit_radscore`).
+* the radscore's probability link fitted on out-of-fold radscores, and which chain scores new
+  patients (full-training model or mean of the fold models, after a scale check:
+  :func:`fit_radscore`, :func:`scale_sentence`).
 
 The real lumbar MRI cohort is built by :func:`vcfnb.sources.ensure_lumbar_cohort`.
 
@@ -36,8 +38,8 @@ __all__ = [
     "REQUIREMENTS", "LEVELS", "SEQUENCE_PREFIX", "dxa_rule", "dxa_summary", "label_cases",
     "outcome_source", "given_split", "split_internal", "split_counts", "baseline_tables",
     "extraction_settings", "rois_for_extraction", "model_groups", "selected_features",
-    "wilcoxon_by_split", "fit_radscore", "linked_test_auc", "roi_slices", "harmonisation_batches",
-    "harmonisation_shift",
+    "wilcoxon_by_split", "fit_radscore", "scale_sentence", "linked_test_auc", "roi_slices",
+    "harmonisation_batches", "harmonisation_shift",
 ]
 
 LEVELS = ("L1", "L2", "L3", "L4")
@@ -382,33 +384,51 @@ def wilcoxon_by_split(scores: pd.DataFrame, *, model: str) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # the radscore model with its probability link
 # ---------------------------------------------------------------------------------------------
-def fit_radscore(model, X: pd.DataFrame, y, *, cv: int, rng: int):
-    """Fit a :class:`vcfnb.models.RadscoreModel` on all rows and attach a
-    :class:`vcfnb.models.ProbabilityLink` fitted on its out-of-fold radscores (``cv`` folds
-    seeded by ``rng``), as the paper's "radiomic model established based on the radscores".
+def fit_radscore(model, X: pd.DataFrame, y, *, cv: int, rng: int, test_scores: str = "auto",
+                 tol: float = 1.25):
+    """The radscore with its probability link, as the paper's "radiomic model established based
+    on the radscores": :func:`vcfnb.models.fit_linked_radscore`.
 
-    Returns ``(fitted, oof)``: ``oof`` holds ``y_true, score`` (out-of-fold radscore)``, fold,
-    probability`` (the link applied to it) per training row.
+    ``model`` (a :class:`vcfnb.models.RadscoreModel`) is refitted in ``cv`` folds seeded by
+    ``rng``; a :class:`vcfnb.models.ProbabilityLink` is fitted on the out-of-fold radscores. New
+    (test, external) patients are scored by the full-training chain when its radscore scale
+    agrees with the fold models' on the training rows (label-free check,
+    :func:`vcfnb.models.choose_test_scores` with ``tol``), else by the mean of the fold models;
+    ``test_scores`` ("auto", "full", "fold_mean") says which. Returns the
+    :class:`vcfnb.models.LinkedRadscore` (``model`` scores new patients, ``full``, ``oof``:
+    ``y_true, score, fold, probability`` per training row, ``scale``).
     """
-    from sklearn.base import clone
+    from vcfnb.models import fit_linked_radscore
 
-    from vcfnb.models import ProbabilityLink, cv_predict
-
-    oof = cv_predict(model, X, y, cv=cv, rng=rng)
-    link = ProbabilityLink().fit(oof["score"], oof["y_true"])
-    fitted = clone(model).fit(X, y).set_link(link)
-    return fitted, oof.assign(probability=link.predict_proba(oof["score"])[:, 1])
+    return fit_linked_radscore(model, X, y, cv=cv, rng=rng, test_scores=test_scores, tol=tol)
 
 
-def linked_test_auc(X_test: pd.DataFrame, y_test, *, cv: int, rng: int):
+def scale_sentence(fits: Mapping) -> str:
+    """One sentence per run: which chain scored the new patients of each model, and why."""
+    parts = []
+    for name, f in fits.items():
+        s = f.scale.iloc[0]
+        chain = "the full-training model" if s.test_scores == "full" else "the mean of the fold models"
+        parts.append(f"{name}: **{chain}**"
+                     f" (SD ratio full/folds {s.sd_ratio:.2f}, shift {s['shift']:+.2f} SD: scales "
+                     f"{'agree' if s.scales_agree else 'differ'} at tol {s.tol:g}"
+                     f"{'' if s.policy == 'auto' else f'; forced by test_scores={s.policy}'})")
+    return ("Validation and external patients are scored by " + "; ".join(parts) + ". The "
+            "probability link is fitted on out-of-fold radscores, so it expects new patients' "
+            "radscores on the fold models' scale.")
+
+
+def linked_test_auc(X_test: pd.DataFrame, y_test, *, cv: int, rng: int, test_scores: str = "auto",
+                    tol: float = 1.25):
     """The ``evaluate`` callable of :mod:`vcfnb.models`' whole-pipeline null test for
-    :func:`fit_radscore`: refit radscore and link on the labels given, AUC of the probabilities
-    on the untouched test rows (the AUC the report states for the model)."""
+    :func:`fit_radscore`: refit radscore, link and the scale check on the labels given, AUC of
+    the probabilities of the chain that scores new patients on the untouched test rows (the AUC
+    the report states for the model)."""
     from sklearn.metrics import roc_auc_score
 
     def evaluate(model, X, y) -> float:
-        fitted, _ = fit_radscore(model, X, y, cv=cv, rng=rng)
-        return float(roc_auc_score(np.asarray(y_test), fitted.predict_proba(X_test)[:, 1]))
+        fit = fit_radscore(model, X, y, cv=cv, rng=rng, test_scores=test_scores, tol=tol)
+        return float(roc_auc_score(np.asarray(y_test), fit.model.predict_proba(X_test)[:, 1]))
 
     return evaluate
 
