@@ -8,7 +8,9 @@ exit 0 -- which each one does only when its own correctness checks pass:
   byte-identical ``metrics.json`` and tables; the unchanged re-run is skipped;
 * ``dask_vs_local.py``: the local pool and a Dask ``LocalCluster`` give exactly equal feature
   tables, also when the cluster is named only by ``VCFNB_DASK_SCHEDULER``;
-* ``roi_cost.py``: every timed image type gives features without failures.
+* ``roi_cost.py``: every timed image type gives features without failures;
+* ``lasso_path.py``: liblinear and glmnet's coordinate descent choose the same lambda and
+  features for a radscore refit on the real labels.
 
 No speed is asserted (CI machines vary); only that the ratio lines are printed.
 ``benchmarks/extract.py --quick`` is run by ``tests/test_features.py``.
@@ -61,3 +63,10 @@ def test_roi_cost_quick():
     out = _run("roi_cost.py", "--quick")
     assert RATIO.search(out), out
     assert re.search(r"^shape\s+\d", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_lasso_path_quick():
+    out = _run("lasso_path.py", "--quick")
+    assert len(RATIO.findall(out)) == 2, out
+    assert "same lambda and features on the real labels: True" in out, out

@@ -195,3 +195,15 @@ def test_lab_kernel_is_this_environment():
     out = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "lab", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip()[0].isdigit()
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(nb_path):
+    # papermill skips a parameter line it cannot parse (e.g. an '=' inside the comment) with
+    # only a printed warning: the runner then rejects that parameter in a params file
+    nb = nbformat.read(nb_path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    declared = {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=", cell.source,
+                                                re.MULTILINE)}
+    assert declared, nb_path
+    assert set(runner.notebook_parameters(nb_path)) == declared
