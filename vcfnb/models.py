@@ -1012,7 +1012,37 @@ def _has_link(model: RadscoreModel) -> bool:
     return getattr(model, "link_", None) is not None
 
 
-class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
+class _RadscoreOutputs:
+    """What every radscore model derives from its ``radscore(X)``, ``name``, ``classes_`` and
+    optional ``link_``: decision values, a one-column transform, link probabilities, labels."""
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The radscore (log-odds scale of the LASSO model)."""
+        return self.radscore(X)
+
+    def transform(self, X: Any) -> pd.DataFrame:
+        """The radscore as one column named ``name`` (for ``ColumnTransformer``/pipelines)."""
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame({self.name: self.radscore(X)}, index=index)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.array([self.name], dtype=object)
+
+    @available_if(_has_link)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities from the attached link (only after ``set_link``)."""
+        return self.link_.predict_proba(self.radscore(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels: link probability ≥ 0.5 with a link, else ``radscore > 0``."""
+        if _has_link(self):
+            pos = self.predict_proba(X)[:, 1] >= 0.5
+        else:
+            pos = self.radscore(X) > 0
+        return self.classes_[pos.astype(int)]
+
+
+class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEstimator):
     """Radscore: scaling → optional mRMR top ``k`` → LASSO logistic → linear score.
 
     The radscore is the LASSO logistic model's linear predictor on the scaled features,
@@ -1216,18 +1246,6 @@ class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
         Z = (X[cols].to_numpy(dtype=float) - self.center_.to_numpy()) / self.scale_.to_numpy()
         return self.intercept_ + Z @ self.coef_.to_numpy()
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """The radscore (log-odds scale of the LASSO model)."""
-        return self.radscore(X)
-
-    def transform(self, X: Any) -> pd.DataFrame:
-        """The radscore as one column named ``name`` (for ``ColumnTransformer``/pipelines)."""
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame({self.name: self.radscore(X)}, index=index)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([self.name], dtype=object)
-
     def set_link(self, link: ProbabilityLink) -> RadscoreModel:
         """Attach a fitted :class:`ProbabilityLink` (fit it on out-of-fold radscores);
         ``predict_proba`` then returns its probabilities of this model's radscore."""
@@ -1235,19 +1253,6 @@ class RadscoreModel(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         self.link_ = link
         return self
-
-    @available_if(_has_link)
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities from the attached link (only after :meth:`set_link`)."""
-        return self.link_.predict_proba(self.radscore(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class labels: link probability ≥ 0.5 with a link, else ``radscore > 0``."""
-        if _has_link(self):
-            pos = self.predict_proba(X)[:, 1] >= 0.5
-        else:
-            pos = self.radscore(X) > 0
-        return self.classes_[pos.astype(int)]
 
     def coefficients(self, *, raw: bool = False) -> pd.DataFrame:
         """``feature, coef`` of the selected features by |coef|, plus the ``intercept`` row.
@@ -2013,7 +2018,7 @@ def choose_test_scores(frame: pd.DataFrame, policy: str = "auto", *, tol: float 
 __all__ += ["choose_test_scores"]
 
 
-class FoldMeanRadscore(ClassifierMixin, TransformerMixin, BaseEstimator):
+class FoldMeanRadscore(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEstimator):
     """The mean radscore of fitted fold models, with an optional probability link.
 
     Built from the fold models of a cross-validation (e.g. the :class:`RadscoreModel`
@@ -2072,31 +2077,12 @@ class FoldMeanRadscore(ClassifierMixin, TransformerMixin, BaseEstimator):
         self._check_folds()
         return np.mean([e.radscore(X) for e in self.estimators_], axis=0)
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        return self.radscore(X)
-
-    def transform(self, X: Any) -> pd.DataFrame:
-        index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame({self.name: self.radscore(X)}, index=index)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.array([self.name], dtype=object)
-
     def set_link(self, link: ProbabilityLink) -> FoldMeanRadscore:
         """Attach a fitted :class:`ProbabilityLink` (fitted on out-of-fold radscores)."""
         check_is_fitted(link, "estimator_")
         self._check_folds()
         self.link_ = link
         return self
-
-    @available_if(_has_link)
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities from the attached link of the mean radscore."""
-        return self.link_.predict_proba(self.radscore(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        pos = self.predict_proba(X)[:, 1] >= 0.5 if _has_link(self) else self.radscore(X) > 0
-        return self.classes_[pos.astype(int)]
 
 
 @dataclass
