@@ -71,6 +71,9 @@ def run_dir(tmp_path_factory):
                       "osteolytic or osteoblastic?\n", "\n", "More text.\n"]}],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (out / "metastasis_lytic_blastic.ipynb").write_text(json.dumps(nb))
+    (out / "figures").mkdir(exist_ok=True)
+    for name in ("flow_diagram", "case_montage"):
+        (out / "figures" / f"{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     modelcard.write_reports(out)
     return out
 
@@ -192,3 +195,17 @@ def test_runner_writes_card_and_checklist(tmp_path, monkeypatch):
         assert (out / name).is_file(), name
     info = json.loads((out / "model_card.json").read_text(encoding="utf-8"))
     assert info["intended_use"]["question"] == "Does it work?"
+
+
+def test_card_links_every_figure_of_the_run(run_dir):
+    """The model card (Markdown and JSON) links each file in figures/, and each link resolves."""
+    import re
+
+    info = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    md = (run_dir / "model_card.md").read_text(encoding="utf-8")
+    on_disk = sorted(f"figures/{p.name}" for p in (run_dir / "figures").glob("*.png"))
+    assert {"figures/flow_diagram.png", "figures/case_montage.png"} <= set(on_disk)
+    assert info["figures"] == on_disk
+    links = re.findall(r"\]\((figures/[^)]+)\)", md)
+    assert sorted(links) == on_disk
+    assert all((run_dir / link).is_file() for link in links)

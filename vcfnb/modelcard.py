@@ -260,8 +260,9 @@ def model_card(out_dir: str | os.PathLike) -> tuple[str, dict]:
     patients, classes, ROIs, sequences; rows excluded by kind; counts per split and centre),
     metrics of the main models with confidence intervals per split, calibration
     (Hosmer–Lemeshow p, slope, intercept, Brier), permutation p, DeLong comparisons,
-    limitations and deviations from the paper (the run's notes, plus what the data imply), and
-    the saved models (:mod:`vcfnb.bundle`). Every number is copied from the run's files.
+    limitations and deviations from the paper (the run's notes, plus what the data imply),
+    the saved models (:mod:`vcfnb.bundle`) and a link to every figure in ``figures/``.
+    Every number is copied from the run's files.
 
     Parameters
     ----------
@@ -339,6 +340,7 @@ def model_card(out_dir: str | os.PathLike) -> tuple[str, dict]:
         "limitations": [n for n in notes if not _is_deviation(n)] + derived,
         "deviations": [n for n in notes if _is_deviation(n)],
         "saved_models": saved,
+        "figures": [f"figures/{name}.png" for name in rep.figures],
         "provenance": {**(m.get("provenance") or {}),
                        "vcfnb": (rep.models[0].get("vcfnb_version") if rep.models else None)
                        or (m.get("provenance") or {}).get("vcfnb")},
@@ -428,6 +430,9 @@ def model_card_markdown(info: dict) -> str:
                      f"{', '.join(s['rois'] or ['all'])} ({s['aggregate']}).")
     else:
         L.append("- none saved by this run")
+    L += ["", "## Figures", ""]
+    L += [f"- [{Path(f).stem}]({f})" for f in info.get("figures") or []] or \
+        ["- none saved by this run"]
     prov = info.get("provenance") or {}
     if prov:
         L += ["", "## Provenance", ""]
