@@ -65,6 +65,31 @@ def test_notebook_shape(nb_path):
             assert ":" in line.split("=")[0] and "#" in line, f"untyped/undocumented: {line}"
 
 
+def _calls(source: str, name: str) -> list[str]:
+    """The full text of every ``name(...)`` call in ``source`` (balanced parentheses)."""
+    out = []
+    for m in re.finditer(re.escape(name) + r"\(", source):
+        k, depth = m.end(), 1
+        while depth:
+            depth += {"(": 1, ")": -1}.get(source[k], 0)
+            k += 1
+        out.append(source[m.start():k])
+    return out
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_calibration_calls_state_the_hosmer_lemeshow_choices(nb_path):
+    """Methods choices are visible in the notebook: every ``stats.calibration`` call names its
+    groups rule, degrees of freedom, smallest expected count and whether groups are reduced
+    (defaults exist, but a reader of the report must not need to know them)."""
+    nb = nbformat.read(str(nb_path), as_version=4)
+    calls = [c for cell in nb.cells if cell.cell_type == "code"
+             for c in _calls(cell.source, "stats.calibration")]
+    for call in calls:
+        for arg in ("hl_groups=", "hl_dof=", "min_expected=", "reduce_groups="):
+            assert arg in call, f"{nb_path.name}: {arg[:-1]} not stated in {call!r}"
+
+
 @pytest.mark.parametrize("study", STUDIES)
 def test_common_parameters(study):
     params = runner.notebook_parameters(ROOT / "notebooks" / f"{study}.ipynb")
