@@ -10,8 +10,14 @@ baseline, measured in the same run) and ``solver="cd"`` (:mod:`vcfnb.lasso_cd`, 
 coordinate descent). Prints ``ratio`` lines (liblinear time / cd time, median of ``--repeats``)
 and checks that both solvers chose the same lambda and the same features on the real labels.
 
+``--study vcf-a``: the same comparison for one refit of vcf arm A's whole chain as its permutation
+test repeats it (:func:`vcfnb.studies.vcf.arm_a_pipeline`: z-score → |r| > 0.99 → oversampled
+LASSO with 5-fold lambda CV → RFE → SVM) on a table of the paper's arm A shape (70 × 827), the
+LASSO step by liblinear or cd; both must choose the same lambda, LASSO and RFE features.
+
     python benchmarks/lasso_path.py            # 3 repeats
     python benchmarks/lasso_path.py --quick    # 1 repeat, 50 patients × 60 features
+    python benchmarks/lasso_path.py --study vcf-a [--quick]
 """
 from __future__ import annotations
 
@@ -39,6 +45,21 @@ def table(n: int, p: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     return X, y.to_numpy()
 
 
+def refit_vcf_a(X: pd.DataFrame, y: np.ndarray, solver: str):
+    from vcfnb.studies import vcf
+
+    pipe = vcf.arm_a_pipeline(rng=0, lasso_solver=solver)
+    t0 = time.perf_counter()
+    pipe.fit(X, y)
+    return time.perf_counter() - t0, pipe
+
+
+def same_vcf_a(a, b) -> bool:
+    return (a["lasso"].lambda_ == b["lasso"].lambda_
+            and a["lasso"].selected_features_ == b["lasso"].selected_features_
+            and list(a["rfe"].get_feature_names_out()) == list(b["rfe"].get_feature_names_out()))
+
+
 def refit(X: pd.DataFrame, y: np.ndarray, solver: str):
     model = vc.models.RadscoreModel(scaler="zscore", cv=10, rule="1se", scoring="deviance",
                                     n_lambdas=25, random_state=0, solver=solver)
@@ -52,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 repeat on a smaller table")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--study", choices=["osteoporosis", "vcf-a"], default="osteoporosis",
+                    help="whose permutation refit is timed (default: the osteoporosis radscore)")
     args = ap.parse_args(argv)
+    if args.study == "vcf-a":
+        return main_vcf_a(args)
     n, p, reps = (50, 60, 1) if args.quick else (112, 340, args.repeats)
     X, y = table(n, p)
     warnings.simplefilter("ignore")
@@ -76,6 +101,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"same lambda and features on the real labels: {same} "
                   f"(lambda {a.lasso_.lambda_:.4g} / {b.lasso_.lambda_:.4g}; "
                   f"{len(a.coef_)} / {len(b.coef_)} features)")
+            if not same:
+                problems.append("liblinear and cd chose different lambdas or features")
+    return finish(problems)
+
+
+def main_vcf_a(args) -> int:
+    n, p, reps = (40, 120, 1) if args.quick else (70, 827, args.repeats)
+    X, y = table(n, p, seed=1)
+    warnings.simplefilter("ignore")
+    l1_logistic_path(X.to_numpy()[:10, :3], y[:10], np.array([0.1]))  # compile once, untimed
+    problems = []
+    print(f"vcf arm A: {n} training patients x {p} features; one whole-chain refit; "
+          f"median of {reps}")
+    for label, labels in (("real labels", y),
+                          ("shuffled labels", np.random.default_rng(5).permutation(y))):
+        runs = {s: [refit_vcf_a(X, labels, s) for _ in range(reps)] for s in ("liblinear", "cd")}
+        times = {s: statistics.median(r[0] for r in v) for s, v in runs.items()}
+        print(f"{label}: liblinear {times['liblinear']:.2f} s, cd {times['cd']:.2f} s")
+        ratio(f"liblinear/cd vcf arm A refit, {label}", times["liblinear"] / times["cd"])
+        if label == "real labels":
+            a, b = runs["liblinear"][0][1], runs["cd"][0][1]
+            same = same_vcf_a(a, b)
+            print(f"same lambda and features on the real labels: {same} "
+                  f"(lambda {a['lasso'].lambda_:.4g} / {b['lasso'].lambda_:.4g}; "
+                  f"{len(a['lasso'].selected_features_)} / {len(b['lasso'].selected_features_)} "
+                  "LASSO features)")
             if not same:
                 problems.append("liblinear and cd chose different lambdas or features")
     return finish(problems)

@@ -25,8 +25,14 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["composition", "image_names", "class_features"]
+__all__ = ["composition", "image_names", "class_features", "versus", "image_types_text",
+           "LBP_DEFAULTS"]
 
+#: the LBP filters' arguments when not given: pyradiomics' code defaults (``getLBP2DImage`` /
+#: ``getLBP3DImage``; the LBP2D docstring says 9 samples, its code uses 8)
+LBP_DEFAULTS = {"LBP2D": {"lbp2DRadius": 1, "lbp2DSamples": 8, "lbp2DMethod": "uniform"},
+                "LBP3D": {"lbp3DLevels": 2, "lbp3DIcosphereRadius": 1,
+                          "lbp3DIcosphereSubdivision": 1}}
 #: order of the feature-class columns (pyradiomics' classes; absent ones are dropped)
 CLASS_ORDER = ["shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]
 
@@ -194,3 +200,82 @@ def composition(settings: Mapping | str | os.PathLike | None, *, by: str = "imag
         all_row = {"image_type": "all", **{c: int(out[c].sum()) for c in num}, "ibsi": ""}
         out = pd.concat([out, pd.DataFrame([all_row])], ignore_index=True)
     return out
+
+
+def versus(comp: pd.DataFrame, reference: Mapping[str, int]) -> pd.DataFrame:
+    """The totals of a :func:`composition` table beside a reference's (a paper's) counts.
+
+    Parameters
+    ----------
+    comp : DataFrame
+        :func:`composition` with ``by="image_type"`` and ``totals=True``.
+    reference : mapping
+        The counts the reference gives: ``total`` and any of ``shape``, ``firstorder``,
+        ``texture`` (every class but shape and first order) and ``images``. ``texture`` is
+        derived as total - shape - first order, and ``images`` as the reference's first-order
+        count over this run's first-order features per image, when not given.
+
+    Returns
+    -------
+    DataFrame
+        One row per part (``images``, ``shape``, ``firstorder``, ``texture``, ``total``) with
+        ``this run``, ``reference``, ``difference`` (run - reference) and both counts per
+        derived image (``run per image``, ``reference per image``; texture and first order).
+
+    Examples
+    --------
+    >>> c = composition({"imageType": {"Original": {}, "Square": {}},
+    ...                  "featureClass": {"shape": [], "firstorder": [], "ngtdm": []}})
+    >>> v = versus(c, {"total": 60, "shape": 14, "firstorder": 36})
+    >>> v[["this run", "reference", "difference"]].T.to_dict("list")["images"]
+    [2.0, 2.0, 0.0]
+    >>> float(v.loc["texture", "reference per image"])  # 60 - 14 - 36 over 2 images
+    5.0
+    """
+    row = comp[comp["image_type"] == "all"].iloc[0]
+    classes = [c for c in comp.columns if c not in ("image_type", "images", "total", "ibsi")]
+    tex = [c for c in classes if not c.startswith("shape") and c != "firstorder"]
+    n_img = float(row["images"])
+    run = {"images": n_img, "shape": sum(row[c] for c in classes if c.startswith("shape")),
+           "firstorder": row.get("firstorder", 0), "texture": sum(row[c] for c in tex),
+           "total": row["total"]}
+    ref = {k: float(v) for k, v in reference.items()}
+    if "texture" not in ref and {"total", "shape", "firstorder"} <= set(ref):
+        ref["texture"] = ref["total"] - ref["shape"] - ref["firstorder"]
+    fo_per_image = run["firstorder"] / n_img if n_img else np.nan
+    if "images" not in ref and "firstorder" in ref and fo_per_image:
+        ref["images"] = ref["firstorder"] / fo_per_image
+    out = pd.DataFrame({"this run": pd.Series(run, dtype=float),
+                        "reference": pd.Series(ref, dtype=float).reindex(list(run))})
+    out["difference"] = out["this run"] - out["reference"]
+    per = ["firstorder", "texture"]
+    out["run per image"] = (out["this run"] / n_img).where(out.index.isin(per))
+    out["reference per image"] = (out["reference"] / ref.get("images", np.nan)).where(
+        out.index.isin(per))
+    out.index.name = "part"
+    return out
+
+
+def image_types_text(settings: Mapping | str | os.PathLike | None) -> str:
+    """The image types of ``settings`` with the arguments each is computed with, for a report
+    (LBP arguments given neither in its entry nor in ``setting`` are :data:`LBP_DEFAULTS`, as
+    pyradiomics fills them in).
+
+    Examples
+    --------
+    >>> image_types_text({"imageType": {"Original": {}, "LoG": {"sigma": [1.0, 3.0]},
+    ...                                 "LBP3D": {"binWidth": 1}}})
+    'Original; LoG (sigma 1.0, 3.0); LBP3D (lbp3DLevels 2, lbp3DIcosphereRadius 1, \
+lbp3DIcosphereSubdivision 1, binWidth 1)'
+    """
+    from vcfnb import features
+
+    s = features.load_settings(settings)
+    out = []
+    for name, args in s["imageType"].items():
+        base = LBP_DEFAULTS.get(name, {})
+        a = {**base, **{k: v for k, v in s["setting"].items() if k in base}, **(args or {})}
+        txt = ", ".join(f"{k} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in a.items())
+        out.append(f"{name} ({txt})" if a else name)
+    return "; ".join(out)

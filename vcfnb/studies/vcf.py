@@ -38,7 +38,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
-from vcfnb import contract, io, models, reliability, stats, features as feat, selection as sel
+from vcfnb import (composition, contract, io, models, reliability, stats, features as feat,
+                   selection as sel)
 from vcfnb.contract import Column, Folds, Requirements
 
 SEMANTIC = ["wedge_deformity", "band_edema", "paravertebral_mass", "diffuse_signal",
@@ -47,6 +48,12 @@ SEMANTIC = ["wedge_deformity", "band_edema", "paravertebral_mass", "diffuse_sign
 CLINICAL = ["age", "sex", "location", *SEMANTIC]
 LOCATIONS = ("cervical", "thoracic", "lumbar")
 _CLASSES = ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]
+#: seed 001's handcrafted features (section 3.2.1): 1835 in all, 14 shape, 360 first-order (its
+#: text names no image type nor filter setting; a selected wavelet_LLL feature shows wavelets)
+PAPER_B_FEATURES = {"total": 1835, "shape": 14, "firstorder": 360}
+#: seed 001 names no LBP setting: :func:`settings_b` writes pyradiomics' defaults out
+LBP_DEFAULTS = composition.LBP_DEFAULTS
+image_types_text = composition.image_types_text
 
 #: cross-validations of arm A (seed 000) and arm B (seed 001); checked per arm by
 #: :func:`check_arms` (each arm's classes), and on the whole cohort by the pre-flight check
@@ -91,28 +98,59 @@ def settings_b(image_types: Sequence[str] = ("Original", "Wavelet", "LoG", "Squa
                                              "Logarithm", "Exponential", "Gradient"),
                *, log_sigma: Sequence[float] = (1.0, 2.0, 3.0),
                spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), interpolator: str = "sitkBSpline",
-               bin_width: float = 10.0, normalize: bool = True, normalize_scale: float = 100.0
-               ) -> dict:
+               bin_width: float = 10.0, normalize: bool = True, normalize_scale: float = 100.0,
+               lbp_bin_width: float = 1.0) -> dict:
     """pyradiomics settings of arm B (seed 001): resampling, normalisation, image types.
 
     Resampling to ``spacing_mm`` (x, y, z of the image grid; seed 001: 1 × 1 × 1 mm with
     nearest-neighbour interpolation — ``interpolator`` is a parameter because nearest neighbour
     on an upsampled grid replicates voxels), pyradiomics whole-image normalisation (z-score ×
     ``normalize_scale``; ``normalize=False`` keeps absolute intensities) and fixed bin width.
+    ``LBP2D`` / ``LBP3D`` get :data:`LBP_DEFAULTS` written out (seed 001 states none) and their
+    own bin width ``lbp_bin_width``: LBP values are small numbers (uniform LBP2D: the integers
+    0-9), which ``bin_width`` 10 would put in one or two bins (``docs/filters.md``).
 
     Examples
     --------
     >>> sorted(settings_b(["Original", "LoG"])["imageType"])
     ['LoG', 'Original']
     """
-    types = {t: ({"sigma": [float(s) for s in log_sigma]} if t == "LoG" else {})
-             for t in image_types}
+    types = {t: ({"sigma": [float(s) for s in log_sigma]} if t == "LoG"
+                 else {**LBP_DEFAULTS[t], "binWidth": float(lbp_bin_width)} if t in LBP_DEFAULTS
+                 else {}) for t in image_types}
     return {"setting": {"normalize": bool(normalize), "normalizeScale": float(normalize_scale),
                         "binWidth": float(bin_width), "label": 1, "correctMask": True,
                         "resampledPixelSpacing": [float(s) for s in spacing_mm],
                         "interpolator": interpolator, "padDistance": 5},
             "imageType": types, "featureClass": {c: [] for c in _CLASSES},
             "vcfnb": {"study": "vcf_benign_malignant arm B (seed 001)"}}
+
+
+def composition_b(settings: Mapping | str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Arm B's feature composition without extracting: the image types × feature classes table
+    (:func:`vcfnb.composition.composition`), its totals beside seed 001's
+    (:data:`PAPER_B_FEATURES`, :func:`vcfnb.composition.versus`) and one sentence per part
+    that differs."""
+    comp = composition.composition(settings)
+    v = composition.versus(comp, PAPER_B_FEATURES)
+    fo, tex, (n, ref_n) = v.loc["firstorder"], v.loc["texture"], v.loc["images"].iloc[:2]
+    q, r = divmod(int(tex.reference), int(ref_n))
+    per_class = comp.iloc[-1].drop(["image_type", "images", "total", "ibsi", "shape", "firstorder"])
+    why = {
+        "images": f"Derived images: {n:g} from these settings (the rows above); the paper's "
+                  f"{fo.reference:.0f} first-order features at {fo['run per image']:.0f} per "
+                  f"image imply {ref_n:g}, and it lists no image type, LoG sigma or LBP "
+                  "setting to match them with.",
+        "firstorder": f"First-order: {n:g} × {fo['run per image']:.0f} = {fo['this run']:.0f} vs "
+                      f"{fo.reference:.0f}: the same features per image, not as many images.",
+        "texture": f"Texture: {tex['run per image']:.0f} per image here ("
+                   + ", ".join(f"{k.upper()} {int(c / n)}" for k, c in per_class.items())
+                   + f"); the paper's {tex.reference:.0f} = {ref_n:g} × {q} + {r}: {q} per image "
+                   f"(which ones, it does not say) and {r} that no image explains.",
+        "shape": f"Shape: {v.loc['shape', 'this run']:.0f} vs {v.loc['shape', 'reference']:.0f}.",
+        "total": f"Total: {v.loc['total', 'this run']:.0f} vs {v.loc['total', 'reference']:.0f}, "
+                 "the sum of the parts above."}
+    return comp, v, [why[p] for p in v.index[v["difference"].fillna(0) != 0]]
 
 
 def arm(cohort, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -177,11 +215,17 @@ def slice_axis(rois: pd.DataFrame, *, tol_deg: float = 20.0) -> int:
 def follow_axis(settings: Mapping | str, axis: int) -> Mapping | str:
     """``settings`` unchanged, or, when they ask for by-slice (``force2D``) extraction, with the
     slice dimension set to the sagittal ``axis`` of :func:`slice_axis` (a numpy axis, as
-    pyradiomics' ``force2Ddimension``)."""
+    pyradiomics' ``force2Ddimension``). An ``LBP2D`` image type without its own
+    ``force2Ddimension`` is computed in the sagittal planes too (pyradiomics' default is array
+    axis 0, whatever the scan's orientation)."""
     s = feat.load_settings(settings)
-    if not s.get("setting", {}).get("force2D"):
+    lbp2d = s["imageType"].get("LBP2D")
+    if not s.get("setting", {}).get("force2D") and lbp2d is None:
         return settings
-    s["setting"]["force2Ddimension"] = int(axis)
+    if s["setting"].get("force2D"):
+        s["setting"]["force2Ddimension"] = int(axis)
+    if lbp2d is not None:
+        lbp2d.setdefault("force2Ddimension", int(axis))
     return s
 
 
@@ -262,7 +306,7 @@ def split(cases: pd.DataFrame, *, test_size: float = 0.3, rng: int = 0,
 
 
 def arm_a_pipeline(*, corr_threshold: float = 0.99, lasso_cv: int = 5, rfe_cv: int = 5,
-                   svm_c: float = 1.0, rng: int = 0):
+                   svm_c: float = 1.0, rng: int = 0, lasso_solver: str = "liblinear"):
     """Seed 000's chain as one leakage-free pipeline.
 
     z-score → |r| > ``corr_threshold`` filter → LASSO (L1 logistic, lambda by ``lasso_cv``-fold
@@ -275,11 +319,18 @@ def arm_a_pipeline(*, corr_threshold: float = 0.99, lasso_cv: int = 5, rfe_cv: i
     before the chain (the paper's order) would put copies of a patient in both the inner
     training and validation folds. The label-free z-score and |r| filter see the training
     patients once each.
+
+    ``lasso_solver``: ``"liblinear"`` or ``"cd"`` (glmnet's coordinate descent along the lambda
+    path, :mod:`vcfnb.lasso_cd`; the notebook's default): the same objective. On the paper-sized
+    and smoke simulated cohorts' real labels both chose the same lambda, LASSO and RFE features;
+    on 1 of 5 shuffled-label refits at paper size ``cd`` took the neighbouring lambda of a flat
+    CV curve. One permutation refit 1.4-5.8x faster with ``cd`` (paper.yaml's comment).
     """
     over = {"sampler": sel.RandomOverSampler(random_state=int(rng))}
     return models.make_radiomics_pipeline([
         "zscore", ("correlation", {"threshold": corr_threshold}),
-        ("lasso", {"cv": lasso_cv, "rule": "min", "min_features": 2, **over}),
+        ("lasso", {"cv": lasso_cv, "rule": "min", "min_features": 2, "solver": lasso_solver,
+                   **over}),
         ("rfe", {"cv": rfe_cv, "C": svm_c, **over}), "oversample",
         SVC(kernel="linear", C=svm_c)], rng=rng)
 
@@ -297,7 +348,7 @@ def arm_a_outputs(pipe) -> dict[str, pd.DataFrame]:
 
 
 def selection_b(*, alpha: float = 0.05, corr_threshold: float = 0.9, lasso_cv: int = 10,
-                test: str = "auto", rng: int = 0):
+                test: str = "auto", rng: int = 0, lasso_solver: str = "liblinear"):
     """Seed 001's selection chain: z-score → t-test (Mann-Whitney when not normal) p < alpha
     → |r| > ``corr_threshold`` redundancy removal → LASSO with ``lasso_cv``-fold CV.
 
@@ -305,11 +356,15 @@ def selection_b(*, alpha: float = 0.05, corr_threshold: float = 0.9, lasso_cv: i
     iterations) instead of :class:`vcfnb.selection.LassoSelector`'s 1e-6: with hundreds of
     weak deep features and shuffled labels, the 1e-6 fits near separation took minutes each
     inside the permutation test; on the paper-sized simulated cohort's real labels the chosen
-    lambda and features were identical at both tolerances."""
+    lambda and features were identical at both tolerances. ``lasso_solver="cd"`` (glmnet's
+    coordinate descent, at its own tight tolerance) is 2-8x faster here but is not the default:
+    against liblinear at 1e-4 it chose another lambda in some fold fits (2026-12-01)."""
     return models.make_radiomics_pipeline([
         "zscore", ("univariate", {"test": test, "alpha": alpha}),
         ("correlation", {"threshold": corr_threshold}),
-        ("lasso", {"cv": lasso_cv, "rule": "min", "tol": 1e-4, "max_iter": 2000})], rng=rng)
+        ("lasso", {"cv": lasso_cv, "rule": "min", "solver": lasso_solver,
+                   **({"tol": 1e-4, "max_iter": 2000} if lasso_solver == "liblinear" else {})})],
+        rng=rng)
 
 
 def fit_selection(X: pd.DataFrame, y: pd.Series, split_: pd.Series, **kw) -> Any:

@@ -1,0 +1,82 @@
+"""The LASSO solver of the ovf and vcf studies (issues 18/21: permutation-test cost).
+
+vcf arm A runs its LASSO with ``solver="cd"`` (glmnet's coordinate descent along the lambda
+path, :mod:`vcfnb.lasso_cd`) in the notebook default and the paper params, because there it
+chose the same lambda and features as liblinear; arm B (liblinear at tol 1e-4) and ovf
+(liblinear at tol 1e-3) keep liblinear: ``cd`` changed their selection. No speed is asserted.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vcfnb.studies import ovf, vcf
+
+ROOT = Path(__file__).resolve().parents[1]
+VCF_NB = ROOT / "notebooks" / "vcf_benign_malignant.ipynb"
+
+
+def test_vcf_arm_a_declares_cd_in_notebook_and_paper_params():
+    """The notebook parameter ``lasso_solver_a`` defaults to cd, the paper params say cd, and
+    every arm A pipeline of the notebook (fit, out-of-fold, permutation, recovery) uses it."""
+    from vcfnb.runner import notebook_parameters
+
+    assert notebook_parameters(VCF_NB)["lasso_solver_a"] == ("str", '"cd"')
+    paper = yaml.safe_load((ROOT / "params" / "vcf_benign_malignant" / "paper.yaml").read_text())
+    assert paper["lasso_solver_a"] == "cd"
+    nb = nbformat.read(str(VCF_NB), as_version=4)
+    calls = [src.count("arm_a_pipeline(") for src in
+             (c.source for c in nb.cells if c.cell_type == "code")]
+    passed = [src.count("lasso_solver=lasso_solver_a") for src in
+              (c.source for c in nb.cells if c.cell_type == "code")]
+    assert sum(calls) >= 4 and calls == passed
+
+
+def test_solver_reaches_the_lasso_steps_with_the_right_tolerance():
+    """cd runs at its own tight default tolerance; liblinear keeps each study's tolerance."""
+    a = vcf.arm_a_pipeline(rng=0, lasso_solver="cd")["lasso"]
+    assert (a.solver, a.tol) == ("cd", None)
+    assert vcf.arm_a_pipeline(rng=0)["lasso"].solver == "liblinear"
+    b_lib, b_cd = vcf.selection_b()["lasso"], vcf.selection_b(lasso_solver="cd")["lasso"]
+    assert (b_lib.solver, b_lib.tol, b_lib.max_iter) == ("liblinear", 1e-4, 2000)
+    assert (b_cd.solver, b_cd.tol) == ("cd", None)
+    r_lib = ovf.OVFModel()._radscore("cortical")
+    r_cd = ovf.OVFModel(solver="cd")._radscore("cortical")
+    assert (r_lib.solver, r_lib.tol) == ("liblinear", 1e-3)
+    assert (r_cd.solver, r_cd.tol) == ("cd", None)
+
+
+def _arm_a_table(seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """An arm A training table of the smoke cohort's shape (28 patients x 104 features):
+    radiomics-like correlated features (20 latent factors) with a 2-feature signal."""
+    g = np.random.default_rng(seed)
+    n, p = 28, 104
+    X = g.normal(size=(n, 20)) @ g.normal(size=(20, p)) + 0.5 * g.normal(size=(n, p))
+    ids = [f"P{i:03d}" for i in range(n)]
+    X = pd.DataFrame(X, index=ids, columns=[f"original_f{i}" for i in range(p)])
+    y = pd.Series((X.iloc[:, 0] - X.iloc[:, 1] + 2.0 * g.normal(size=n) > 0).astype(int),
+                  index=ids)
+    return X, y
+
+
+@pytest.mark.parametrize("labels", ["real", "shuffled"])
+def test_arm_a_cd_selects_what_liblinear_selects(labels):
+    """Arm A's whole chain (z-score, |r| filter, oversampled LASSO CV, RFE, SVM) with cd and
+    with liblinear: same lambda, same LASSO and RFE features, same decision values."""
+    X, y = _arm_a_table()
+    if labels == "shuffled":
+        y = pd.Series(np.random.default_rng(5).permutation(y.to_numpy()), index=y.index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lib = vcf.arm_a_pipeline(rng=3).fit(X, y)
+        cd = vcf.arm_a_pipeline(rng=3, lasso_solver="cd").fit(X, y)
+    assert lib["lasso"].lambda_ == cd["lasso"].lambda_
+    assert lib["lasso"].selected_features_ == cd["lasso"].selected_features_
+    assert list(lib["rfe"].get_feature_names_out()) == list(cd["rfe"].get_feature_names_out())
+    np.testing.assert_allclose(cd.decision_function(X), lib.decision_function(X), atol=1e-3)
