@@ -484,3 +484,29 @@ def test_nomogram_score_consistent_with_model(base):
     assert auto.points.points.max() == pytest.approx(100.0)
     with pytest.raises(ValueError, match="bmi"):
         st.nomogram_points(LRM_COEF, LRM_INTERCEPT, {"age": [40, 90], "male": [0, 1]})
+
+
+def test_calibration_of_separated_probabilities_states_it_and_warns_nothing():
+    """Probabilities that separate the outcome (a perfect test AUC on a small split) have no
+    maximum-likelihood calibration slope: it is reported as not estimable, not as the large
+    arbitrary number the GLM stops at (it gave 150 on the real-lumbar worked example), and no
+    statsmodels separation or overflow warning reaches the report."""
+    import warnings
+
+    y = np.array([0] * 10 + [1] * 10)
+    p = np.r_[np.linspace(0.01, 0.4, 10), np.linspace(0.6, 0.999999, 10)]
+    pred = pd.DataFrame({"model": "m", "split": "test", "patient_id": range(20), "y_true": y,
+                         "score": p, "score_kind": "probability"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = st.calibration_slope_intercept(y, p)
+        cal = st.calibration(pred, hl_groups=4, hl_dof="g", min_expected=0.0,
+                             reduce_groups=False)
+    assert r.separated and np.isnan(r.slope) and np.isfinite(r.intercept)
+    row = cal.iloc[0]
+    assert np.isnan(row.calibration_slope) and np.isfinite(row.calibration_intercept)
+    assert "not estimable" in row.note and "separate the outcome" in row.note
+    # one event below a non-event: no separation, a finite slope as before
+    p2 = p.copy()
+    p2[[9, 10]] = p2[[10, 9]]
+    assert not st.calibration_slope_intercept(y, p2).separated

@@ -567,32 +567,55 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
     Returns
     -------
     pandas.Series
-        ``intercept, slope, intercept_slope_model, slope_ci_low, slope_ci_high, n``.
-        Perfect calibration: intercept 0, slope 1.
+        ``intercept, slope, intercept_slope_model, slope_ci_low, slope_ci_high, n, separated``.
+        Perfect calibration: intercept 0, slope 1. ``separated`` is True when the scores
+        separate the outcome (every event's probability at or above every non-event's, or the
+        reverse): the slope's maximum-likelihood estimate does not exist there (R's ``glm``
+        warns and returns an arbitrary large number), so ``slope``, its CI and
+        ``intercept_slope_model`` are NaN; ``intercept`` (one parameter, with the logit as
+        offset) is still estimated.
 
     Examples
     --------
     >>> g = np.random.default_rng(0); p = g.uniform(.05, .95, 500); y = (g.uniform(size=500) < p).astype(int)
     >>> r = calibration_slope_intercept(y, p); bool(abs(r.slope - 1) < 0.3)
     True
+    >>> r = calibration_slope_intercept([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9])
+    >>> bool(r.separated), bool(np.isnan(r.slope)), round(float(r.intercept), 3)  # root of sum(y - expit(a + logit(p)))
+    (True, True, 0.158)
     """
+    import warnings
+
     import statsmodels.api as sm
 
     y = _binary_y(y_true)
     p = np.clip(_prob(prob, len(y)), eps, 1 - eps)
     lp = np.log(p / (1 - p))
     fam = sm.families.Binomial()
-    fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
-    fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit(tol=1e-14, maxiter=200)
-    ci = np.asarray(fit_s.conf_int())[1]
+    separated = bool(np.ptp(lp) > 0 and 0 < y.sum() < len(y) and (
+        lp[y == 1].min() >= lp[y == 0].max() or lp[y == 1].max() <= lp[y == 0].min()))
+    nan = float("nan")
+    slope = icpt_s = lo = hi = nan
+    if not separated:
+        fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
+        slope, icpt_s = float(fit_s.params[1]), float(fit_s.params[0])
+        lo, hi = (float(v) for v in np.asarray(fit_s.conf_int())[1])
+    with warnings.catch_warnings(), np.errstate(over="ignore"):
+        # separated scores: exp() of the offset logit may overflow on the way; the estimate is
+        # finite (checked by the doctest above)
+        if separated:
+            warnings.simplefilter("ignore", RuntimeWarning)
+        fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit(tol=1e-14,
+                                                                            maxiter=200)
     return pd.Series(
         {
             "intercept": float(fit_i.params[0]),
-            "slope": float(fit_s.params[1]),
-            "intercept_slope_model": float(fit_s.params[0]),
-            "slope_ci_low": float(ci[0]),
-            "slope_ci_high": float(ci[1]),
+            "slope": slope,
+            "intercept_slope_model": icpt_s,
+            "slope_ci_low": lo,
+            "slope_ci_high": hi,
             "n": len(y),
+            "separated": separated,
         }
     )
 
@@ -1707,9 +1730,14 @@ def calibration(
             else:
                 try:
                     cs = calibration_slope_intercept(y, p)
+                    if cs.separated:  # no maximum-likelihood slope exists
+                        notes.append("calibration slope not estimable: the probabilities "
+                                     "separate the outcome perfectly")
+                        if np.isfinite(cs.intercept) and abs(cs.intercept) < 50:
+                            row.update(calibration_intercept=float(cs.intercept))
                     # near-separated fits (probabilities at 0/1 on the wrong side) give
                     # logits of hundreds or more: not a calibration estimate
-                    if (np.isfinite(cs.slope) and np.isfinite(cs.intercept)
+                    elif (np.isfinite(cs.slope) and np.isfinite(cs.intercept)
                             and abs(cs.slope) < 1e3 and abs(cs.intercept) < 50):
                         row.update(calibration_slope=float(cs.slope),
                                    calibration_intercept=float(cs.intercept))
