@@ -510,3 +510,22 @@ def test_calibration_of_separated_probabilities_states_it_and_warns_nothing():
     p2 = p.copy()
     p2[[9, 10]] = p2[[10, 9]]
     assert not st.calibration_slope_intercept(y, p2).separated
+
+
+def test_logistic_table_says_when_a_fit_did_not_converge_instead_of_warning():
+    """A predictor that splits the outcome (separation, common in a small training set) makes
+    the logistic fit diverge: the table's ``converged`` column and ``or_95ci`` say so, and no
+    statsmodels ConvergenceWarning / overflow warning reaches the report."""
+    import warnings
+
+    g = np.random.default_rng(3)
+    df = pd.DataFrame({"x": g.normal(size=40), "z": g.normal(size=40)})
+    df["y"] = (df.x > 0).astype(int)  # x separates y perfectly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = st.logistic_table(df, "y", ["x", "z"], multivariable=False).set_index("term")
+        both = st.univariate_multivariate(df, "y", ["x", "z"], enter_p=None)
+    assert not t.loc["x", "converged"] and t.loc["z", "converged"]
+    assert t.loc["x", "or_95ci"].endswith("(not converged)")
+    assert not t.loc["z", "or_95ci"].endswith("(not converged)")
+    assert set(both.term) == {"x", "z"}

@@ -570,7 +570,8 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
         ``intercept, slope, intercept_slope_model, slope_ci_low, slope_ci_high, n, separated``.
         Perfect calibration: intercept 0, slope 1. ``separated`` is True when the scores
         separate the outcome (every event's probability at or above every non-event's, or the
-        reverse): the slope's maximum-likelihood estimate does not exist there (R's ``glm``
+        reverse, or statsmodels finds the fitted probabilities at 0 and 1): the slope's
+        maximum-likelihood estimate does not exist there (R's ``glm``
         warns and returns an arbitrary large number), so ``slope``, its CI and
         ``intercept_slope_model`` are NaN; ``intercept`` (one parameter, with the logit as
         offset) is still estimated.
@@ -596,17 +597,27 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
         lp[y == 1].min() >= lp[y == 0].max() or lp[y == 1].max() <= lp[y == 0].min()))
     nan = float("nan")
     slope = icpt_s = lo = hi = nan
-    if not separated:
-        fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
-        slope, icpt_s = float(fit_s.params[1]), float(fit_s.params[0])
-        lo, hi = (float(v) for v in np.asarray(fit_s.conf_int())[1])
-    with warnings.catch_warnings(), np.errstate(over="ignore"):
-        # separated scores: exp() of the offset logit may overflow on the way; the estimate is
-        # finite (checked by the doctest above)
-        if separated:
-            warnings.simplefilter("ignore", RuntimeWarning)
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
+
+    # exp() of extreme logits overflows to inf inside the IRLS iterations (probability 0 or 1,
+    # as intended); numpy's overflow warning is not a result. statsmodels' "perfect
+    # separation or prediction" warning fires when fitted probabilities reach 0 or 1: for the
+    # slope model that is (quasi-)separation, so no slope; for the one-parameter intercept
+    # model it only reflects extreme offsets, and its estimate stands
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        if not separated:
+            fit_s = sm.GLM(y, sm.add_constant(lp), family=fam).fit(tol=1e-14, maxiter=200)
+            if any(issubclass(w.category, PerfectSeparationWarning) for w in caught):
+                separated = True
+            else:
+                slope, icpt_s = float(fit_s.params[1]), float(fit_s.params[0])
+                lo, hi = (float(v) for v in np.asarray(fit_s.conf_int())[1])
         fit_i = sm.GLM(y, np.ones((len(y), 1)), family=fam, offset=lp).fit(tol=1e-14,
                                                                             maxiter=200)
+    for w in caught:
+        if not issubclass(w.category, (PerfectSeparationWarning, RuntimeWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return pd.Series(
         {
             "intercept": float(fit_i.params[0]),
@@ -957,22 +968,39 @@ def _design(data: pd.DataFrame, predictors: Sequence[str]) -> pd.DataFrame:
 
 
 def _logit_fit(data: pd.DataFrame, outcome: str, predictors: Sequence[str], alpha: float):
+    import warnings
+
     import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
     d = data[[outcome, *predictors]].dropna()
     y = _binary_y(d[outcome].to_numpy(), outcome)
     X = sm.add_constant(_design(d, predictors), has_constant="add")
-    fit = sm.Logit(y, X).fit(disp=0, method="newton", maxiter=100)
-    ci = np.exp(fit.conf_int(alpha))
+    # separation (a predictor that splits the outcome, common on small training sets) makes the
+    # maximum-likelihood fit diverge: statsmodels warns, R's glm says "fitted probabilities
+    # numerically 0 or 1". The fit's numbers are kept as R gives them, and the table's
+    # ``converged`` column says so instead of warnings in the report
+    quiet = (ConvergenceWarning, PerfectSeparationWarning, RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore"):
+        warnings.simplefilter("always")
+        fit = sm.Logit(y, X).fit(disp=0, method="newton", maxiter=100)
+        ci = np.exp(fit.conf_int(alpha))
+        odds = np.exp(fit.params.to_numpy())
+    for w in caught:
+        if not issubclass(w.category, quiet):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    converged = bool(fit.mle_retvals.get("converged", True)) and not any(
+        issubclass(w.category, (ConvergenceWarning, PerfectSeparationWarning)) for w in caught)
     tab = pd.DataFrame(
         {
             "term": X.columns,
             "coef": fit.params.to_numpy(),
             "se": fit.bse.to_numpy(),
-            "or": np.exp(fit.params.to_numpy()),
+            "or": odds,
             "ci_low": ci.iloc[:, 0].to_numpy(),
             "ci_high": ci.iloc[:, 1].to_numpy(),
             "p_value": fit.pvalues.to_numpy(),
+            "converged": converged,
         }
     )
     return tab[tab.term != "const"].reset_index(drop=True), len(d)
@@ -995,8 +1023,10 @@ def logistic_table(
     Returns
     -------
     pandas.DataFrame
-        ``term, coef, se, or, ci_low, ci_high, p_value, n, or_95ci`` (formatted
-        ``"2.31 (1.20-4.45)"``).
+        ``term, coef, se, or, ci_low, ci_high, p_value, converged, n, or_95ci`` (formatted
+        ``"2.31 (1.20-4.45)"``). ``converged`` is False when the fit did not converge
+        (separation: a predictor splits the outcome); its numbers are then those R's ``glm``
+        stops at, not estimates, and ``or_95ci`` ends with "(not converged)".
 
     Examples
     --------
@@ -1015,7 +1045,8 @@ def logistic_table(
             parts.append(t.assign(n=n))
         tab = pd.concat(parts, ignore_index=True)
     tab["or_95ci"] = [
-        f"{o:.2f} ({lo:.2f}-{hi:.2f})" for o, lo, hi in zip(tab["or"], tab.ci_low, tab.ci_high)
+        f"{o:.2f} ({lo:.2f}-{hi:.2f})" + ("" if ok else " (not converged)")
+        for o, lo, hi, ok in zip(tab["or"], tab.ci_low, tab.ci_high, tab["converged"])
     ]
     return tab
 
