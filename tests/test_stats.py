@@ -529,3 +529,15 @@ def test_logistic_table_says_when_a_fit_did_not_converge_instead_of_warning():
     assert t.loc["x", "or_95ci"].endswith("(not converged)")
     assert not t.loc["z", "or_95ci"].endswith("(not converged)")
     assert set(both.term) == {"x", "z"}
+
+
+def test_evaluate_says_why_a_perfect_auc_has_no_delong_ci():
+    """AUC 1 on a small held-out split (the real-lumbar worked example's test set): DeLong's
+    variance is 0, so no CI is printed, and the table's note says why instead of a bare NaN."""
+    y = np.array([0] * 8 + [1] * 6)
+    pred = pd.DataFrame({"model": "m", "split": "test", "patient_id": range(14), "y_true": y,
+                         "score": np.r_[np.linspace(0.05, 0.4, 8), np.linspace(0.6, 0.9, 6)],
+                         "score_kind": "probability"})
+    row = st.evaluate(pred, ci="delong").iloc[0]
+    assert row.auc == 1.0 and np.isnan(row.ci_low) and np.isnan(row.ci_high)
+    assert "separate the classes completely" in row.note

@@ -1542,6 +1542,9 @@ def _auc_row(y: np.ndarray, s: np.ndarray, ci: str, alpha: float, n_boot: int, g
         row["note"] = "scores constant: the model cannot separate the classes (AUC 0.5, no cut-off)"
     elif r.se > 0 or ci == "bootstrap":
         row.update(ci_low=float(r.ci_low), ci_high=float(r.ci_high))
+    else:  # AUC 0 or 1: every placement is 0 or 1, so DeLong's variance is 0
+        row["note"] = (f"no {ci} CI: the scores separate the classes completely (AUC "
+                       f"{r.auc:g}, variance estimate 0)")
     return row
 
 
