@@ -541,3 +541,49 @@ def test_evaluate_says_why_a_perfect_auc_has_no_delong_ci():
     row = st.evaluate(pred, ci="delong").iloc[0]
     assert row.auc == 1.0 and np.isnan(row.ci_low) and np.isnan(row.ci_high)
     assert "separate the classes completely" in row.note
+
+
+class _Noisy:
+    """A classifier that raises a vcfnb-style notice on every fit (as LassoSelector does when it
+    falls back to a smaller lambda) and a foreign warning that must pass through."""
+
+    def fit(self, X, y):
+        import warnings
+
+        from sklearn.linear_model import LogisticRegression
+
+        warnings.warn("LassoSelector: 0 non-zero coefficient(s); using a smaller lambda")
+        self.m_ = LogisticRegression().fit(X, y)
+        self.classes_ = self.m_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.m_.predict_proba(X)
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **p):
+        return self
+
+
+def test_permutation_refit_notices_are_counted_and_said_once():
+    """A pipeline rule that fires in every shuffled-label refit printed one warning per refit
+    (tens of stderr lines in the vcf report); now it is counted and said once."""
+    import warnings
+
+    from vcfnb import models
+
+    g = np.random.default_rng(0)
+    X = g.normal(size=(40, 2))
+    y = (X[:, 0] + g.normal(size=40) > 0).astype(int)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = models.permutation_test(lambda: _Noisy(), X[:30], y[:30], X_test=X[30:],
+                                      y_test=y[30:], n_permutations=7, rng=1)
+    msgs = [str(w.message) for w in caught]
+    assert res.refit_warnings == {"LassoSelector": 7}
+    summary = [m for m in msgs if m.startswith("permutation test:")]
+    assert len(summary) == 1 and "LassoSelector fell back to its rule in 7 of 7 refits" in summary[0]
+    # the refit on the real labels keeps its own notice; none of the 7 shuffled refits prints one
+    assert sum(m.startswith("LassoSelector:") for m in msgs) == 1

@@ -21,6 +21,8 @@ References
 """
 from __future__ import annotations
 
+import functools
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -713,12 +715,18 @@ class PermutationResult:
         ``(1 + #{null >= observed}) / (1 + n_permutations)``.
     design : str
         ``"train_test"``, ``"cv"`` or ``"custom"``.
+    refit_warnings : dict
+        vcfnb's own notices raised while refitting on shuffled labels (e.g. ``LassoSelector``:
+        fewer features than ``min_features`` at the CV lambda, a smaller lambda used), by the
+        class that raised them: the number of permutations in which each occurred. They are
+        counted, and said once, instead of printed once per refit.
     """
 
     observed_auc: float
     null_auc: np.ndarray = field(repr=False)
     p_value: float
     design: str
+    refit_warnings: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_permutations(self) -> int:
@@ -831,11 +839,41 @@ def permutation_test(estimator: Any, X: Any, y: Any, *, X_test: Any = None, y_te
             return float(roc_auc_score(pred["y_true"], pred["score"]))
 
     observed = run(y01)
-    null = np.array(pmap(run, [_permuted(y01, groups, g) for g in perm_seeds], n_jobs=n_jobs,
-                         scheduler=scheduler, desc="permutations", progress=progress),
-                    dtype=float)
+    out = pmap(functools.partial(_counting_notices, run),
+               [_permuted(y01, groups, g) for g in perm_seeds], n_jobs=n_jobs,
+               scheduler=scheduler, desc="permutations", progress=progress)
+    null = np.array([auc for auc, _ in out], dtype=float)
+    counts: dict[str, int] = {}
+    for _, kinds in out:
+        for k in kinds:
+            counts[k] = counts.get(k, 0) + 1
+    if counts:
+        warnings.warn("permutation test: on shuffled labels, " + "; ".join(
+            f"{k} fell back to its rule in {c} of {null.size} refits" for k, c in
+            sorted(counts.items())) + " (the same rules as the reported fit, which says its "
+            "own)", UserWarning, stacklevel=2)
     p = (1.0 + np.sum(null >= observed)) / (1.0 + null.size)
-    return PermutationResult(float(observed), null, float(p), design)
+    return PermutationResult(float(observed), null, float(p), design, counts)
+
+
+_NOTICE = re.compile(r"^([A-Z][A-Za-z0-9]+): ")
+
+
+def _counting_notices(run: Callable[[np.ndarray], float], labels: np.ndarray
+                      ) -> tuple[float, list[str]]:
+    """``run(labels)`` with vcfnb's own notices (UserWarnings "<Class>: ...") collected by class
+    instead of printed; every other warning is passed on unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        auc = run(labels)
+    kinds: list[str] = []
+    for w in caught:
+        m = _NOTICE.match(str(w.message)) if issubclass(w.category, UserWarning) else None
+        if m and m.group(1) not in kinds:
+            kinds.append(m.group(1))
+        elif not m:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return auc, kinds
 
 
 # --------------------------------------------------------------------------------------------
