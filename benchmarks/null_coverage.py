@@ -95,15 +95,32 @@ def rows_of(run: dict) -> list[dict]:
         rows.append({"study": run["study"], "seed": run["seed"], "model": model, "split": split,
                      "n": e.get("n"), "auc": e.get("auc"), "ci_low": lo, "ci_high": hi,
                      "ci_method": e.get("ci_method"), "constant": constant,
-                     "covered": (None if constant or lo is None or hi is None
-                                 else bool(lo <= 0.5 <= hi)),
+                     "covered": _covered(constant, e.get("auc"), lo, hi),
                      "fold_auc": _fold_auc(p) if split == "cv" else float("nan")})
     return rows
+
+
+def _covered(constant: bool, auc, lo, hi) -> bool | None:
+    """Whether the CI holds 0.5; None when not judged (constant scores, or no CI). A missing
+    CI at AUC 0 or 1 (DeLong's variance is 0 there: the scores separate the classes) counts as
+    not covering: the interval has shrunk to the point, which is not 0.5."""
+    def missing(v) -> bool:
+        return v is None or (isinstance(v, float) and np.isnan(v))
+
+    if constant:
+        return None
+    if missing(lo) or missing(hi):
+        return False if auc is not None and not missing(auc) and auc in (0.0, 1.0) else None
+    return bool(lo <= 0.5 <= hi)
 
 
 def summarise(table: pd.DataFrame, *, min_runs: int = 10) -> tuple[pd.DataFrame, list[str]]:
     """Coverage with the one-sided binomial p, mean AUC, constant runs, per study and model."""
     out, problems = [], []
+    table = table.assign(covered=[  # rows written before the AUC-0/1 rule was applied
+        c if pd.notna(c) else _covered(bool(k), a, lo, hi)
+        for c, k, a, lo, hi in zip(table.covered, table.constant, table.auc, table.ci_low,
+                                   table.ci_high)])
     for (study, model), g in table.groupby(["study", "model"]):
         usable = g[~g.constant & g.covered.notna()]
         k, n = int(usable.covered.astype(bool).sum()), len(usable)

@@ -70,3 +70,27 @@ def test_lasso_path_quick():
     out = _run("lasso_path.py", "--quick")
     assert len(RATIO.findall(out)) == 2, out
     assert "same lambda and features on the real labels: True" in out, out
+
+
+def test_null_coverage_counts_a_separating_null_run_as_not_covering():
+    """A null run whose headline AUC is 1 on a small test split has no DeLong CI (variance 0);
+    leaving it out of the coverage would flatter it (seed 1022 of the vcf null runs)."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location(
+        "null_coverage", Path(__file__).resolve().parents[1] / "benchmarks" / "null_coverage.py")
+    nc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nc)
+    assert nc._covered(False, 1.0, None, None) is False
+    assert nc._covered(False, 0.0, float("nan"), float("nan")) is False
+    assert nc._covered(False, 0.7, None, None) is None
+    assert nc._covered(True, 1.0, None, None) is None
+    assert nc._covered(False, 0.6, 0.4, 0.8) is True
+    table = pd.DataFrame({"study": "s", "model": "m", "seed": range(3), "auc": [0.5, 0.55, 1.0],
+                          "ci_low": [0.3, 0.35, float("nan")], "ci_high": [0.7, 0.75, float("nan")],
+                          "ci_method": "delong", "constant": False, "covered": [True, True, None],
+                          "fold_auc": float("nan")})
+    summary, _ = nc.summarise(table, min_runs=1)
+    assert (summary.covered.iat[0], summary.usable.iat[0]) == (2, 3)
