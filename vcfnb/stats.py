@@ -588,6 +588,7 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
     import warnings
 
     import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     y = _binary_y(y_true)
     p = np.clip(_prob(prob, len(y)), eps, 1 - eps)
@@ -597,8 +598,6 @@ def calibration_slope_intercept(y_true, prob, *, eps: float = 1e-12) -> pd.Serie
         lp[y == 1].min() >= lp[y == 0].max() or lp[y == 1].max() <= lp[y == 0].min()))
     nan = float("nan")
     slope = icpt_s = lo = hi = nan
-    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
-
     # exp() of extreme logits overflows to inf inside the IRLS iterations (probability 0 or 1,
     # as intended); numpy's overflow warning is not a result. statsmodels' "perfect
     # separation or prediction" warning fires when fitted probabilities reach 0 or 1: for the
