@@ -117,10 +117,11 @@ def _covered(constant: bool, auc, lo, hi) -> bool | None:
 def summarise(table: pd.DataFrame, *, min_runs: int = 10) -> tuple[pd.DataFrame, list[str]]:
     """Coverage with the one-sided binomial p, mean AUC, constant runs, per study and model."""
     out, problems = [], []
+    nan = pd.Series(float("nan"), index=table.index)
     table = table.assign(covered=[  # rows written before the AUC-0/1 rule was applied
         c if pd.notna(c) else _covered(bool(k), a, lo, hi)
-        for c, k, a, lo, hi in zip(table.covered, table.constant, table.auc, table.ci_low,
-                                   table.ci_high)])
+        for c, k, a, lo, hi in zip(table.covered, table.constant, table.get("auc", nan),
+                                   table.get("ci_low", nan), table.get("ci_high", nan))])
     for (study, model), g in table.groupby(["study", "model"]):
         usable = g[~g.constant & g.covered.notna()]
         k, n = int(usable.covered.astype(bool).sum()), len(usable)
