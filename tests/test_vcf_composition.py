@@ -10,7 +10,7 @@ import nbformat
 import yaml
 from radiomics import imageoperations
 
-from vcfnb import features
+from vcfnb import composition, features
 from vcfnb.studies import vcf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,8 @@ def _settings_b(name: str) -> dict:
     return vcf.follow_axis(vcf.settings_b(get("image_types_b"), log_sigma=get("log_sigma_b"),
                                           spacing_mm=get("resample_mm_b"),
                                           interpolator=get("interpolator_b"),
-                                          normalize=get("normalize_b")), 0)
+                                          normalize=get("normalize_b"),
+                                          lbp_bin_width=get("lbp_bin_width_b")), 0)
 
 
 def test_paper_params_resample_arm_b_to_1mm_isotropic_with_lbp():
@@ -61,7 +62,7 @@ def test_paper_lbp_settings_are_pyradiomics_defaults_with_own_bin_width():
             assert s["imageType"][name][key] == value
         assert s["imageType"][name]["binWidth"] == 1.0  # arm B's 10 would leave 1-2 bins
     assert s["imageType"]["LBP2D"]["force2Ddimension"] == 0  # the sagittal axis given above
-    text = vcf.image_types_text(s)
+    text = composition.image_types_text(s)
     assert "LBP2D (lbp2DRadius 1, lbp2DSamples 8, lbp2DMethod uniform, binWidth 1.0" in text
 
 
@@ -89,7 +90,8 @@ def test_notebook_computes_the_arm_b_composition_before_extracting():
     built = [i for i in code if src[i].lstrip().startswith("axis_b =")]
     extract = [i for i in code if "features_b = vc.studies.vcf.extract(" in src[i]]
     assert len(comp) == 1 and built[0] < comp[0] < extract[0]
-    assert "image_types_text(settings_b_used)" in src[comp[0]]
+    assert "vc.composition.image_types_text(settings_b_used)" in src[comp[0]]
+    assert any("lbp_bin_width=lbp_bin_width_b" in s for s in src)  # a notebook parameter
     assert 'run.table("B_composition_vs_paper"' in src[comp[0]]
     assert not any("LBP is not available" in s for s in src)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")

@@ -53,7 +53,6 @@ _CLASSES = ["shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"]
 PAPER_B_FEATURES = {"total": 1835, "shape": 14, "firstorder": 360}
 #: seed 001 names no LBP setting: :func:`settings_b` writes pyradiomics' defaults out
 LBP_DEFAULTS = composition.LBP_DEFAULTS
-image_types_text = composition.image_types_text
 
 #: cross-validations of arm A (seed 000) and arm B (seed 001); checked per arm by
 #: :func:`check_arms` (each arm's classes), and on the whole cohort by the pre-flight check
