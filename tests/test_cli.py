@@ -37,11 +37,12 @@ def test_console_script_is_installed():
 def test_help_lists_every_command_and_each_has_help():
     r = vcfnb("--help")
     assert r.returncode == 0, r.stderr
-    for cmd in ("reproduce", "check-params", "check-cohort", "cohort", "extract"):
+    for cmd in ("reproduce", "check-params", "check-cohort", "cohort", "extract", "timings"):
         assert cmd in r.stdout
     assert re.search(r"\bpredict\b", r.stdout)  # issue 20 (tests/test_bundle.py)
     for cmd in (["reproduce"], ["check-params"], ["check-cohort"], ["cohort"],
-                ["cohort", "from-folders"], ["cohort", "from-totalseg"], ["extract"]):
+                ["cohort", "from-folders"], ["cohort", "from-totalseg"], ["extract"],
+                ["timings"]):
         h = vcfnb(*cmd, "--help")
         assert h.returncode == 0, (cmd, h.stderr)
         assert h.stdout.startswith(f"usage: vcfnb {' '.join(cmd)}")
@@ -76,6 +77,9 @@ def test_reproduce_runs_and_skips_unchanged(tiny_project):
     assert (run / "tiny.html").is_file()
     again = vcfnb("reproduce", "--study", "tiny", "--params", "three", cwd=tiny_project)
     assert again.returncode == 0 and "unchanged (skipped)" in again.stdout
+    t = vcfnb("timings", cwd=tiny_project)  # the runner's notebook keeps papermill's durations
+    assert t.returncode == 0, t.stdout + t.stderr
+    assert "| tiny/three |" in t.stdout and "tiny/three, largest steps:" in t.stdout
 
 
 def test_check_params_reports_unknown_keys(tiny_project):

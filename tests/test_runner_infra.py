@@ -294,3 +294,41 @@ def test_html_of_a_deliberate_stop_has_no_papermill_banner(tmp_path, crash):
     # the executed notebook itself keeps papermill's record either way
     kept = nbformat.read(str(executed), as_version=4)
     assert any(runner.PAPERMILL_ERROR_TAG in c.metadata.get("tags", []) for c in kept.cells)
+
+
+def _executed(path: Path, cells: list[tuple[str, str, float | None]], total: float) -> None:
+    """An executed notebook as papermill leaves it: per-cell and whole-run durations."""
+    nb = nbformat.v4.new_notebook()
+    for kind, src, dur in cells:
+        c = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        if dur is not None:
+            c.metadata["papermill"] = {"duration": dur}
+        nb.cells.append(c)
+    nb.metadata["papermill"] = {"duration": total, "start_time": "2026-12-01T07:36:08+00:00"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def test_timings_per_run_and_section(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    _executed(reports / "alpha" / "paper" / "alpha.ipynb",
+              [("code", "x = 1", 2.0), ("md", "## Extract\ntext", 0.01), ("code", "a", 30.0),
+               ("code", "b", 10.0), ("md", "no heading here", None), ("code", "c", 5.0),
+               ("md", "## Permutation test", None), ("code", "p", 100.0)], total=150.0)
+    _executed(reports / "beta" / "smoke" / "beta.ipynb", [("code", "y", 3.0)], total=4.0)
+    nbformat.write(nbformat.v4.new_notebook(), reports / "beta" / "smoke" / "scratch.ipynb")
+    _executed(reports / "gamma" / "x" / "gamma.ipynb", [], total=None)  # not executed
+    runs, steps = runner.timings(reports)
+    assert runs[["study", "run", "seconds"]].values.tolist() == [["alpha", "paper", 150.0],
+                                                                ["beta", "smoke", 4.0]]
+    a = steps[steps.study == "alpha"]
+    assert a[["step", "cells", "seconds"]].values.tolist() == [
+        ["Permutation test", 1, 100.0], ["Extract", 3, 45.0],
+        ["(before the first heading)", 1, 2.0]]
+    assert a.share.iloc[0] == pytest.approx(100 / 150)
+    assert runner.main(["timings", "--reports", str(reports), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| alpha/paper | 2:30 | 97% |" in out and "| **all 2 runs** | **2:34** | |" in out
+    alpha = out.split("alpha/paper, largest steps:\n")[1].split("\n\n")[0].splitlines()
+    assert alpha == ["      1:40   67%  Permutation test", "      0:45   30%  Extract"]  # top 2
+    assert runner.main(["timings", "--reports", str(tmp_path / "none")]) == 1

@@ -129,6 +129,11 @@ def _cmd_check_params(args: argparse.Namespace) -> int:
     return _runner(["check-params"])
 
 
+def _cmd_timings(args: argparse.Namespace) -> int:
+    return _runner(["timings", "--top", str(args.top)]
+                   + (["--reports", args.reports] if args.reports else []))
+
+
 def _cmd_check_cohort(args: argparse.Namespace) -> int:
     argv = ["check-cohort", "--study", args.study]
     if args.params:
@@ -304,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check every params/<study>/*.yaml against the parameters "
                        "its notebook declares (unknown keys, wrong types); runs nothing.")
     p.set_defaults(func=_cmd_check_params)
+
+    p = sub.add_parser("timings", help="where the time of the executed runs went",
+                       description="Per run and per notebook section, from the durations "
+                       "papermill recorded in reports/<study>/<run>/<study>.ipynb: the runs with "
+                       "their total, then each run's largest steps (Markdown). Exit status 1 "
+                       "when no executed run is found.")
+    p.add_argument("--reports", metavar="DIR", help="reports folder (default: ./reports)")
+    p.add_argument("--top", type=int, default=5, help="steps listed per run (default 5)")
+    p.set_defaults(func=_cmd_timings)
 
     p = sub.add_parser("check-cohort", formatter_class=fmt,
                        help="pre-flight check of a study's cohort (nothing is extracted)",

@@ -624,6 +624,84 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
     return unmet, cohort.problems
 
 
+def _heading(cell: Any) -> str | None:
+    for line in str(cell.get("source", "")).splitlines():
+        if line.lstrip().startswith("#"):
+            return line.lstrip().lstrip("#").strip()[:80] or None
+    return None
+
+
+def timings(reports: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where the time of the executed runs under ``reports`` went, from papermill's own records.
+
+    Reads every ``reports/<study>/<run>/<study>.ipynb`` the runner wrote (papermill stores each
+    cell's duration in the executed notebook) and returns ``(runs, steps)``: one row per run
+    (``study, run, seconds``: the whole run as papermill timed it, kernel start included;
+    ``start``: when it began) and one row per run and section (``step``: the markdown heading
+    the code cells run under, as :class:`RunProgress` prints it; ``seconds``: the sum of their
+    durations; ``share``: of the run), largest first within each run. A notebook without
+    papermill metadata (never executed by the runner) is left out.
+
+    >>> runs, steps = timings(Path("no/such/folder"))
+    >>> len(runs), list(steps.columns)
+    (0, ['study', 'run', 'step', 'cells', 'seconds', 'share'])
+    """
+    import nbformat
+
+    runs, steps = [], []
+    for nb_path in sorted(Path(reports).glob("*/*/*.ipynb")):
+        if nb_path.stem != nb_path.parent.parent.name:
+            continue
+        nb = nbformat.read(nb_path, as_version=4)
+        meta = nb.metadata.get("papermill") or {}
+        if meta.get("duration") is None:
+            continue
+        study, run = nb_path.parent.parent.name, nb_path.parent.name
+        runs.append({"study": study, "run": run, "seconds": float(meta["duration"]),
+                     "start": meta.get("start_time")})
+        section, acc = "(before the first heading)", {}
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                section = _heading(cell) or section
+                continue
+            d = (cell.metadata.get("papermill") or {}).get("duration")
+            if cell.cell_type != "code" or d is None:
+                continue
+            n, t = acc.get(section, (0, 0.0))
+            acc[section] = (n + 1, t + float(d))
+        for name, (n, t) in acc.items():
+            steps.append({"study": study, "run": run, "step": name, "cells": n, "seconds": t,
+                          "share": t / float(meta["duration"]) if meta["duration"] else 0.0})
+    runs_df = pd.DataFrame(runs, columns=["study", "run", "seconds", "start"])
+    steps_df = pd.DataFrame(steps, columns=["study", "run", "step", "cells", "seconds", "share"])
+    if len(steps_df):
+        steps_df = steps_df.sort_values(["study", "run", "seconds"],
+                                        ascending=[True, True, False], ignore_index=True)
+    return runs_df, steps_df
+
+
+def print_timings(reports: Path, *, top: int = 5, stream: TextIO | None = None) -> int:
+    """Print :func:`timings` as Markdown: the runs with their total, then each run's ``top``
+    steps. Returns the number of runs found."""
+    out = stream or sys.stdout
+    runs, steps = timings(reports)
+    if not len(runs):
+        print(f"no executed runs under {reports}", file=out)
+        return 0
+    total = runs.seconds.sum()
+    print("| run | time | share |\n|---|---:|---:|", file=out)
+    for r in runs.sort_values("seconds", ascending=False).itertuples():
+        print(f"| {r.study}/{r.run} | {_clock(r.seconds)} | {r.seconds / total:.0%} |", file=out)
+    print(f"| **all {len(runs)} runs** | **{_clock(total)}** | |", file=out)
+    for (study, run), g in steps.groupby(["study", "run"], sort=False):
+        if top <= 0:
+            break
+        print(f"\n{study}/{run}, largest steps:", file=out)
+        for s in g.head(top).itertuples():
+            print(f"  {_clock(s.seconds):>8s}  {s.share:4.0%}  {s.step}", file=out)
+    return len(runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vcfnb.runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -640,12 +718,19 @@ def main(argv: list[str] | None = None) -> int:
     kp.add_argument("--cohort", help="cohort folder (overrides the params' cohort_dir)")
     kp.add_argument("--features-only", action="store_true",
                     help="check everything but the outcome (a cohort without labels)")
+    tp = sub.add_parser("timings", help="where the time of the executed runs went (per run and "
+                        "per notebook section, from papermill's records)")
+    tp.add_argument("--reports", help="reports folder (default: the project's reports/)")
+    tp.add_argument("--top", type=int, default=5, help="steps listed per run (default 5)")
     cp = sub.add_parser("cohorts", help="generate the built-in simulated cohorts")
     cp.add_argument("--size", action="append", choices=["smoke", "paper"])
     args = ap.parse_args(argv)
     from vcfnb.report import project_root
 
     root = project_root()
+    if args.cmd == "timings":
+        return 0 if print_timings(Path(args.reports) if args.reports else root / "reports",
+                                  top=args.top) else 1
     if args.cmd == "check-params":
         errors = check_all(root)
         for e in errors:
