@@ -43,7 +43,11 @@ CELLS = [
     ("code", "for k in range(2):\n    f, a = plt.subplots(figsize=(2, 2))\n"
              '    a.bar([0], [k + 1])\n    run.figure(f"bar{k}", f)'),
     ("markdown", "## Waiting for the heartbeat"),
-    ("code", "import time\ntime.sleep(wait)\nprint('done')"),
+    ("code", "import sys, time\n"  # a progress bar (kept), one that clears itself (dropped)
+             "for k in range(3):\n    sys.stderr.write(f'\\rbar {k}/3'); sys.stderr.flush()\n"
+             "    time.sleep(0.25)\nsys.stderr.write('\\rbar 3/3\\n')\n"
+             "sys.stderr.write('\\rgone 1/2'); sys.stderr.flush(); time.sleep(0.25)\n"
+             "sys.stderr.write('\\r        \\r')\ntime.sleep(wait)\nprint('done')"),
 ]
 
 
@@ -332,3 +336,27 @@ def test_timings_per_run_and_section(tmp_path, capsys):
     alpha = out.split("alpha/paper, largest steps:\n")[1].split("\n\n")[0].splitlines()
     assert alpha == ["      1:40   67%  Permutation test", "      0:45   30%  Extract"]  # top 2
     assert runner.main(["timings", "--reports", str(tmp_path / "none")]) == 1
+
+
+def test_progress_bars_keep_their_last_state(project):
+    """A cold run's progress bars (one stderr output per refresh) used to fill the report with
+    one line per refresh (59 in the metastasis paper HTML); now each keeps its last state."""
+    nb = nbformat.read(project["report"] / f"{STUDY}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "bar {k}/3" in c.source)
+    err = [o for o in cell.outputs if o.get("name") == "stderr"]
+    assert [o.text for o in err] == ["bar 3/3\n"]
+    html = (project["report"] / f"{STUDY}.html").read_text(encoding="utf-8")
+    assert "bar 3/3" in html and "bar 1/3" not in html and "gone 1/2" not in html
+    assert "done" in html
+
+
+def test_tidy_streams_merges_and_applies_carriage_returns():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    out = nbformat.v4.new_output
+    cell.outputs = [out("stream", name="stderr", text="\rp 1"), out("stream", name="stderr",
+                    text="\rp 2\n"), out("stream", name="stdout", text="kept\n"),
+                    out("stream", name="stderr", text="\rq 5%\r     \r")]
+    nb.cells.append(cell)
+    assert runner.tidy_streams(nb) == 2
+    assert [(o.name, o.text) for o in cell.outputs] == [("stderr", "p 2\n"), ("stdout", "kept\n")]

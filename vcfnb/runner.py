@@ -23,6 +23,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -392,14 +393,70 @@ def mark_failed(out_dir: Path, status: str) -> None:
         io.write_json(payload, f)
 
 
+def _as_terminal(text: str) -> str:
+    """Stream text as a terminal leaves it: within a line, each carriage return sends the
+    cursor back to the start and later characters overwrite earlier ones; lines left blank by
+    that (a progress bar that cleared itself) are dropped.
+
+    >>> _as_terminal("\\rbar  10%\\rbar 100%\\ndone\\n")
+    'bar 100%\\ndone\\n'
+    >>> _as_terminal("\\rbar  50%\\r        \\r")
+    ''
+    """
+    lines = []
+    for line in re.findall(r"[^\n]*\n|[^\n]+$", text):
+        body, end = (line[:-1], "\n") if line.endswith("\n") else (line, "")
+        if "\r" in body:
+            buf: list[str] = []
+            for seg in body.split("\r"):
+                buf[:len(seg)] = seg
+            body = "".join(buf).rstrip()
+            if not body:
+                continue
+        lines.append(body + end)
+    return "".join(lines)
+
+
+def tidy_streams(nb) -> int:
+    """Merge consecutive stream outputs of each cell (same stream) and apply carriage returns
+    (:func:`_as_terminal`), so a progress bar leaves its last state — as JupyterLab shows it —
+    instead of one line per refresh in the saved notebook and its HTML report. Returns the
+    number of stream outputs removed."""
+    removed = 0
+    for cell in nb.cells:
+        outs = cell.get("outputs") or []
+        if cell.get("cell_type") != "code" or not outs:
+            continue
+        merged: list = []
+        for o in outs:
+            if (o.get("output_type") == "stream" and merged
+                    and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == o.get("name")):
+                merged[-1]["text"] = str(merged[-1]["text"]) + str(o.get("text", ""))
+            else:
+                merged.append(o)
+        kept = []
+        for o in merged:
+            if o.get("output_type") == "stream" and "\r" in str(o.get("text", "")):
+                o["text"] = _as_terminal(str(o["text"]))
+                if not o["text"].strip():
+                    continue
+            kept.append(o)
+        removed += len(outs) - len(kept)
+        cell["outputs"] = kept
+    return removed
+
+
 def insert_run_card(executed: Path, out_dir: Path) -> Path:
     """Put the run card (:func:`vcfnb.report.run_card_markdown`) on top of an executed notebook,
-    so the report opens with what the run saw and did."""
+    so the report opens with what the run saw and did; progress bars keep only their last
+    state (:func:`tidy_streams`)."""
     import nbformat
 
     from vcfnb.report import run_card_markdown
 
     nb = nbformat.read(str(executed), as_version=4)
+    tidy_streams(nb)
     cell = nbformat.v4.new_markdown_cell(run_card_markdown(out_dir))
     cell.metadata["tags"] = ["vcfnb-run-card"]
     nb.cells = [c for c in nb.cells if "vcfnb-run-card" not in c.metadata.get("tags", [])]
