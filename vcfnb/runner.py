@@ -236,6 +236,15 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _heading(cell: Any) -> str | None:
+    """The first Markdown heading of a cell (text after the ``#``s, at most 80 characters), or
+    None; the section name :class:`RunProgress` prints and :func:`timings` groups by."""
+    for line in str(cell.get("source", "")).splitlines():
+        if line.lstrip().startswith("#"):
+            return line.lstrip().lstrip("#").strip()[:80] or None
+    return None
+
+
 class RunProgress:
     """Where a running notebook is, as plain log lines (no carriage returns: readable in CI).
 
@@ -285,11 +294,9 @@ class RunProgress:
         """Called when the executor reaches a cell (markdown cells included)."""
         with self._lock:
             if cell.get("cell_type") == "markdown":
-                for line in str(cell.get("source", "")).splitlines():
-                    if line.lstrip().startswith("#"):
-                        self.section = line.lstrip().lstrip("#").strip()[:80] or self.section
-                        self._new_section = True
-                        break
+                heading = _heading(cell)
+                if heading:
+                    self.section, self._new_section = heading, True
                 return
             if cell.get("cell_type") != "code" or not str(cell.get("source", "")).strip():
                 return
@@ -681,13 +688,6 @@ def check_cohort(root: Path, study: str, params_file: Path | None = None, *,
     return unmet, cohort.problems
 
 
-def _heading(cell: Any) -> str | None:
-    for line in str(cell.get("source", "")).splitlines():
-        if line.lstrip().startswith("#"):
-            return line.lstrip().lstrip("#").strip()[:80] or None
-    return None
-
-
 def timings(reports: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Where the time of the executed runs under ``reports`` went, from papermill's own records.
 
@@ -750,9 +750,7 @@ def print_timings(reports: Path, *, top: int = 5, stream: TextIO | None = None) 
     for r in runs.sort_values("seconds", ascending=False).itertuples():
         print(f"| {r.study}/{r.run} | {_clock(r.seconds)} | {r.seconds / total:.0%} |", file=out)
     print(f"| **all {len(runs)} runs** | **{_clock(total)}** | |", file=out)
-    for (study, run), g in steps.groupby(["study", "run"], sort=False):
-        if top <= 0:
-            break
+    for (study, run), g in steps.groupby(["study", "run"], sort=False) if top > 0 else ():
         print(f"\n{study}/{run}, largest steps:", file=out)
         for s in g.head(top).itertuples():
             print(f"  {_clock(s.seconds):>8s}  {s.share:4.0%}  {s.step}", file=out)
