@@ -80,3 +80,19 @@ def test_arm_a_cd_selects_what_liblinear_selects(labels):
     assert lib["lasso"].selected_features_ == cd["lasso"].selected_features_
     assert list(lib["rfe"].get_feature_names_out()) == list(cd["rfe"].get_feature_names_out())
     np.testing.assert_allclose(cd.decision_function(X), lib.decision_function(X), atol=1e-3)
+
+
+def test_osteoporosis_lasso_uses_glmnets_default_threshold():
+    """The osteoporosis notebook's cd LASSO stops at glmnet's default ``thresh`` (1e-7, as the
+    paper's R) and passes it to the radscore model; 0 falls back to the absolute tol."""
+    from vcfnb.models import RadscoreModel
+    from vcfnb.runner import notebook_parameters
+
+    nb_path = ROOT / "notebooks" / "osteoporosis_mri.ipynb"
+    params = notebook_parameters(nb_path)
+    assert params["lasso_solver"] == ("str", '"cd"')
+    assert params["lasso_thresh"] == ("float", "1e-7")
+    nb = nbformat.read(str(nb_path), as_version=4)
+    src = [c.source for c in nb.cells if c.cell_type == "code" and "RadscoreModel(" in c.source]
+    assert len(src) == 1 and "thresh=(lasso_thresh or None) if lasso_solver == \"cd\"" in src[0]
+    assert RadscoreModel(solver="cd", thresh=1e-7).get_params()["thresh"] == 1e-7

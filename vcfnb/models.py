@@ -1120,8 +1120,8 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
         Use only these columns (combined with ``prefix``: both must hold).
     drop_unusable : bool
         Leave out columns that are non-finite in any training row or constant there.
-    lam, cv, rule, scoring, n_lambdas, lambda_min_ratio, solver, tol, max_iter, min_features,
-    screening, compute_path, random_state :
+    lam, cv, rule, scoring, n_lambdas, lambda_min_ratio, solver, tol, thresh, max_iter,
+    min_features, screening, compute_path, random_state :
         The LASSO (:class:`vcfnb.selection.LassoSelector`): fixed glmnet ``lam`` or lambda by
         ``cv``-fold CV with ``rule`` ("min"/"1se") on ``scoring`` ("roc_auc"/"deviance").
         Pass an int ``random_state``: with None, liblinear's random coordinate order makes the
@@ -1164,7 +1164,7 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
                  scoring: str = "roc_auc", n_lambdas: int = 50,
                  lambda_min_ratio: float | None = None, solver: str = "liblinear",
                  tol: float | None = None, max_iter: int = 20000, min_features: int = 1,
-                 screening: bool = True, compute_path: bool = True,
+                 screening: bool = True, compute_path: bool = True, thresh: float | None = None,
                  random_state: int | None = None, name: str = "radscore") -> None:
         self.scaler = scaler
         self.k = k
@@ -1180,6 +1180,7 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
         self.lambda_min_ratio = lambda_min_ratio
         self.solver = solver
         self.tol = tol
+        self.thresh = thresh
         self.max_iter = max_iter
         self.min_features = min_features
         self.screening = screening
@@ -1235,7 +1236,7 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
         steps.append(("lasso", sel.LassoSelector(
             cv=self.cv, rule=self.rule, lam=self.lam, scoring=self.scoring,
             n_lambdas=self.n_lambdas, lambda_min_ratio=self.lambda_min_ratio,
-            solver=self.solver, tol=self.tol, max_iter=self.max_iter,
+            solver=self.solver, tol=self.tol, thresh=self.thresh, max_iter=self.max_iter,
             min_features=self.min_features, random_state=self.random_state,
             compute_path=self.compute_path, screening=self.screening)))
         self.pipeline_ = Pipeline(steps).set_output(transform="pandas")
