@@ -2,8 +2,9 @@
 
 vcf arm A runs its LASSO with ``solver="cd"`` (glmnet's coordinate descent along the lambda
 path, :mod:`vcfnb.lasso_cd`) in the notebook default and the paper params, because there it
-chose the same lambda and features as liblinear; arm B (liblinear at tol 1e-4) and ovf
-(liblinear at tol 1e-3) keep liblinear: ``cd`` changed their selection. No speed is asserted.
+chose the same lambda and features as liblinear; arm B keeps liblinear (tol 1e-4): ``cd``
+changed its selection. ovf and osteoporosis run ``cd`` stopped at glmnet's own default
+criterion (``thresh`` 1e-7, as the papers' R). No speed is asserted.
 """
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ def test_solver_reaches_the_lasso_steps_with_the_right_tolerance():
     b_lib, b_cd = vcf.selection_b()["lasso"], vcf.selection_b(lasso_solver="cd")["lasso"]
     assert (b_lib.solver, b_lib.tol, b_lib.max_iter) == ("liblinear", 1e-4, 2000)
     assert (b_cd.solver, b_cd.tol) == ("cd", None)
-    r_lib = ovf.OVFModel()._radscore("cortical")
-    r_cd = ovf.OVFModel(solver="cd")._radscore("cortical")
-    assert (r_lib.solver, r_lib.tol) == ("liblinear", 1e-3)
-    assert (r_cd.solver, r_cd.tol) == ("cd", None)
+    r_lib = ovf.OVFModel(solver="liblinear")._radscore("cortical")
+    r_cd = ovf.OVFModel()._radscore("cortical")  # default: cd at glmnet's default thresh
+    assert (r_lib.solver, r_lib.tol, r_lib.thresh) == ("liblinear", 1e-3, None)
+    assert (r_cd.solver, r_cd.tol, r_cd.thresh) == ("cd", None, 1e-7)
+    assert ovf.OVFModel(thresh=None)._radscore("cortical").thresh is None
 
 
 def _arm_a_table(seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
@@ -96,3 +98,17 @@ def test_osteoporosis_lasso_uses_glmnets_default_threshold():
     src = [c.source for c in nb.cells if c.cell_type == "code" and "RadscoreModel(" in c.source]
     assert len(src) == 1 and "thresh=(lasso_thresh or None) if lasso_solver == \"cd\"" in src[0]
     assert RadscoreModel(solver="cd", thresh=1e-7).get_params()["thresh"] == 1e-7
+
+
+def test_ovf_notebook_runs_cd_at_glmnets_default_threshold():
+    """The ovf notebook's LASSO parameters reach OVFModel: cd at glmnet's thresh 1e-7."""
+    from vcfnb.runner import notebook_parameters
+
+    nb_path = ROOT / "notebooks" / "ovf_prediction_ct.ipynb"
+    params = notebook_parameters(nb_path)
+    assert params["lasso_solver"] == ("str", '"cd"')
+    assert params["lasso_thresh"] == ("float", "1e-7")
+    nb = nbformat.read(str(nb_path), as_version=4)
+    src = [c.source for c in nb.cells if c.cell_type == "code" and "OVFModel(" in c.source]
+    assert len(src) == 1 and "solver=lasso_solver" in src[0]
+    assert "thresh=(lasso_thresh or None) if lasso_solver == \"cd\"" in src[0]
