@@ -279,9 +279,8 @@ class OVFModel(ClassifierMixin, BaseEstimator):
                  thresh: float | None = 1e-7) -> None:
         self.inputs, self.levels, self.prefix, self.k = inputs, levels, prefix, k
         self.lasso_cv, self.rule, self.lam, self.oof_folds = lasso_cv, rule, lam, oof_folds
-        self.bmd_slope, self.bmd_intercept = bmd_slope, bmd_intercept
+        self.bmd_slope, self.bmd_intercept, self.thresh = bmd_slope, bmd_intercept, thresh
         self.random_state, self.n_jobs, self.solver = random_state, n_jobs, solver
-        self.thresh = thresh
 
     def _comps(self) -> list[str]:  # an unknown input fails in the link's column selection
         return [c for c in COMPARTMENTS if f"radscore_{c}" in self.inputs]
@@ -299,9 +298,9 @@ class OVFModel(ClassifierMixin, BaseEstimator):
                              lam=lam if lam is not None else (self.lam or {}).get(comp),
                              cv=self.lasso_cv, rule=self.rule, compute_path=lam is None,
                              n_lambdas=40, lambda_min_ratio=0.01, max_iter=2000,
-                             solver=self.solver, tol=None if self.solver == "cd" else 1e-3,
-                             thresh=self.thresh if self.solver == "cd" else None,
-                             random_state=self.random_state, name=f"radscore_{comp}")
+                             solver=self.solver, random_state=self.random_state,
+                             **({"thresh": self.thresh} if self.solver == "cd" else {"tol": 1e-3}),
+                             name=f"radscore_{comp}")
 
     @staticmethod
     def _patient_scores(models: dict, rows: pd.DataFrame) -> pd.DataFrame:
@@ -388,8 +387,7 @@ def refit_test_auc(X_train: pd.DataFrame, X_test: pd.DataFrame, y_test):
         if "train" not in cache:
             cache.update(train=model.prepare(X_train), test=model.prepare(X_test))
         model = model.set_params(n_jobs=1).fit_prepared(cache["train"], y)
-        return float(roc_auc_score(np.asarray(y_test),
-                                   model.predict_proba(X_test, cache["test"])[:, 1]))
+        return float(roc_auc_score(y_test, model.predict_proba(X_test, cache["test"])[:, 1]))
 
     return evaluate
 
