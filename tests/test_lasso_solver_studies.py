@@ -84,31 +84,21 @@ def test_arm_a_cd_selects_what_liblinear_selects(labels):
     np.testing.assert_allclose(cd.decision_function(X), lib.decision_function(X), atol=1e-3)
 
 
-def test_osteoporosis_lasso_uses_glmnets_default_threshold():
-    """The osteoporosis notebook's cd LASSO stops at glmnet's default ``thresh`` (1e-7, as the
-    paper's R) and passes it to the radscore model; 0 falls back to the absolute tol."""
+@pytest.mark.parametrize("notebook, model_call", [("osteoporosis_mri", "RadscoreModel("),
+                                                   ("ovf_prediction_ct", "OVFModel(")])
+def test_notebook_lasso_stops_at_glmnets_default_threshold(notebook, model_call):
+    """The osteoporosis and ovf notebooks run the cd LASSO at glmnet's default ``thresh``
+    (1e-7, as the papers' R) and pass it, with the solver, to their one model call; 0 falls
+    back to the absolute tol."""
     from vcfnb.models import RadscoreModel
     from vcfnb.runner import notebook_parameters
 
-    nb_path = ROOT / "notebooks" / "osteoporosis_mri.ipynb"
+    nb_path = ROOT / "notebooks" / f"{notebook}.ipynb"
     params = notebook_parameters(nb_path)
     assert params["lasso_solver"] == ("str", '"cd"')
     assert params["lasso_thresh"] == ("float", "1e-7")
     nb = nbformat.read(str(nb_path), as_version=4)
-    src = [c.source for c in nb.cells if c.cell_type == "code" and "RadscoreModel(" in c.source]
-    assert len(src) == 1 and "thresh=(lasso_thresh or None) if lasso_solver == \"cd\"" in src[0]
-    assert RadscoreModel(solver="cd", thresh=1e-7).get_params()["thresh"] == 1e-7
-
-
-def test_ovf_notebook_runs_cd_at_glmnets_default_threshold():
-    """The ovf notebook's LASSO parameters reach OVFModel: cd at glmnet's thresh 1e-7."""
-    from vcfnb.runner import notebook_parameters
-
-    nb_path = ROOT / "notebooks" / "ovf_prediction_ct.ipynb"
-    params = notebook_parameters(nb_path)
-    assert params["lasso_solver"] == ("str", '"cd"')
-    assert params["lasso_thresh"] == ("float", "1e-7")
-    nb = nbformat.read(str(nb_path), as_version=4)
-    src = [c.source for c in nb.cells if c.cell_type == "code" and "OVFModel(" in c.source]
+    src = [c.source for c in nb.cells if c.cell_type == "code" and model_call in c.source]
     assert len(src) == 1 and "solver=lasso_solver" in src[0]
     assert "thresh=(lasso_thresh or None) if lasso_solver == \"cd\"" in src[0]
+    assert RadscoreModel(solver="cd", thresh=1e-7).get_params()["thresh"] == 1e-7
