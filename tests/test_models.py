@@ -100,6 +100,9 @@ def test_radscore_formula_text(xy):
         "DLR score = 0.12 + 0.46 × x_1 − 0.79 × x_2")
     m.intercept_ = np.array([-2.0])
     assert models.radscore_formula(m).startswith("Radscore = −2.000 + ")
+    m.coef_ = np.array([[0.4561, -0.000123]])  # a kept near-duplicate: not printed as "0.000"
+    assert models.radscore_formula(m).endswith("+ 0.456 × a − 0.000123 × b")
+    m.coef_ = np.array([[0.4561, -0.789]])
     table = models.radscore_coefficients(m)
     assert table["term"].tolist() == ["(Intercept)", "a", "b"]
     s = models.radscore(m, X[["a", "b"]])

@@ -245,6 +245,9 @@ def test_scalers_and_raw_coefficients(scaler):
     np.testing.assert_allclose(m.radscore(X), raw, rtol=1e-9, atol=1e-9)
     assert len(m.pipeline_.named_steps["mrmr"].ranking_) <= 10
     assert m.formula().startswith("Radscore = ")
+    m.coef_ = m.coef_.copy()
+    m.coef_.iloc[-1] = 1.5e-4  # a near-duplicate the LASSO keeps at ~1e-4 is shown, not "0.000"
+    assert " 0.00015 × " in m.formula() and "0.000 ×" not in m.formula()
 
 
 def test_column_subset_and_errors():

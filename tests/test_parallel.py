@@ -268,3 +268,57 @@ def test_extract_with_workers_from_the_cli(tmp_path):
     got = pd.read_csv(tmp_path / "f.csv")
     assert any(c.startswith("original_") for c in got.columns)
     pd.testing.assert_frame_equal(got, pd.read_csv(tmp_path / "expected.csv"))
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited worker nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_workers_exit_when_the_process_that_started_them_is_killed(tmp_path):
+    """A killed notebook kernel must not leave its workers running to the end of a long chunk
+    (they held both cores for 10 minutes after a kernel was killed mid-extraction)."""
+    import signal
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from vcfnb import parallel
+
+        def slow(i):
+            Path({str(tmp_path)!r}, f"worker-{{i}}.pid").write_text(str(os.getpid()))
+            time.sleep(300)
+            return i
+
+        parallel.pmap(slow, [0, 1], n_jobs=2)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("worker-*.pid"))) < 2:
+            assert proc.poll() is None, "the owner process ended before its workers started"
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.2)
+        pids = [int(p.read_text()) for p in tmp_path.glob("worker-*.pid")]
+        assert all(_running(p) for p in pids)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30  # the check runs every OWNER_CHECK_INTERVAL (1 s)
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(p) for p in pids), "orphaned workers still running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in tmp_path.glob("worker-*.pid"):
+            try:
+                os.kill(int(p.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass

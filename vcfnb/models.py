@@ -370,12 +370,24 @@ def radscore_coefficients(model: Any, feature_names: Sequence[str] | None = None
     })
 
 
+def _coef_text(c: float, digits: int) -> str:
+    """|c| with ``digits`` decimals, or ``digits`` significant digits when those decimals would
+    print a non-zero coefficient as 0 (a radscore term of 1e-4 must not read "0.000").
+
+    >>> _coef_text(0.45678, 3), _coef_text(0.000123456, 3), _coef_text(0.0, 3)
+    ('0.457', '0.000123', '0.000')
+    """
+    c = abs(float(c))
+    return f"{c:.{digits}g}" if c != 0 and round(c, digits) == 0 else f"{c:.{digits}f}"
+
+
 def radscore_formula(model: Any, feature_names: Sequence[str] | None = None, *,
                      scaler: Any = None, name: str = "Radscore", digits: int = 3) -> str:
     """The printed radscore formula, e.g. ``"Radscore = 0.123 + 0.456 × a − 0.789 × b"``.
 
     Same inputs as :func:`radscore_coefficients`; terms in the model's feature order, minus signs
-    as "−", coefficients rounded to ``digits``.
+    as "−", coefficients rounded to ``digits`` (significant digits for a non-zero coefficient
+    that would round to 0).
 
     Examples
     --------
@@ -390,7 +402,7 @@ def radscore_formula(model: Any, feature_names: Sequence[str] | None = None, *,
     parts = [f"{name} = {b0:.{digits}f}".replace("-", "−")]
     for term, b in zip(table["term"].iloc[1:], table["coefficient"].iloc[1:]):
         sign = "−" if b < 0 else "+"
-        parts.append(f"{sign} {abs(b):.{digits}f} × {term}")
+        parts.append(f"{sign} {_coef_text(b, digits)} × {term}")
     return " ".join(parts)
 
 
@@ -1316,7 +1328,7 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
         b0 = float(t["coef"].iloc[-1])
         parts = [f"{label} = {b0:.{digits}f}"]
         for f, c in zip(t["feature"].iloc[:-1], t["coef"].iloc[:-1]):
-            parts.append(f"{'+' if c >= 0 else '-'} {abs(c):.{digits}f} × {f}")
+            parts.append(f"{'+' if c >= 0 else '-'} {_coef_text(c, digits)} × {f}")
         return " ".join(parts)
 
 

@@ -124,16 +124,50 @@ def _context() -> Any:
     return _SpawnContext()  # pragma: no cover
 
 
-def _worker_init() -> None:
+#: seconds between a worker's checks that the process which started the pool is still alive
+OWNER_CHECK_INTERVAL = 1.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by another user
+        return True
+    return True
+
+
+def _watch_owner(owner: int, interval: float) -> None:
+    """Worker side: exit as soon as the process that started the pool is gone. Without it, a
+    worker in the middle of a long chunk (minutes of extraction or permutations) goes on to the
+    end when its notebook kernel is killed or crashes -- an orphan holding a core that nobody
+    will read the result of (its cache entries written so far are kept)."""
+    import time
+
+    while True:
+        time.sleep(interval)
+        if not _alive(owner):
+            logger.warning("vcfnb worker %d: the process that started it (%d) is gone; exiting",
+                           os.getpid(), owner)
+            os._exit(1)
+
+
+def _worker_init(owner: int | None = None, interval: float = OWNER_CHECK_INTERVAL) -> None:
     """Workers ignore Ctrl-C / a kernel interrupt (sent to the whole process group): the
     caller handles it and stops the pool; otherwise every idle worker prints a traceback.
     They also know they are workers, so that a parallel step inside a parallel step (e.g. CV
-    folds inside a permutation) runs in the worker instead of starting pools of pools."""
+    folds inside a permutation) runs in the worker instead of starting pools of pools. With
+    ``owner`` (the pid that started the pool) a daemon thread ends the worker when that
+    process is gone (:func:`_watch_owner`)."""
     import signal
 
     global _IN_WORKER
     _IN_WORKER = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if owner is not None:
+        threading.Thread(target=_watch_owner, args=(int(owner), float(interval)), daemon=True,
+                         name="vcfnb-owner-watch").start()
 
 
 def _noop() -> int:
@@ -186,7 +220,8 @@ def worker_pool(n_jobs: int) -> Any:
         pool = None
         try:
             pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(),
-                                       initializer=_worker_init)
+                                       initializer=_worker_init,
+                                       initargs=(os.getpid(), OWNER_CHECK_INTERVAL))
             pool.submit(_noop).result(timeout=float(os.environ.get("VCFNB_POOL_TIMEOUT", "300")))
         except Exception as exc:  # noqa: BLE001 - any failure to start means "no pool here"
             if pool is not None:
