@@ -10,7 +10,9 @@ exit 0 -- which each one does only when its own correctness checks pass:
   tables, also when the cluster is named only by ``VCFNB_DASK_SCHEDULER``;
 * ``roi_cost.py``: every timed image type gives features without failures;
 * ``lasso_path.py``: liblinear and glmnet's coordinate descent choose the same lambda and
-  features for a radscore refit on the real labels.
+  features for a radscore refit on the real labels;
+* ``sfs_speed.py``: the forward selection on the compiled SVM path (vcfnb.svm_smo) and on the
+  libsvm path give the identical selection history.
 
 No speed is asserted (CI machines vary); only that the ratio lines are printed.
 ``benchmarks/extract.py --quick`` is run by ``tests/test_features.py``.
@@ -70,6 +72,12 @@ def test_lasso_path_quick():
     out = _run("lasso_path.py", "--quick")
     assert len(RATIO.findall(out)) == 2, out
     assert "same lambda and features on the real labels: True" in out, out
+
+
+def test_sfs_speed_quick():
+    out = _run("sfs_speed.py", "--quick")
+    assert len(RATIO.findall(out)) == 2, out
+    assert "histories identical (assert_frame_equal, exact): True" in out, out
 
 
 def test_null_coverage_counts_a_separating_null_run_as_not_covering():

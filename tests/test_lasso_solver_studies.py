@@ -2,8 +2,9 @@
 
 vcf arm A runs its LASSO with ``solver="cd"`` (glmnet's coordinate descent along the lambda
 path, :mod:`vcfnb.lasso_cd`) in the notebook default and the paper params, because there it
-chose the same lambda and features as liblinear; arm B keeps liblinear (tol 1e-4): ``cd``
-changed its selection. ovf and osteoporosis run ``cd`` stopped at glmnet's own default
+chose the same lambda and features as liblinear; arm B too (``lasso_solver_b``): there cd
+chose what liblinear run to convergence chooses, where liblinear at its former tol 1e-4
+stopped short. ovf and osteoporosis run ``cd`` stopped at glmnet's own default
 criterion (``thresh`` 1e-7, as the papers' R). No speed is asserted.
 """
 from __future__ import annotations
@@ -37,6 +38,40 @@ def test_vcf_arm_a_declares_cd_in_notebook_and_paper_params():
     passed = [src.count("lasso_solver=lasso_solver_a") for src in
               (c.source for c in nb.cells if c.cell_type == "code")]
     assert sum(calls) >= 4 and calls == passed
+
+
+def test_vcf_arm_b_declares_cd_in_notebook_and_paper_params():
+    """``lasso_solver_b`` defaults to cd (notebook and paper params) and reaches every arm B
+    selection: Rad, DLR, and the DLRN chain's ``dlrn_kw`` (its fold selections and its
+    permutation test)."""
+    from vcfnb.runner import notebook_parameters
+
+    assert notebook_parameters(VCF_NB)["lasso_solver_b"] == ("str", '"cd"')
+    paper = yaml.safe_load((ROOT / "params" / "vcf_benign_malignant" / "paper.yaml").read_text())
+    assert paper["lasso_solver_b"] == "cd"
+    code = [c.source for c in nbformat.read(str(VCF_NB), as_version=4).cells
+            if c.cell_type == "code"]
+    fits = [src for src in code if "fit_selection(" in src]
+    assert len(fits) == 2 and all("lasso_solver=lasso_solver_b" in src for src in fits)
+    kw = [src for src in code if "dlrn_kw = dict(selection=dict(" in src]
+    assert len(kw) == 1 and "lasso_solver=lasso_solver_b)" in kw[0]
+    assert any("selection_b(**dlrn_kw[\"selection\"])" in src for src in code)
+
+
+@pytest.mark.parametrize("labels", ["real", "shuffled"])
+def test_arm_b_cd_selects_what_converged_liblinear_selects(labels):
+    """Arm B's selection chain with cd gives the lambda and features of liblinear run to
+    convergence (tol 1e-8): cd is the converged LASSO, not another approximation."""
+    X, y = _arm_a_table(seed=2)
+    if labels == "shuffled":
+        y = pd.Series(np.random.default_rng(1).permutation(y.to_numpy()), index=y.index)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        conv = vcf.selection_b(lasso_cv=4, alpha=0.5, rng=3)
+        conv.set_params(lasso__tol=1e-8, lasso__max_iter=100_000).fit(X, y)
+        cd = vcf.selection_b(lasso_cv=4, alpha=0.5, rng=3, lasso_solver="cd").fit(X, y)
+    assert cd["lasso"].lambda_ == conv["lasso"].lambda_
+    assert cd["lasso"].selected_features_ == conv["lasso"].selected_features_
 
 
 def test_solver_reaches_the_lasso_steps_with_the_right_tolerance():

@@ -155,6 +155,8 @@ def test_report_text_describes_the_run(null_run):
     assert "drawn: stratified 70% / 30%" in text
     assert "chosen by 3-fold CV (deviance, 1se rule)" in text  # lasso_cv=3 was set
     assert "from 3 folds" in text
+    # the LASSO's stopping rule is stated (glmnet's default criterion, lasso_thresh 1e-7)
+    assert "glmnet's convergence criterion: thresh 1e-07 × the null deviance per patient" in text
     assert "Intensity normalisation is on" in text
     assert "labelled 56 of 56 patients" in text  # the DXA rule says what it did
     # issue 18: which chain scored the new patients, per model, in the table and the text

@@ -170,6 +170,7 @@ def test_report_text_describes_the_run(user_run):
     n_train = int(pd.read_csv(out / "tables" / "predictions.csv").query(
         "model == 'combined' and split == 'train'").shape[0])
     assert "chosen by 3-fold CV" in text and "10-fold" not in text
+    assert "glmnet's convergence criterion: thresh 1e-07 × the null deviance per vertebra" in text
     assert f"{n_train} training patients" in text
     assert "Split: given" in text and "no external cohort in this run" in text
     assert "no whole-image intensity normalisation" in text

@@ -1108,15 +1108,31 @@ class _RBFKernelScorer:
 
     Squared distances are additive over features, so the distance matrix of ``selected + [j]``
     is the selected set's matrix plus one feature's; ``gamma="scale"`` is rebuilt per fold from
-    per-feature sums exactly as ``SVC`` computes it (``1 / (n_features * X_train.var())``). Each
-    fold is then one libsvm call on the precomputed kernel — the same optimisation problem as
-    ``SVC(kernel="rbf", C=C, gamma=gamma)``, without scikit-learn's per-fit overhead (about 30×
-    faster on a few dozen lesions). The first use in a process checks the decision values
-    against the public ``SVC(kernel="precomputed")``; on any difference every later call uses
-    the public estimator instead.
+    per-feature sums exactly as ``SVC`` computes it (``1 / (n_features * X_train.var())``). The
+    kernels of all folds come from one numpy ``exp`` (``exp(-gamma_f * D)``: elementwise the
+    values a per-fold ``exp`` gives) and one compiled call (:func:`vcfnb.svm_smo.fold_aucs`)
+    fits every fold's SVM and scores its test rows. :mod:`vcfnb.svm_smo` is libsvm's C-SVC
+    solver as scikit-learn bundles it, ported step for step: the support, dual coefficients and
+    intercept are those of a ``_libsvm.fit`` call on the precomputed kernel bit for bit — the
+    same optimisation problem as ``SVC(kernel="rbf", C=C, gamma=gamma)``, without
+    scikit-learn's per-fit overhead or a Python loop over the folds. The compiled call sums each
+    decision value over the support in libsvm's predict order, while the libsvm path sums them
+    with numpy's BLAS matrix-vector product, whose rounding can differ in the last bits (it can
+    even give two identical test rows different values). So a fold in which a positive and a
+    negative test row come within that rounding of each other (ties included) is scored again
+    as the libsvm path scores it: ``-(K_te[:, support] @ dual + intercept)`` with the ported
+    fit's support and coefficients. Every fold AUC is therefore the libsvm path's.
+
+    The first use in a process checks the compiled path's decision values against the public
+    ``SVC(kernel="precomputed")`` (``rtol`` 1e-7, ``atol`` 1e-9); on any difference every later
+    call takes the libsvm path instead (``_verified`` False): one private ``_libsvm.fit`` call
+    per fold, itself checked against ``SVC`` on its first use and replaced by the public
+    estimator on any difference (``_libsvm_verified`` False).
     """
 
-    _verified: bool | None = None
+    _verified: bool | None = None  # the compiled path (vcfnb.svm_smo) agrees with SVC
+    _libsvm_verified: bool | None = None  # the per-fold _libsvm.fit path agrees with SVC
+    _CHUNK_BYTES = 1 << 24  # kernel matrices held at once (folds per numpy exp call)
 
     def __init__(self, X: np.ndarray, y01: np.ndarray, splits, C: float, gamma) -> None:
         self.X = np.asarray(X, dtype=np.float64)
@@ -1128,6 +1144,18 @@ class _RBFKernelScorer:
         self.n_tr = np.array([len(tr) for tr, _ in self.splits], dtype=np.float64)
         self.s1 = np.stack([self.X[tr].sum(0) for tr, _ in self.splits])
         self.s2 = np.stack([(self.X[tr] ** 2).sum(0) for tr, _ in self.splits])
+        # the folds for the compiled path: padded index arrays and their lengths
+        n_f = len(self.splits)
+        self.ntr = np.array([len(tr) for tr, _ in self.splits], dtype=np.int64)
+        self.nte = np.array([len(te) for _, te in self.splits], dtype=np.int64)
+        self.tr = np.zeros((n_f, int(self.ntr.max())), dtype=np.int64)
+        self.te = np.zeros((n_f, int(self.nte.max())), dtype=np.int64)
+        for f, (tr, te) in enumerate(self.splits):
+            self.tr[f, :len(tr)] = tr
+            self.te[f, :len(te)] = te
+        self.y64 = np.ascontiguousarray(y01, dtype=np.int64)
+        n = self.X.shape[0]
+        self.chunk = max(1, self._CHUNK_BYTES // (8 * n * n))
 
     def distances(self, cols) -> np.ndarray:
         n = self.X.shape[0]
@@ -1149,9 +1177,10 @@ class _RBFKernelScorer:
         return np.full(len(self.splits), float(self.gamma))
 
     def _decision(self, K_tr: np.ndarray, y_tr: np.ndarray, K_te: np.ndarray) -> np.ndarray:
+        """The libsvm path's decision values of one fold."""
         from sklearn.svm import _libsvm
 
-        if _RBFKernelScorer._verified is False:
+        if _RBFKernelScorer._libsvm_verified is False:
             return SVC(kernel="precomputed", C=self.C).fit(K_tr, y_tr).decision_function(K_te)
         _libsvm.set_verbosity_wrap(0)
         out = _libsvm.fit(np.ascontiguousarray(K_tr), y_tr.astype(np.float64), svm_type=0,
@@ -1159,26 +1188,66 @@ class _RBFKernelScorer:
                           max_iter=-1, random_seed=0)
         support, dual, intercept = out[0], out[3], out[4]
         dec = -(K_te[:, support] @ dual[0] + intercept[0])
-        if _RBFKernelScorer._verified is None:
+        if _RBFKernelScorer._libsvm_verified is None:
             ref = SVC(kernel="precomputed", C=self.C).fit(K_tr, y_tr).decision_function(K_te)
-            _RBFKernelScorer._verified = bool(np.allclose(dec, ref, rtol=1e-7, atol=1e-9))
-            if not _RBFKernelScorer._verified:
+            _RBFKernelScorer._libsvm_verified = bool(np.allclose(dec, ref, rtol=1e-7, atol=1e-9))
+            if not _RBFKernelScorer._libsvm_verified:
                 return ref
         return dec
+
+    @staticmethod
+    def _pair_auc(dec: np.ndarray, yt: np.ndarray) -> float:
+        diff = dec[yt == 1][:, None] - dec[yt == 0][None, :]  # pairwise: exact AUC, no ranks
+        return ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
+
+    def _scores_libsvm(self, D: np.ndarray, gam: np.ndarray) -> np.ndarray:
+        scores = np.empty(len(self.splits))
+        for i, (tr, te) in enumerate(self.splits):
+            K_tr = np.exp(-gam[i] * D[np.ix_(tr, tr)])
+            K_te = np.exp(-gam[i] * D[np.ix_(te, tr)])
+            scores[i] = self._pair_auc(self._decision(K_tr, self.y[tr], K_te), self.y[te])
+        return scores
+
+    def _scores_fast(self, D: np.ndarray, gam: np.ndarray) -> np.ndarray | None:
+        """Fold AUCs by the compiled path; None if its first-use check failed."""
+        from vcfnb.svm_smo import fold_aucs, svc_fit_precomputed
+
+        n_f = len(self.splits)
+        scores = np.empty(n_f)
+        for s in range(0, n_f, self.chunk):
+            sl = slice(s, min(s + self.chunk, n_f))
+            E = np.exp(-gam[sl, None, None] * D[None])
+            aucs, dec, amb = fold_aucs(E, self.tr[sl], self.ntr[sl], self.te[sl], self.nte[sl],
+                                       self.y64, self.C)
+            if _RBFKernelScorer._verified is None:  # first use: the public estimator
+                ok = True
+                for f in range(min(E.shape[0], 10)):
+                    tr, te = self.splits[s + f]
+                    ref = SVC(kernel="precomputed", C=self.C).fit(
+                        E[f][np.ix_(tr, tr)], self.y[tr]).decision_function(E[f][np.ix_(te, tr)])
+                    ok = ok and bool(np.allclose(dec[f, :len(te)], ref, rtol=1e-7, atol=1e-9))
+                _RBFKernelScorer._verified = ok
+                if not ok:
+                    return None
+            for f in np.flatnonzero(amb):  # near-ties: the libsvm path's summation
+                tr, te = self.splits[s + f]
+                support, dual, intercept, _ = svc_fit_precomputed(E[f][np.ix_(tr, tr)],
+                                                                  self.y[tr], self.C)
+                dec_f = -(E[f][np.ix_(te, tr)][:, support] @ dual + intercept)
+                aucs[f] = self._pair_auc(dec_f, self.y[te])
+            scores[sl] = aucs
+        return scores
 
     def score(self, D_sel: np.ndarray, cols) -> tuple[float, float]:
         """Mean and SD over the folds of the AUC on columns ``cols`` (last one added to D_sel)."""
         x = self.X[:, cols[-1]]
         D = D_sel + (x[:, None] - x[None, :]) ** 2
         gam = self._gammas(cols)
-        scores = np.empty(len(self.splits))
-        for i, (tr, te) in enumerate(self.splits):
-            K_tr = np.exp(-gam[i] * D[np.ix_(tr, tr)])
-            K_te = np.exp(-gam[i] * D[np.ix_(te, tr)])
-            dec = self._decision(K_tr, self.y[tr], K_te)
-            yt = self.y[te]
-            diff = dec[yt == 1][:, None] - dec[yt == 0][None, :]  # pairwise: exact AUC, no ranks
-            scores[i] = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
+        scores = None
+        if _RBFKernelScorer._verified is not False:
+            scores = self._scores_fast(D, gam)
+        if scores is None:
+            scores = self._scores_libsvm(D, gam)
         return float(scores.mean()), float(scores.std(ddof=1)) if scores.size > 1 else 0.0
 
 
