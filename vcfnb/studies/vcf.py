@@ -356,7 +356,7 @@ def selection_b(*, alpha: float = 0.05, corr_threshold: float = 0.9, lasso_cv: i
     features of liblinear at ``tol=1e-8`` in all 15 fits checked (5 selection fits x real and 2
     shuffled labelings), where ``"liblinear"`` at ``tol=1e-4`` (at most 2000 iterations; its
     tolerance was loosened from 1e-6 because near-separated shuffled-label fits took minutes)
-    stopped short of the optimum and chose another lambda or support in 8 of them."""
+    stopped short of the optimum and chose another lambda or support in 9 of them."""
     return models.make_radiomics_pipeline([
         "zscore", ("univariate", {"test": test, "alpha": alpha}),
         ("correlation", {"threshold": corr_threshold}),
