@@ -159,6 +159,12 @@ def test_user_cohort_split_ignored_and_untouched(user_run):
     assert "same 3-fold stratified cross-validation" in text
     assert "repeated with new folds 2 time(s) for the semantic model" in text
     assert any("`split` column is ignored" in n for n in m["notes"])  # on the run card too
+    # statistics that do not exist are shown as "—" (the first SFS step has no gain), not NaN
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"]
+                   if c["cell_type"] == "code" and "selection_history_full_data" in "".join(c["source"])
+                   for o in c.get("outputs", []))
+    assert "—" in html and ">nan<" not in html.lower()
 
 
 @pytest.mark.slow

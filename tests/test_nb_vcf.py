@@ -169,6 +169,8 @@ def test_report_text_describes_the_run(null_run):
     assert f"Arm A: **{n_train['A_T2WI_radiomics']} training**" in text
     assert f"Arm B: **{n_train['B_DL']} training**" in text
     assert "λ chosen by 4-fold CV" in text and "λ chosen by 10-fold" not in text
+    # lasso_solver_b cd (the default): where the arm B LASSO stops, from the fitted selector
+    assert "solved to convergence by glmnet's coordinate descent (absolute tolerance 1e-10" in text
     assert "the slices ±5 away" in text and "array axis 0" in text
     assert "whole-image intensity normalisation: on" in text
     assert "Arm A reader agreement:" in text

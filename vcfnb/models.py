@@ -1321,6 +1321,11 @@ class RadscoreModel(_RadscoreOutputs, ClassifierMixin, TransformerMixin, BaseEst
         return pd.concat([t, pd.DataFrame([{"feature": "intercept", "coef": b0}])],
                          ignore_index=True)
 
+    def stopping_rule(self, unit: str = "patient") -> str:
+        """Where this model's LASSO stops, as one report sentence
+        (:func:`vcfnb.selection.lasso_stopping_rule`)."""
+        return sel.lasso_stopping_rule(self.solver, tol=self.tol, thresh=self.thresh, unit=unit)
+
     def formula(self, digits: int = 3, *, raw: bool = False, label: str = "Radscore") -> str:
         """The formula as the papers print it, terms by |coef|: ``Radscore = b0 + c1 × f1 …``
         (scaled features unless ``raw``)."""

@@ -67,6 +67,7 @@ __all__ = [
     "CorrelationFilter",
     "MRMRSelector",
     "LassoSelector",
+    "lasso_stopping_rule",
     "RFESelector",
     "SFSSelector",
     "RenameColumns",
@@ -599,6 +600,30 @@ def _resample(sampler: Any, X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, n
     return np.asarray(Xr, dtype=float), np.asarray(yr)
 
 
+def lasso_stopping_rule(solver: str, *, tol: float | None = None, thresh: float | None = None,
+                        unit: str = "observation") -> str:
+    """Where a :class:`LassoSelector` with these settings stops, as one report sentence.
+
+    Examples
+    --------
+    >>> lasso_stopping_rule("cd", thresh=1e-7, unit="patient").split("criterion: ")[1]
+    "thresh 1e-07 × the null deviance per patient (R's glmnet default: 1e-7)."
+    >>> lasso_stopping_rule("cd").endswith("(absolute tolerance 1e-10 on glmnet's criterion).")
+    True
+    >>> lasso_stopping_rule("liblinear", tol=1e-4)
+    'The LASSO is solved by liblinear at tol 0.0001, which can stop short of the optimum.'
+    """
+    if solver == "cd" and thresh:
+        return (f"The LASSO (glmnet's coordinate descent) stops at glmnet's convergence "
+                f"criterion: thresh {thresh:g} × the null deviance per {unit} (R's glmnet "
+                "default: 1e-7).")
+    tol = LassoSelector(solver=solver, tol=tol)._tol()  # the solver's default when None
+    if solver == "cd":
+        return ("The LASSO is solved to convergence by glmnet's coordinate descent (absolute "
+                f"tolerance {tol:g} on glmnet's criterion).")
+    return f"The LASSO is solved by {solver} at tol {tol:g}, which can stop short of the optimum."
+
+
 class LassoSelector(_ColumnSelector):
     """LASSO (L1 logistic regression) selection with lambda by k-fold CV or fixed.
 
@@ -736,6 +761,11 @@ class LassoSelector(_ColumnSelector):
         self.compute_path = compute_path
         self.screening = screening
         self.sampler = sampler
+
+    def stopping_rule(self, unit: str = "observation") -> str:
+        """One sentence for a report: where this LASSO's solver stops
+        (:func:`lasso_stopping_rule` of its ``solver``, ``tol`` and ``thresh``)."""
+        return lasso_stopping_rule(self.solver, tol=self.tol, thresh=self.thresh, unit=unit)
 
     # -- internals -----------------------------------------------------------------------
     def _tol(self) -> float:
