@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.vcfnb-installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k stats"`.
 PYTEST_ARGS ?=
+# Notebooks `make reproduce` runs at a time (longest first), e.g. `make reproduce LANES=1`.
+LANES ?= 1
 
 .PHONY: help env lint test test-heavy test-fast reproduce lab cohorts benchmark null-coverage clean clean-reports
 
@@ -39,8 +41,8 @@ test-heavy: $(STAMP) ## the heaviest integration tests (notebook negative contro
 test-fast: $(STAMP) ## unit tests only (no notebooks, no papermill runs)
 	MPLBACKEND=Agg $(PY) -m pytest tests -m "not slow" -p no:cacheprovider $(PYTEST_ARGS)
 
-reproduce: $(STAMP) ## run every study notebook with every params/<study>/*.yaml into reports/
-	$(PY) -m vcfnb.runner reproduce
+reproduce: $(STAMP) ## run every study notebook with every params/<study>/*.yaml into reports/ (LANES at a time)
+	$(PY) -m vcfnb.runner reproduce --lanes $(LANES)
 
 cohorts: $(STAMP) ## generate the built-in simulated cohorts (smoke and paper sizes) into data/cohorts
 	$(PY) -m vcfnb.runner cohorts

@@ -360,3 +360,47 @@ def test_tidy_streams_merges_and_applies_carriage_returns():
     nb.cells.append(cell)
     assert runner.tidy_streams(nb) == 2
     assert [(o.name, o.text) for o in cell.outputs] == [("stderr", "p 2\n"), ("stdout", "kept\n")]
+
+
+def test_lanes_run_notebooks_side_by_side_and_log_each_run(tmp_path, monkeypatch, capsys):
+    """``reproduce --lanes 2``: two runs start before either ends, every run is logged to
+    runs.csv, an invalid params file still fails only itself, the runner's env is restored."""
+    root = tmp_path / "project"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "params" / STUDY).mkdir(parents=True)
+    _notebook(root / "notebooks" / f"{STUDY}.ipynb")
+    cohort = _cohort(tmp_path / "cohort")
+    for name, slope in (("a", 1), ("b", 2)):
+        (root / "params" / STUDY / f"{name}.yaml").write_text(
+            f"cohort_dir: {cohort}\nwait: 1.0\nslope: {slope}\n", encoding="utf-8")
+    (root / "params" / STUDY / "broken.yaml").write_text("slpoe: 2\n", encoding="utf-8")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setattr(runner, "_package_hash", lambda: "vcfnb-under-test")
+    code = runner.main(["reproduce", "--study", STUDY, "--lanes", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1  # the broken params file
+    assert os.environ["MPLBACKEND"] == "Agg"
+    assert "3 runs in 2 lanes" in out
+    lines = out.splitlines()
+    started = [i for i, ln in enumerate(lines) if ln.startswith("running tiny/")]
+    ended = [i for i, ln in enumerate(lines) if re.search(r"\[tiny/[ab]\] ok in", ln)]
+    assert len(started) == 3 and len(ended) == 2, out
+    assert sorted(started)[1] < min(ended), out  # the second run began before the first ended
+    runs = pd.read_csv(root / "reports" / "runs.csv").set_index("run")
+    assert runs.loc[["a", "b"], "status"].tolist() == ["ok", "ok"]
+    assert runs.loc["broken", "status"].startswith("failed: invalid params")
+    for name in ("a", "b"):
+        assert (root / "reports" / STUDY / name / f"{STUDY}.html").is_file()
+
+
+def test_environ_is_restored_after_the_last_of_overlapping_blocks(monkeypatch):
+    monkeypatch.delenv("VCFNB_TEST_ENV", raising=False)
+    env = {"VCFNB_TEST_ENV": "x"}
+    outer = runner._environ(env)
+    outer.__enter__()
+    with runner._environ(env):
+        assert os.environ["VCFNB_TEST_ENV"] == "x"
+    assert os.environ["VCFNB_TEST_ENV"] == "x"  # the other lane's kernel may still start
+    outer.__exit__(None, None, None)
+    assert "VCFNB_TEST_ENV" not in os.environ

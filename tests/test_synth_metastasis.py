@@ -99,3 +99,42 @@ def test_signal_effect_and_negative_control(tmp_path):
     for col in ("si_t2", "primary_tumor", "location"):
         tab = pd.crosstab(off.cases[col], off.cases.outcome)
         assert stats.chi2_contingency(tab).pvalue > 0.001
+
+
+def test_concurrent_requests_for_one_folder_take_turns(tmp_path, monkeypatch):
+    """Two runner lanes asking for the same cohort: one generates it, the other waits for the
+    lock and reuses it (before the lock both wrote the same files at once)."""
+    import threading
+    import time
+
+    calls = []
+    real = synth.importlib.import_module(synth.STUDIES["metastasis"])
+
+    class Slow:
+        @staticmethod
+        def generate(out, **kw):
+            t0 = time.monotonic()
+            time.sleep(0.3)
+            path = real.generate(out, **kw)
+            calls.append((t0, time.monotonic()))
+            return path
+
+    monkeypatch.setattr(synth.importlib, "import_module", lambda name: Slow)
+    out = tmp_path / "shared"
+    errors = []
+
+    def ask():
+        try:
+            synth.make_cohort("metastasis", out, size="smoke", seed=3)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(calls) == 1  # generated once, reused by the other request
+    assert io.load_cohort(out).problems.empty
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no lock file

@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -724,8 +725,25 @@ def _scan_state(unit: dict, ex, per_roi: bool) -> dict:
     return state
 
 
+#: scikit-image's advice, once per LBP image, that local binary patterns of a float image may
+#: differ with tiny intensity differences: pyradiomics' LBP2D/LBP3D always pass the float
+#: intensities (that is their definition here), and the composition table marks LBP features as
+#: not IBSI-standardised, so the reports do not repeat it per scan
+_LBP_FLOAT_ADVICE = "Applying `local_binary_pattern` to floating-point images"
+
+
 def _run_unit(unit: dict) -> dict:
     """Extract some image types of one scan for its ROIs. Never raises: errors become reasons."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(_LBP_FLOAT_ADVICE),
+                                category=UserWarning)
+        return _extract_unit(unit)
+
+
+def _extract_unit(unit: dict) -> dict:
+    """:func:`_run_unit`'s work."""
     import radiomics
     from radiomics import imageoperations
 

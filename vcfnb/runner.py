@@ -215,19 +215,32 @@ def run_stamp(notebook: Path, params: dict, *, known: dict | None = None,
     return h.hexdigest()
 
 
+_ENV_LOCK = threading.Lock()
+_ENV_STATE: dict[str, Any] = {"depth": 0, "saved": {}}
+
+
 @contextlib.contextmanager
 def _environ(env: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for what starts in the block (the kernel), then restore."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    """Set environment variables for what starts in the block (the kernel), then restore.
+
+    Safe for runs in parallel lanes (threads): the first block to enter saves and sets the
+    variables, the last to leave restores them (every caller passes :data:`KERNEL_ENV`)."""
+    with _ENV_LOCK:
+        if _ENV_STATE["depth"] == 0:
+            _ENV_STATE["saved"] = {k: os.environ.get(k) for k in env}
+        _ENV_STATE["depth"] += 1
+        os.environ.update(env)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        with _ENV_LOCK:
+            _ENV_STATE["depth"] -= 1
+            if _ENV_STATE["depth"] == 0:
+                for k, v in _ENV_STATE["saved"].items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
 
 
 def _clock(seconds: float) -> str:
@@ -765,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--study", action="append", help="only this notebook (repeatable)")
     rp.add_argument("--params", help="only this params file name (e.g. smoke)")
     rp.add_argument("--force", action="store_true", help="re-run unchanged runs too")
+    rp.add_argument("--lanes", type=int, default=None,
+                    help="notebooks run at a time, longest first (default: $VCFNB_LANES or 1)")
     sub.add_parser("check-params", help="validate every params file against its notebook")
     kp = sub.add_parser("check-cohort", help="check a study's cohort against its declared "
                         "requirements before any extraction (lists every unmet one)")
@@ -827,35 +842,116 @@ def main(argv: list[str] | None = None) -> int:
                 synth.make_cohort(study, out, size=size)
                 print(f"{study:14s} {size:6s} {time.perf_counter() - t0:6.1f} s  {out}")
         return 0
-    records = []
     pairs = [(nb, pf) for nb, pf in discover(root, args.study)
              if args.params is None or (pf is not None and pf.stem == args.params)]
+    lanes = args.lanes if args.lanes is not None else int(os.environ.get("VCFNB_LANES", "1") or 1)
+    records = reproduce(pairs, root, force=args.force, lanes=lanes)
+    if records:
+        print(pd.DataFrame(records).to_string(index=False))
+    failed = [r for r in records if r["status"].startswith("failed")]
+    interrupted = len(records) < len(pairs)
+    return 130 if interrupted else 1 if failed else 0
+
+
+def _log_runs(root: Path, records: list[dict]) -> None:
+    """Merge ``records`` into ``reports/runs.csv`` (earlier runs of other notebooks/params kept,
+    re-run ones replaced)."""
+    if not records:
+        return
+    table = pd.DataFrame(records)
+    log = root / "reports" / "runs.csv"
+    if log.is_file():
+        old = pd.read_csv(log, dtype=str)
+        keep = ~old.set_index(["study", "run"]).index.isin(
+            table.set_index(["study", "run"]).index)
+        table = pd.concat([old[keep], table.astype({"seconds": float})], ignore_index=True)
+    io.write_table(table, log)
+
+
+def _expected_seconds(root: Path, pairs: list[tuple[Path, Path | None]]) -> list[float]:
+    """Expected cost of each run for lane scheduling: its last time in ``reports/runs.csv``,
+    else a guess (a ``paper`` params file: long; anything else: short)."""
+    known: dict[tuple[str, str], float] = {}
+    log = root / "reports" / "runs.csv"
+    if log.is_file():
+        try:
+            old = pd.read_csv(log, dtype={"study": str, "run": str})
+            for r in old.itertuples():
+                if str(r.status) == "ok" and float(r.seconds) > 0:
+                    known[(r.study, r.run)] = float(r.seconds)
+        except (OSError, ValueError, AttributeError, KeyError, pd.errors.ParserError):
+            known = {}
+    out = []
     for nb, pf in pairs:
+        run = pf.stem if pf else "default"
+        out.append(known.get((nb.stem, run), 600.0 if run == "paper" else 60.0))
+    return out
+
+
+def reproduce(pairs: list[tuple[Path, Path | None]], root: Path, *, force: bool = False,
+              lanes: int = 1) -> list[dict]:
+    """Run every (notebook, params file) pair; returns their status records (in ``pairs``
+    order). Each finished run is logged to ``reports/runs.csv`` at once, so an interrupt loses
+    no finished run; an invalid params file fails its own run only.
+
+    ``lanes`` > 1 runs that many notebooks at a time (threads, each driving its own kernel),
+    longest first by the last recorded times: the worker processes of one run use the cores
+    another run leaves idle (its serial cells, kernel start, HTML export). Results do not
+    depend on it (every run has its own seed, kernel and report folder; the synthetic cohorts
+    are generated under a lock and the feature cache writes whole entries atomically); the
+    per-run seconds then include time shared with the other lane.
+    """
+    lanes = max(1, int(lanes))
+    records: dict[int, dict] = {}
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        nb, pf = pairs[i]
         label = f"{nb.stem}/{pf.stem if pf else 'default'}"
         print(f"running {label} ...", flush=True)
         try:
-            rec = run_notebook(nb, pf, root, force=args.force)
+            rec = run_notebook(nb, pf, root, force=force)
         except ParamsError as exc:  # fails this run only; the others go on
             print(f"  invalid params, not run: {exc}", file=sys.stderr, flush=True)
-            records.append({"study": nb.stem, "run": pf.stem if pf else "default",
-                            "status": f"failed: invalid params: {exc}", "seconds": 0.0})
-            continue
-        print(f"  {rec['status']} in {rec['seconds']:.1f} s -> reports/{nb.stem}/{rec['run']}/",
-              flush=True)
-        records.append(rec)
-    if records:
-        table = pd.DataFrame(records)
-        log = root / "reports" / "runs.csv"
-        if log.is_file():  # keep earlier runs of other notebooks/params; replace re-run ones
-            old = pd.read_csv(log, dtype=str)
-            keep = ~old.set_index(["study", "run"]).index.isin(
-                table.set_index(["study", "run"]).index)
-            table = pd.concat([old[keep], table.astype({"seconds": float})], ignore_index=True)
-        io.write_table(table, log)
-        print(pd.DataFrame(records).to_string(index=False))
-    failed = [r for r in records if r["status"].startswith("failed")]
-    return 1 if failed else 0
+            rec = {"study": nb.stem, "run": pf.stem if pf else "default",
+                   "status": f"failed: invalid params: {exc}", "seconds": 0.0}
+        else:
+            print(f"  [{label}] {rec['status']} in {rec['seconds']:.1f} s -> "
+                  f"reports/{nb.stem}/{rec['run']}/", flush=True)
+        with lock:
+            records[i] = rec
+            _log_runs(root, [rec])
 
+    if lanes == 1 or len(pairs) <= 1:
+        for i in range(len(pairs)):
+            one(i)
+        return [records[i] for i in range(len(pairs))]
+    cost = _expected_seconds(root, pairs)
+    queue = sorted(range(len(pairs)), key=lambda i: (-cost[i], i))
+    print(f"{len(pairs)} runs in {lanes} lanes (longest first)", flush=True)
+
+    def lane() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.pop(0)
+            one(i)
+
+    threads = [threading.Thread(target=lane, name=f"vcfnb-lane-{k}", daemon=True)
+               for k in range(min(lanes, len(pairs)))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:  # finished runs are logged; the kernels exit with this process
+        with lock:
+            queue.clear()
+        print(f"interrupted: {len(pairs) - len(records)} run(s) not finished", file=sys.stderr,
+              flush=True)
+    return [records[i] for i in range(len(pairs)) if i in records]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,8 +11,10 @@ test AUC range, not at 1.0). Generation is deterministic from ``seed``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +94,32 @@ def make_cohort(study: str, out_dir, *, size: str = "smoke", seed: int = 0,
     request = {"study": study, "size": size, "seed": int(seed), "signal": float(signal),
                "options": {k: options[k] for k in sorted(options)}}
     done = out / "cohort.json"
-    if done.is_file() and not overwrite:
-        meta = json.loads(done.read_text(encoding="utf-8"))
-        if meta.get("request") == request and (out / "rois.csv").is_file():
-            return out
-    module = importlib.import_module(STUDIES[study])
-    return module.generate(out, size=size, seed=int(seed), signal=float(signal),
-                           request=request, **options)
+    with _folder_lock(out):  # two runs asking for the same cohort: one generates, one reuses
+        if done.is_file() and not overwrite:
+            meta = json.loads(done.read_text(encoding="utf-8"))
+            if meta.get("request") == request and (out / "rois.csv").is_file():
+                return out
+        module = importlib.import_module(STUDIES[study])
+        return module.generate(out, size=size, seed=int(seed), signal=float(signal),
+                               request=request, **options)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """Hold an exclusive lock on ``folder`` (created if needed) for the block: concurrent
+    :func:`make_cohort` calls for one folder (parallel runner lanes, two notebooks) take turns
+    instead of writing the same files at once. An advisory ``flock`` on the folder itself, so
+    no lock file is left behind; released when the process dies. Without ``fcntl`` (Windows)
+    the block runs unlocked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
