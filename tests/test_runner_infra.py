@@ -404,3 +404,19 @@ def test_environ_is_restored_after_the_last_of_overlapping_blocks(monkeypatch):
     assert os.environ["VCFNB_TEST_ENV"] == "x"  # the other lane's kernel may still start
     outer.__exit__(None, None, None)
     assert "VCFNB_TEST_ENV" not in os.environ
+
+
+def test_lane_order_is_longest_first(tmp_path):
+    """Without recorded times the shipped paper runs' measured times order the lanes (the vcf
+    paper run first); a recorded time of this machine wins."""
+    root = tmp_path / "p"
+    nbs = {s: Path(f"{s}.ipynb") for s in ("metastasis_lytic_blastic", "vcf_benign_malignant")}
+    pairs = [(nbs["metastasis_lytic_blastic"], Path("paper.yaml")),
+             (nbs["metastasis_lytic_blastic"], Path("smoke.yaml")),
+             (nbs["vcf_benign_malignant"], Path("paper.yaml"))]
+    cost = runner._expected_seconds(root, pairs)
+    assert cost[2] > cost[0] > cost[1]
+    (root / "reports").mkdir(parents=True)
+    pd.DataFrame({"study": ["metastasis_lytic_blastic"], "run": ["smoke"], "status": ["ok"],
+                  "seconds": [5000.0]}).to_csv(root / "reports" / "runs.csv", index=False)
+    assert runner._expected_seconds(root, pairs)[1] == 5000.0
