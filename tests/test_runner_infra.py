@@ -420,3 +420,23 @@ def test_lane_order_is_longest_first(tmp_path):
     pd.DataFrame({"study": ["metastasis_lytic_blastic"], "run": ["smoke"], "status": ["ok"],
                   "seconds": [5000.0]}).to_csv(root / "reports" / "runs.csv", index=False)
     assert runner._expected_seconds(root, pairs)[1] == 5000.0
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_an_error_around_one_notebook_fails_that_run_only(tmp_path, monkeypatch, lanes):
+    """A runner error outside the notebook's cells (here: no kernel) fails its run; the other
+    runs go on and every run is in runs.csv (before: the whole reproduce stopped)."""
+    pairs = [(Path(f"{s}.ipynb"), Path("smoke.yaml")) for s in ("a", "b", "c")]
+
+    def fake(nb, pf, root, force=False):
+        if nb.stem == "b":
+            raise RuntimeError("No such kernel named vcfnb")
+        return {"study": nb.stem, "run": pf.stem, "status": "ok", "seconds": 1.0}
+
+    monkeypatch.setattr(runner, "run_notebook", fake)
+    records = runner.reproduce(pairs, tmp_path, lanes=lanes)
+    assert [r["status"] for r in records] == ["ok", "failed: RuntimeError: No such kernel named "
+                                              "vcfnb", "ok"]
+    logged = pd.read_csv(tmp_path / "reports" / "runs.csv").set_index("study")
+    assert logged.loc["b", "status"].startswith("failed: RuntimeError")
+    assert list(logged.loc[["a", "c"], "status"]) == ["ok", "ok"]

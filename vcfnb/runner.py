@@ -902,13 +902,15 @@ def reproduce(pairs: list[tuple[Path, Path | None]], root: Path, *, force: bool 
               lanes: int = 1) -> list[dict]:
     """Run every (notebook, params file) pair; returns their status records (in ``pairs``
     order). Each finished run is logged to ``reports/runs.csv`` at once, so an interrupt loses
-    no finished run; an invalid params file fails its own run only.
+    no finished run; an invalid params file, or an error of the runner around a notebook (a
+    kernel that cannot start, a full disk), fails its own run only.
 
     ``lanes`` > 1 runs that many notebooks at a time (threads, each driving its own kernel),
     longest first by the last recorded times: the worker processes of one run use the cores
     another run leaves idle (its serial cells, kernel start, HTML export). Results do not
     depend on it (every run has its own seed, kernel and report folder; the synthetic cohorts
-    are generated under a lock and the feature cache writes whole entries atomically); the
+    are generated under a lock and the feature cache writes whole entries atomically: a
+    two-lane ``make reproduce`` wrote every ``metrics.json`` byte for byte as one lane); the
     per-run seconds then include time shared with the other lane.
     """
     lanes = max(1, int(lanes))
@@ -925,6 +927,14 @@ def reproduce(pairs: list[tuple[Path, Path | None]], root: Path, *, force: bool 
             print(f"  invalid params, not run: {exc}", file=sys.stderr, flush=True)
             rec = {"study": nb.stem, "run": pf.stem if pf else "default",
                    "status": f"failed: invalid params: {exc}", "seconds": 0.0}
+        except Exception as exc:  # noqa: BLE001 - e.g. no kernel, disk full: this run only
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            print(f"  [{label}] failed before or after its cells ran: {type(exc).__name__}: "
+                  f"{exc}", file=sys.stderr, flush=True)
+            rec = {"study": nb.stem, "run": pf.stem if pf else "default",
+                   "status": f"failed: {type(exc).__name__}: {exc}", "seconds": 0.0}
         else:
             print(f"  [{label}] {rec['status']} in {rec['seconds']:.1f} s -> "
                   f"reports/{nb.stem}/{rec['run']}/", flush=True)
