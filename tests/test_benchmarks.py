@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +104,35 @@ def test_null_coverage_counts_a_separating_null_run_as_not_covering():
                           "fold_auc": float("nan")})
     summary, _ = nc.summarise(table, min_runs=1)
     assert (summary.covered.iat[0], summary.usable.iat[0]) == (2, 3)
+
+
+def test_split_latent_finds_a_split_drawn_from_one_end_of_the_truth():
+    """benchmarks/split_latent.py: a test set made of the normals with the fattiest marrow is
+    flagged (percentile ~100 among random stratified splits, Welch p small); the abnormal class,
+    split at random, is not; a run of other patients is refused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import split_latent
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from vcfnb.synth.osteoporosis import latent_state
+
+    truth = latent_state(size="paper", seed=3)
+    truth = truth[truth.centre == "internal"].reset_index(drop=True)
+    normal = truth[truth.outcome == 0].sort_values("fat_fraction")
+    abnormal = truth[truth.outcome == 1].sample(frac=1.0, random_state=0)
+    test_ids = set(normal.patient_id.iloc[-22:]) | set(abnormal.patient_id.iloc[:26])
+    run = pd.DataFrame({"patient_id": truth.patient_id,
+                        "split": np.where(truth.patient_id.isin(test_ids), "test", "train"),
+                        "y_true": truth.outcome, "probability": 0.5,
+                        "radscore": 10 * truth.fat_fraction + truth.rarefaction})
+    res = split_latent.compare(truth, run, draws=300)
+    shift = res["shift"].set_index("class")
+    assert shift.loc[0, "split_percentile"] == 100.0
+    assert shift.loc[0, "draws_as_far_from_0"] == 0.0 and shift.loc[0, "welch_p"] < 1e-6
+    assert 0.0 < shift.loc[1, "split_percentile"] < 100.0
+    assert res["explained"].iloc[0, 0] == pytest.approx(1.0)
+    s = res["summary"].set_index(["split", "y_true"])
+    assert s.loc[("test", 0), "patients"] == 22
+    with pytest.raises(ValueError, match="not in the simulated cohort"):
+        split_latent.compare(truth.iloc[5:], run, draws=10)

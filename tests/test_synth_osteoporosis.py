@@ -123,3 +123,22 @@ def test_signal_effect_and_negative_control(tmp_path):
     assert p["on"]["mean_T1"] < 1e-3  # fatty marrow: brighter T1
     assert min(p["on"].values()) < 1e-4
     assert min(p["off"].values()) > 0.05 / len(p["off"])  # nothing significant after Bonferroni
+
+
+def test_latent_state_is_the_generated_cohorts_truth(small):
+    """`latent_state` replays the generator: the same covariates and DXA scores as the written
+    cases, and its marrow fat fraction is what the T1 intensity inside the ROIs follows."""
+    c = io.load_cohort(small)
+    lat = gen.latent_state(size="paper", seed=5, **SMALL).set_index("patient_id")
+    cases = c.cases.set_index("patient_id")
+    assert list(lat.index) == list(cases.index)
+    for col in ("age", "t_score", "z_score", "outcome"):
+        assert (lat[col] == cases[col]).all(), col
+    assert set(lat.centre) == {"internal", "external"}
+    internal = lat.index[lat.centre == "internal"]
+    t1 = _roi_stats(c)[("mean", "T1")].loc[internal]
+    r = stats.pearsonr(lat.loc[internal, "fat_fraction_l1_l4"], t1).statistic
+    assert r > 0.8, r  # fat shortens T1: the marrow is brighter
+    # the truth is drawn before any image: another seed gives other patients
+    assert not np.allclose(gen.latent_state(size="paper", seed=6, **SMALL).fat_fraction,
+                           lat.fat_fraction)

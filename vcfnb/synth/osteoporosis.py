@@ -36,6 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from vcfnb.synth._phantom import (SAGITTAL_DIRECTION, CohortWriter, perturb_mask, rng_for,
@@ -162,6 +163,75 @@ def _render(ph: dict, seq: str, ff: np.ndarray, rarefaction: np.ndarray,
     return np.clip(img, 0, None).astype(np.float32)
 
 
+def _patient(seed: int, centre: str, i: int, abnormal: bool, signal: float,
+             weights: tuple[float, float]) -> tuple[dict, dict, np.random.Generator]:
+    """One patient's covariates, DXA scores and latent marrow state, and the patient's generator
+    (which :func:`generate` goes on drawing the phantom from)."""
+    rng = rng_for(seed, "patient", centre, i)
+    case = _covariates(rng, abnormal, centre, signal, weights)
+    t, z = _dxa(rng, abnormal, case["age"])
+    reference = "T" if case["age"] >= AGE_CUTOFF else "Z"
+    outcome = int((t if reference == "T" else z) < (-1.0 if reference == "T" else -2.0))
+    assert outcome == int(abnormal)
+    case.update({"t_score": t, "z_score": z, "outcome": outcome})
+    # latent marrow state driven by the bone deficit (scaled by signal) and by age
+    deficit = float(np.clip(-(t + 1.0), -2.5, 3.5))
+    ff0 = 0.40 + 0.002 * (case["age"] - 62.0) + signal * 0.032 * deficit + rng.normal(0, 0.045)
+    ff = np.clip(ff0 + rng.normal(0, 0.02, 4), 0.12, 0.85)
+    rare0 = np.clip(0.5 + signal * 0.15 * deficit + rng.normal(0, 0.30), 0.0, 1.5)
+    rare = np.clip(rare0 + rng.normal(0, 0.1, 4), 0.0, 1.5)
+    return case, {"deficit": deficit, "ff0": float(ff0), "ff": ff, "rare0": float(rare0),
+                  "rare": rare}, rng
+
+
+def _cohort_order(seed: int, size: str, options: dict) -> list[tuple[str, str, np.ndarray,
+                                                                     tuple[float, float]]]:
+    """Per centre: (centre, site, class flag of every patient in id order, class weights)."""
+    (ia, inn), (ea, en) = SIZES[size]
+    ia = int(options.get("n_abnormal", ia))
+    inn = int(options.get("n_normal", inn))
+    ea = int(options.get("n_external_abnormal", ea))
+    en = int(options.get("n_external_normal", en))
+    out = []
+    for centre, site, n_abn, n_norm in (("internal", "A", ia, inn), ("external", "B", ea, en)):
+        order = rng_for(seed, "order", centre).permutation(n_abn + n_norm)
+        flags = np.r_[np.ones(n_abn, bool), np.zeros(n_norm, bool)][order]
+        out.append((centre, site, flags, (n_norm / (n_abn + n_norm), n_abn / (n_abn + n_norm))))
+    return out
+
+
+def latent_state(*, size: str = "paper", seed: int = 0, signal: float = 1.0,
+                 **options) -> pd.DataFrame:
+    """The simulated cohort's ground truth that no table holds: each patient's latent marrow
+    state, replayed from the same generators :func:`generate` draws it from (no image is made).
+
+    Columns ``patient_id, centre, outcome, age, t_score, z_score, deficit`` (``-(T + 1)``,
+    clipped), ``fat_fraction`` and ``rarefaction`` (the patient-level ``ff0`` and ``rare0`` that
+    drive the marrow intensity and texture of every vertebra), ``fat_fraction_l1_l4`` and
+    ``rarefaction_l1_l4`` (means of the per-vertebra values). For diagnosing a split: whether a
+    test set's patients differ from the training patients in what the images show
+    (``benchmarks/split_latent.py``).
+
+    Examples
+    --------
+    >>> s = latent_state(size="smoke", seed=0)
+    >>> len(s), int(s.outcome.sum()), s.patient_id.iloc[0]
+    (56, 30, 'OP001')
+    """
+    rows = []
+    for centre, _site, flags, weights in _cohort_order(seed, size, options):
+        for i, abnormal in enumerate(flags):
+            case, lat, _ = _patient(seed, centre, i, abnormal, signal, weights)
+            rows.append({"patient_id": f"{'OP' if centre == 'internal' else 'EX'}{i + 1:03d}",
+                         "centre": centre, "outcome": case["outcome"], "age": case["age"],
+                         "t_score": case["t_score"], "z_score": case["z_score"],
+                         "deficit": lat["deficit"], "fat_fraction": lat["ff0"],
+                         "rarefaction": lat["rare0"],
+                         "fat_fraction_l1_l4": float(np.mean(lat["ff"])),
+                         "rarefaction_l1_l4": float(np.mean(lat["rare"]))})
+    return pd.DataFrame(rows)
+
+
 def generate(out: Path, *, size: str, seed: int, signal: float, request: dict,
              **options) -> Path:
     """Write the osteoporosis cohort (see module docstring).
@@ -169,36 +239,16 @@ def generate(out: Path, *, size: str, seed: int, signal: float, request: dict,
     Options: ``n_abnormal``, ``n_normal`` (internal), ``n_external_abnormal``,
     ``n_external_normal``.
     """
-    (ia, inn), (ea, en) = SIZES[size]
-    ia = int(options.get("n_abnormal", ia))
-    inn = int(options.get("n_normal", inn))
-    ea = int(options.get("n_external_abnormal", ea))
-    en = int(options.get("n_external_normal", en))
     w = CohortWriter(out, "osteoporosis", request)
-    groups = [("internal", "A", ia, inn), ("external", "B", ea, en)]
-    for centre, site, n_abn, n_norm in groups:
-        order = rng_for(seed, "order", centre).permutation(n_abn + n_norm)
-        flags = np.r_[np.ones(n_abn, bool), np.zeros(n_norm, bool)][order]
-        weights = (n_norm / (n_abn + n_norm), n_abn / (n_abn + n_norm))
+    groups = _cohort_order(seed, size, options)
+    for centre, site, flags, weights in groups:
         for i, abnormal in enumerate(flags):
             pid = f"{'OP' if centre == 'internal' else 'EX'}{i + 1:03d}"
-            rng = rng_for(seed, "patient", centre, i)
-            case = {"patient_id": pid, **_covariates(rng, abnormal, centre, signal, weights)}
-            t, z = _dxa(rng, abnormal, case["age"])
-            reference = "T" if case["age"] >= AGE_CUTOFF else "Z"
-            used = t if reference == "T" else z
-            outcome = int(used < (-1.0 if reference == "T" else -2.0))
-            assert outcome == int(abnormal)
-            case.update({"t_score": t, "z_score": z, "outcome": outcome,
-                         "split": "external" if centre == "external" else "",
-                         "center": site, "scanner": "scanner B" if site == "B" else "scanner A"})
-            # latent marrow state driven by the bone deficit (scaled by signal) and by age
-            deficit = float(np.clip(-(t + 1.0), -2.5, 3.5))
-            ff0 = 0.40 + 0.002 * (case["age"] - 62.0) + signal * 0.032 * deficit \
-                + rng.normal(0, 0.045)
-            ff = np.clip(ff0 + rng.normal(0, 0.02, 4), 0.12, 0.85)
-            rare0 = np.clip(0.5 + signal * 0.15 * deficit + rng.normal(0, 0.30), 0.0, 1.5)
-            rare = np.clip(rare0 + rng.normal(0, 0.1, 4), 0.0, 1.5)
+            case, latent, rng = _patient(seed, centre, i, abnormal, signal, weights)
+            case = {"patient_id": pid, **case,
+                    "split": "external" if centre == "external" else "",
+                    "center": site, "scanner": "scanner B" if site == "B" else "scanner A"}
+            ff, rare = latent["ff"], latent["rare"]
             centre_slice = int(SHAPE[0] // 2 + rng.choice([-1, 0, 0, 1]))
             ph = _phantom(rng, ff=ff, rarefaction=rare, height_cm=case["height_cm"],
                           centre_slice=centre_slice)
@@ -223,7 +273,7 @@ def generate(out: Path, *, size: str, seed: int, signal: float, request: dict,
                                        "reader": reader, "image": ip, "mask": mp,
                                        "label": lev + 1})
             w.cases.append(case)
-    return w.finish({"sizes": {"internal": {"abnormal": ia, "normal": inn},
-                               "external": {"abnormal": ea, "normal": en}},
+    return w.finish({"sizes": {c: {"abnormal": int(f.sum()), "normal": int((~f).sum())}
+                               for c, _s, f, _w in groups},
                      "outcome_rule": "T-score < -1 (age >= 50) or Z-score < -2 (age < 50)",
                      "array_axes": "sagittal slice, superior->inferior, anterior->posterior"})
