@@ -166,6 +166,15 @@ def test_report_text_describes_the_run(null_run):
     assert "forced by test_scores=fold_mean" in text
     meta = json.loads((null_run / "models" / "T1WI_T2WI.json").read_text(encoding="utf-8"))
     assert meta["estimator"] == "vcfnb.models.FoldMeanRadscore"
+    # where the validation calibration departs, by class, from this run's own predictions
+    by_class = pd.read_csv(null_run / "tables" / "calibration_by_class.csv")
+    pred = pd.read_csv(null_run / "tables" / "predictions.csv")
+    one = by_class[(by_class.model == "T1WI+T2WI") & (by_class.split == "test")
+                   & (by_class.y_true == 0)].iloc[0]
+    test0 = pred[(pred.model == "T1WI+T2WI") & (pred.split == "test") & (pred.y_true == 0)]
+    assert one.n == len(test0) and one.mean_probability == pytest.approx(test0.score.mean())
+    assert (f"T1WI+T2WI, validation: mean predicted probability {one.mean_probability:.2f} for "
+            f"the {len(test0)} patients with normal bone mass") in text
 
 
 def test_defaults_headline_unharmonised_and_permutations_auto():

@@ -587,3 +587,31 @@ def test_permutation_refit_notices_are_counted_and_said_once():
     assert len(summary) == 1 and "LassoSelector fell back to its rule in 7 of 7 refits" in summary[0]
     # the refit on the real labels keeps its own notice; none of the 7 shuffled refits prints one
     assert sum(m.startswith("LassoSelector:") for m in msgs) == 1
+
+
+def test_calibration_by_class_tells_the_three_patterns_apart():
+    """One class moving alone, both moving together, the classes moving towards each other."""
+    def pred(test0, test1):
+        return pd.DataFrame({
+            "model": "m", "split": ["train_oof"] * 40 + ["test"] * 20,
+            "patient_id": range(60), "y_true": ([0] * 20 + [1] * 20) + ([0] * 10 + [1] * 10),
+            "score": [0.2] * 20 + [0.8] * 20 + [test0] * 10 + [test1] * 10,
+            "score_kind": "probability"})
+
+    cases = {(0.45, 0.8): "only the patients without the outcome moved: on this split they "
+                          "score higher",
+             (0.2, 0.6): "only the patients with the outcome moved: on this split they score "
+                         "lower",
+             (0.35, 0.95): "both classes moved the same way",
+             (0.35, 0.65): "the classes moved towards each other",
+             (0.25, 0.75): "neither class moved by 0.1 or more"}
+    for (a, b), expected in cases.items():
+        t = st.calibration_by_class(pred(a, b))
+        assert list(t.split) == ["test", "test"] and list(t.n) == [10, 10]
+        assert t.difference.tolist() == pytest.approx([a - 0.2, b - 0.8])
+        assert expected in st.class_shift_sentence(t, "m"), (a, b)
+    # decision scores are not probabilities: nothing to compare
+    d = pred(0.5, 0.5).assign(score_kind="decision")
+    assert st.calibration_by_class(d).empty
+    assert "do not hold both classes" in st.class_shift_sentence(
+        st.calibration_by_class(pred(0.5, 0.5)), "m", "external")

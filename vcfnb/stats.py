@@ -48,6 +48,8 @@ __all__ = [
     "calibration_curve",
     "calibration_slope_intercept",
     "calibration",
+    "calibration_by_class",
+    "class_shift_sentence",
     "cv_corrected_ci",
     "cv_delong_pairs",
     "decision_curve",
@@ -1781,6 +1783,97 @@ def calibration(
         row["note"] = "; ".join(notes)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def calibration_by_class(data: pd.DataFrame, *, reference: str = "train_oof",
+                         splits: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean predicted probability per model, split and true class, beside the same class on
+    ``reference`` (default the out-of-fold training predictions, which a probability link fitted
+    out of fold is calibrated on).
+
+    Where a split's calibration fails, this says where: the patients of one class scored higher
+    or lower than the training patients of that class were out of fold (that split's patients
+    differ in what the model reads), both classes moved together (the probabilities are off for
+    everyone), or the classes moved towards each other (the model separates them less).
+    :func:`class_shift_sentence` writes it for a report.
+
+    Returns
+    -------
+    DataFrame
+        ``model, split, y_true, n, mean_probability, reference_mean, difference`` (probability
+        models only; ``splits`` default: every split but ``reference`` and ``train``).
+
+    Examples
+    --------
+    >>> pred = pd.DataFrame({"model": "m", "split": ["train_oof"] * 4 + ["test"] * 4,
+    ...     "patient_id": range(8), "y_true": [0, 0, 1, 1] * 2,
+    ...     "score": [.2, .2, .8, .8, .5, .5, .8, .8], "score_kind": "probability"})
+    >>> calibration_by_class(pred)[["y_true", "mean_probability", "difference"]].values.tolist()
+    [[0.0, 0.5, 0.3], [1.0, 0.8, 0.0]]
+    """
+    data = _check_predictions(data)
+    data = data[data["score_kind"] == "probability"]
+    rows = []
+    for model, d in data.groupby("model", sort=False):
+        ref = d[d["split"] == reference].groupby("y_true")["score"].mean()
+        for split, part in d.groupby("split", sort=False):
+            if (splits is None and split in (reference, "train")) or (
+                    splits is not None and split not in splits):
+                continue
+            for cls, g in part.groupby("y_true"):
+                m, r = float(g["score"].mean()), float(ref.get(cls, np.nan))
+                rows.append({"model": model, "split": split, "y_true": cls, "n": len(g),
+                             "mean_probability": m, "reference_mean": r,
+                             "difference": m - r})
+    return pd.DataFrame(rows, columns=["model", "split", "y_true", "n", "mean_probability",
+                                       "reference_mean", "difference"])
+
+
+def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *,
+                         classes: tuple[str, str] = ("without the outcome", "with the outcome"),
+                         split_name: str = "", threshold: float = 0.1) -> str:
+    """One sentence for a report from :func:`calibration_by_class`: each class's mean predicted
+    probability on ``split`` against the same class out of fold in training, and which pattern
+    it is (a class moving by at least ``threshold`` counts as moved).
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"model": "m", "split": "test", "y_true": [0, 1], "n": [22, 26],
+    ...     "mean_probability": [.44, .80], "reference_mean": [.24, .79], "difference": [.2, .01]})
+    >>> text = class_shift_sentence(t, "m")
+    >>> text.split(";")[0].split(" against ")
+    ['m, test: mean predicted probability 0.44 for the 22 patients without the outcome', \
+'0.24 for the training patients without the outcome out of fold (+0.20)']
+    >>> "only the patients without the outcome moved" in text
+    True
+    """
+    t = table[(table["model"] == model) & (table["split"] == split)].set_index("y_true")
+    name = split_name or split
+    if not {0, 1} <= set(t.index):
+        return f"{model}: the {name} patients do not hold both classes; no comparison by class."
+    parts = [f"{t.loc[c, 'mean_probability']:.2f} for the {int(t.loc[c, 'n'])} patients "
+             f"{classes[c]} against {t.loc[c, 'reference_mean']:.2f} for the training patients "
+             f"{classes[c]} out of fold ({t.loc[c, 'difference']:+.2f})" for c in (0, 1)]
+    d0, d1 = float(t.loc[0, "difference"]), float(t.loc[1, "difference"])
+    moved0, moved1 = abs(d0) >= threshold, abs(d1) >= threshold
+    if not (moved0 or moved1):
+        verdict = f"neither class moved by {threshold:g} or more"
+    elif moved0 != moved1:
+        who = classes[0] if moved0 else classes[1]
+        verdict = (f"only the patients {who} moved: on this split they score "
+                   f"{'higher' if (d0 if moved0 else d1) > 0 else 'lower'} than the training "
+                   f"patients {who} did out of fold, so the split's patients of that class differ "
+                   "in what the model reads (its case mix), rather than the probabilities being "
+                   "off for everyone")
+    elif np.sign(d0) == np.sign(d1):
+        verdict = ("both classes moved the same way: the probabilities are off for everyone "
+                   "on this split (calibration-in-the-large)")
+    else:
+        verdict = ("the classes moved towards each other: the model separates them less on "
+                   "this split than out of fold" if d0 > 0 > d1 else
+                   "the classes moved apart: the model separates them more on this split")
+    return (f"{model}, {name}: mean predicted probability " + "; ".join(parts)
+            + f": {verdict}.")
 
 
 def delong_pairs(
