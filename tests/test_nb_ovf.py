@@ -175,6 +175,9 @@ def test_report_text_describes_the_run(user_run):
     assert "Split: given" in text and "no external cohort in this run" in text
     assert "no whole-image intensity normalisation" in text
     assert "Out-of-fold training predictions from 3 stratified folds" in text
+    by_class = pd.read_csv(out / "tables" / "calibration_by_class.csv")
+    assert set(by_class.split) == {"test"} and set(by_class.y_true) == {0, 1}
+    assert "combined, test: mean predicted probability" in text
 
 
 @pytest.mark.slow

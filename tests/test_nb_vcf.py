@@ -174,6 +174,9 @@ def test_report_text_describes_the_run(null_run):
     assert "the slices ±5 away" in text and "array axis 0" in text
     assert "whole-image intensity normalisation: on" in text
     assert "Arm A reader agreement:" in text
+    by_class = pd.read_csv(out / "tables" / "B_calibration_by_class.csv").query("model == 'B_DLRN'")
+    assert len(by_class) == 2 and (by_class.split == "test").all()
+    assert "B_DLRN, testing: mean predicted probability" in text
 
 
 def test_notebook_committed_without_outputs():

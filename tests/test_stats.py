@@ -590,13 +590,17 @@ def test_permutation_refit_notices_are_counted_and_said_once():
 
 
 def test_calibration_by_class_tells_the_three_patterns_apart():
-    """One class moving alone, both moving together, the classes moving towards each other."""
-    def pred(test0, test1):
+    """One class moving alone, both moving together, the classes moving towards each other;
+    a large move of a few patients within sampling noise is said as such."""
+    jitter = np.tile([-0.02, 0.0, 0.02, 0.01, -0.01], 8)
+
+    def pred(test0, test1, n_test=10):
+        n = 40 + 2 * n_test
         return pd.DataFrame({
-            "model": "m", "split": ["train_oof"] * 40 + ["test"] * 20,
-            "patient_id": range(60), "y_true": ([0] * 20 + [1] * 20) + ([0] * 10 + [1] * 10),
-            "score": [0.2] * 20 + [0.8] * 20 + [test0] * 10 + [test1] * 10,
-            "score_kind": "probability"})
+            "model": "m", "split": ["train_oof"] * 40 + ["test"] * (2 * n_test),
+            "patient_id": range(n), "y_true": [0] * 20 + [1] * 20 + [0] * n_test + [1] * n_test,
+            "score": np.r_[[0.2] * 20, [0.8] * 20, [test0] * n_test, [test1] * n_test]
+            + np.resize(jitter, n), "score_kind": "probability"})
 
     cases = {(0.45, 0.8): "only the patients without the outcome moved: on this split they "
                           "score higher",
@@ -608,8 +612,16 @@ def test_calibration_by_class_tells_the_three_patterns_apart():
     for (a, b), expected in cases.items():
         t = st.calibration_by_class(pred(a, b))
         assert list(t.split) == ["test", "test"] and list(t.n) == [10, 10]
-        assert t.difference.tolist() == pytest.approx([a - 0.2, b - 0.8])
+        assert t.difference.tolist() == pytest.approx([a - 0.2, b - 0.8], abs=0.02)
         assert expected in st.class_shift_sentence(t, "m"), (a, b)
+    # two patients per class, spread as widely as the training ones: +0.15 is noise here
+    noisy = pred(0.35, 0.8, n_test=2)
+    noisy.loc[noisy.split == "test", "score"] = [0.05, 0.65, 0.7, 0.9]
+    noisy.loc[noisy.split == "train_oof", "score"] = np.r_[np.linspace(0.0, 0.4, 20),
+                                                            np.linspace(0.6, 1.0, 20)]
+    t = st.calibration_by_class(noisy)
+    assert t.p_value.iloc[0] > 0.05 and t.difference.iloc[0] == pytest.approx(0.15)
+    assert "no class moved beyond the sampling noise" in st.class_shift_sentence(t, "m")
     # decision scores are not probabilities: nothing to compare
     d = pred(0.5, 0.5).assign(score_kind="decision")
     assert st.calibration_by_class(d).empty

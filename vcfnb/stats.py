@@ -1800,8 +1800,10 @@ def calibration_by_class(data: pd.DataFrame, *, reference: str = "train_oof",
     Returns
     -------
     DataFrame
-        ``model, split, y_true, n, mean_probability, reference_mean, difference`` (probability
-        models only; ``splits`` default: every split but ``reference`` and ``train``).
+        ``model, split, y_true, n, mean_probability, reference_mean, difference, p_value``
+        (probability models only; ``splits`` default: every split but ``reference`` and
+        ``train``; ``p_value``: Welch's t-test of the class's probabilities on the split
+        against the reference's, NaN with fewer than 2 on either side).
 
     Examples
     --------
@@ -1822,28 +1824,43 @@ def calibration_by_class(data: pd.DataFrame, *, reference: str = "train_oof",
                 continue
             for cls, g in part.groupby("y_true"):
                 m, r = float(g["score"].mean()), float(ref.get(cls, np.nan))
+                other = d.loc[(d["split"] == reference) & (d["y_true"] == cls), "score"]
+                pv = np.nan
+                if len(g) > 1 and len(other) > 1:
+                    if g["score"].var() + other.var() > 0:
+                        pv = float(sps.ttest_ind(g["score"], other, equal_var=False).pvalue)
+                    else:  # both constant: they differ or they do not
+                        pv = 0.0 if m != r else 1.0
                 rows.append({"model": model, "split": split, "y_true": cls, "n": len(g),
                              "mean_probability": m, "reference_mean": r,
-                             "difference": m - r})
+                             "difference": m - r, "p_value": pv})
     return pd.DataFrame(rows, columns=["model", "split", "y_true", "n", "mean_probability",
-                                       "reference_mean", "difference"])
+                                       "reference_mean", "difference", "p_value"])
+
+
+def _p_text(p: float) -> str:
+    return "not computable" if not np.isfinite(p) else f"{p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *,
                          classes: tuple[str, str] = ("without the outcome", "with the outcome"),
-                         split_name: str = "", threshold: float = 0.1) -> str:
+                         split_name: str = "", threshold: float = 0.1, alpha: float = 0.05
+                         ) -> str:
     """One sentence for a report from :func:`calibration_by_class`: each class's mean predicted
     probability on ``split`` against the same class out of fold in training, and which pattern
-    it is (a class moving by at least ``threshold`` counts as moved).
+    it is. A class counts as moved when its mean differs by at least ``threshold`` and Welch's
+    test says the difference is beyond sampling noise (``p_value`` < ``alpha``); a large
+    difference within the noise of a few patients is said as such.
 
     Examples
     --------
     >>> t = pd.DataFrame({"model": "m", "split": "test", "y_true": [0, 1], "n": [22, 26],
-    ...     "mean_probability": [.44, .80], "reference_mean": [.24, .79], "difference": [.2, .01]})
+    ...     "mean_probability": [.44, .80], "reference_mean": [.24, .79], "difference": [.2, .01],
+    ...     "p_value": [.001, .9]})
     >>> text = class_shift_sentence(t, "m")
     >>> text.split(";")[0].split(" against ")
     ['m, test: mean predicted probability 0.44 for the 22 patients without the outcome', \
-'0.24 for the training patients without the outcome out of fold (+0.20)']
+'0.24 for the training patients without the outcome out of fold (+0.20, Welch p 0.001)']
     >>> "only the patients without the outcome moved" in text
     True
     """
@@ -1853,11 +1870,17 @@ def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *
         return f"{model}: the {name} patients do not hold both classes; no comparison by class."
     parts = [f"{t.loc[c, 'mean_probability']:.2f} for the {int(t.loc[c, 'n'])} patients "
              f"{classes[c]} against {t.loc[c, 'reference_mean']:.2f} for the training patients "
-             f"{classes[c]} out of fold ({t.loc[c, 'difference']:+.2f})" for c in (0, 1)]
+             f"{classes[c]} out of fold ({t.loc[c, 'difference']:+.2f}, Welch p "
+             f"{_p_text(t.loc[c, 'p_value'])})" for c in (0, 1)]
     d0, d1 = float(t.loc[0, "difference"]), float(t.loc[1, "difference"])
-    moved0, moved1 = abs(d0) >= threshold, abs(d1) >= threshold
-    if not (moved0 or moved1):
+    big0, big1 = abs(d0) >= threshold, abs(d1) >= threshold
+    moved0 = big0 and float(t.loc[0, "p_value"]) < alpha  # NaN p: not shown to have moved
+    moved1 = big1 and float(t.loc[1, "p_value"]) < alpha
+    if not (big0 or big1):
         verdict = f"neither class moved by {threshold:g} or more"
+    elif not (moved0 or moved1):
+        verdict = (f"no class moved beyond the sampling noise of this many patients (Welch "
+                   f"p >= {alpha:g} for each class that moved by {threshold:g} or more)")
     elif moved0 != moved1:
         who = classes[0] if moved0 else classes[1]
         verdict = (f"only the patients {who} moved: on this split they score "
