@@ -156,6 +156,12 @@ def test_smoke_defaults(tmp_path, run):
         meta = json.loads((out / "models" / f"{model}.json").read_text(encoding="utf-8"))
         assert meta["feature_recipe"]["aggregate"] == "mean"
         assert meta["feature_recipe"]["sequences"] == ["T1", "T2"]
+    # where the held-out calibration departs, by class, for the headline model (issue 18)
+    by_class = pd.read_csv(out / "tables" / "calibration_by_class.csv")
+    assert set(by_class.split) == {"test", "external"} and (by_class.n > 0).all()
+    text = (out.parent / "out.ipynb").read_text(encoding="utf-8")
+    assert "LR, test: mean predicted probability" in text
+    assert "LR, external: mean predicted probability" in text
 
 
 def _osteoporosis_smoke() -> Path:

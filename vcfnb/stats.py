@@ -1886,8 +1886,8 @@ def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *
         verdict = (f"only the patients {who} moved: on this split they score "
                    f"{'higher' if (d0 if moved0 else d1) > 0 else 'lower'} than the training "
                    f"patients {who} did out of fold, so the split's patients of that class differ "
-                   "in what the model reads (its case mix), rather than the probabilities being "
-                   "off for everyone")
+                   "in what the model reads (case mix, or acquisition at another centre), "
+                   "rather than the probabilities being off for everyone")
     elif np.sign(d0) == np.sign(d1):
         verdict = ("both classes moved the same way: the probabilities are off for everyone "
                    "on this split (calibration-in-the-large)")
