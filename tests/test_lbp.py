@@ -418,3 +418,21 @@ def test_docs_arm_b_composition_table_is_what_composition_computes():
     computed = {k: [int(v) for v in comp.loc[k, cols]] for k in comp.index}
     assert documented == computed
     assert computed["all"][-1] == 1967
+
+
+def test_lbp_float_advice_filter_is_process_wide_and_installed_once():
+    """The filter is added once and never saves/restores the filter list (what made the former
+    ``catch_warnings`` per unit unsafe with several threads per Dask worker): a filter another
+    thread adds in between stays."""
+    import warnings
+
+    with warnings.catch_warnings():
+        features._quiet_lbp_float_advice()
+        n = len(warnings.filters)
+        warnings.filterwarnings("error", message="another thread's filter")
+        features._quiet_lbp_float_advice()
+        assert len(warnings.filters) == n + 1
+        assert warnings.filters[0][1].pattern == "another thread's filter"
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.warn(features._LBP_FLOAT_ADVICE + " is discouraged", UserWarning)
+        assert not seen

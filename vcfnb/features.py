@@ -732,14 +732,26 @@ def _scan_state(unit: dict, ex, per_roi: bool) -> dict:
 _LBP_FLOAT_ADVICE = "Applying `local_binary_pattern` to floating-point images"
 
 
-def _run_unit(unit: dict) -> dict:
-    """Extract some image types of one scan for its ROIs. Never raises: errors become reasons."""
+def _quiet_lbp_float_advice() -> None:
+    """Ignore :data:`_LBP_FLOAT_ADVICE` in this process from now on (that one message only).
+
+    A process-wide filter, installed once, rather than ``warnings.catch_warnings`` around each
+    unit: ``catch_warnings`` saves and restores the global filter list, so units running in
+    threads of one process (a Dask worker with several threads) could restore each other's
+    lists and drop filters set meanwhile. Checked on every call because a test harness may
+    reset the filters between calls."""
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=re.escape(_LBP_FLOAT_ADVICE),
-                                category=UserWarning)
-        return _extract_unit(unit)
+    pattern = re.escape(_LBP_FLOAT_ADVICE)
+    if not any(f[0] == "ignore" and f[1] is not None and f[1].pattern == pattern
+               for f in warnings.filters):
+        warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
+
+
+def _run_unit(unit: dict) -> dict:
+    """Extract some image types of one scan for its ROIs. Never raises: errors become reasons."""
+    _quiet_lbp_float_advice()
+    return _extract_unit(unit)
 
 
 def _extract_unit(unit: dict) -> dict:
