@@ -617,3 +617,43 @@ def test_lasso_cv_skips_folds_with_one_class():
         sel = LassoSelector(cv=10, n_lambdas=10, random_state=0).fit(X, y)
     assert np.isfinite(sel.cv_results_["mean_score"]).all()
     assert sel.lambda_1se_ >= sel.lambda_min_ and len(sel.coef_) >= 1
+
+
+# R glmnet 4.1-6 on the two data sets built below (written to CSV with pandas, read with read.csv):
+#   f <- glmnet(x, y, family = "binomial", standardize = FALSE, nlambda = 25,
+#               lambda.min.ratio = 1e-4, thresh = 1e-14)        # a: 20 of 25 lambdas kept
+#   f <- glmnet(x, y, family = "binomial", standardize = FALSE, nlambda = 100,
+#               lambda.min.ratio = 1e-6, thresh = 1e-14)        # b: 34 of 100 lambdas kept
+#   f$lambda[1]: a 0.218046014385, b 0.158043312515
+#   tail(f$dev.ratio, 2): a 0.998790214 0.999175848 (> devmax 0.999: saturated),
+#                         b 0.072371144 0.072380348 (gain < fdev 1e-5: a plateau)
+def test_lasso_cd_path_stop_ends_where_glmnet_ends_its_own_path():
+    from scipy.special import expit
+
+    from vcfnb.lasso_cd import l1_logistic_path
+
+    g = np.random.default_rng(20261201)
+    Xa = g.normal(size=(40, 300))
+    ya = (g.random(40) < 0.5).astype(int)
+    Xb = g.normal(size=(150, 3))
+    yb = (g.random(150) < 1 / (1 + np.exp(-0.5 * Xb[:, 0]))).astype(int)
+    cases = ((Xa, ya, 25, 1e-4, 20, 0.218046014385, (0.998790214, 0.999175848)),
+             (Xb, yb, 100, 1e-6, 34, 0.158043312515, (0.072371144, 0.072380348)))
+    for X, y, nl, ratio, kept, lam_max, last_two in cases:
+        kw = {"solver": "cd", "tol": 1e-14, "n_lambdas": nl, "lambda_min_ratio": ratio, "cv": 3,
+              "scoring": "deviance", "random_state": 0}
+        sel = LassoSelector(path_stop=True, **kw).fit(X, y)
+        assert sel.path_stopped_ == kept and sel.lambdas_.size == kept
+        assert len(sel.cv_results_) == kept  # the folds score the grid the path kept
+        assert sel.lambdas_[0] == pytest.approx(lam_max, rel=1e-9)
+        coefs, b0, _ = l1_logistic_path(X, y, sel.lambdas_, tol=1e-14)
+        p0 = y.mean()
+        dev0 = -2 * np.sum(y * np.log(p0) + (1 - y) * np.log(1 - p0))
+        ratios = [1 + 2 * np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)) / dev0
+                  for p in (expit(X @ coefs[k] + b0[k]) for k in (-2, -1))]
+        np.testing.assert_allclose(ratios, last_two, atol=1e-6)
+        # without path_stop: the whole grid, and the kept part of the CV curve is the same
+        whole = LassoSelector(path_stop=False, **kw).fit(X, y)
+        assert whole.path_stopped_ is None and whole.lambdas_.size == nl
+        np.testing.assert_array_equal(whole.cv_results_["mean_score"].to_numpy()[:kept],
+                                      sel.cv_results_["mean_score"].to_numpy())

@@ -75,9 +75,37 @@ def _cd_pass(Xf, w, r, b, b0, xv, lam, n, p, active_only):
 
 
 @njit(cache=True)
-def _path(Xf, y, lambdas, b_init, b0_init, tol, max_outer, max_inner):
+def _deviance(Xf, y, b, b0, n, p):
+    """Binomial deviance of the fit (probabilities clamped like the fit's)."""
+    dev = 0.0
+    for i in range(n):
+        e = b0
+        for j in range(p):
+            if b[j] != 0.0:
+                e += Xf[i, j] * b[j]
+        pr = 1.0 / (1.0 + np.exp(-e))
+        if pr < _PMIN:
+            pr = _PMIN
+        elif pr > 1.0 - _PMIN:
+            pr = 1.0 - _PMIN
+        dev -= 2.0 * (y[i] * np.log(pr) + (1.0 - y[i]) * np.log(1.0 - pr))
+    return dev
+
+
+@njit(cache=True)
+def _path(Xf, y, lambdas, b_init, b0_init, tol, max_outer, max_inner, devmax, fdev, mnlam):
     n, p = Xf.shape
     L = lambdas.shape[0]
+    n_fit = L
+    dev0 = 0.0
+    if mnlam > 0:  # null deviance (intercept only) for glmnet's path-stopping rules
+        ybar = 0.0
+        for i in range(n):
+            ybar += y[i]
+        ybar = min(max(ybar / n, _PMIN), 1.0 - _PMIN)
+        for i in range(n):
+            dev0 -= 2.0 * (y[i] * np.log(ybar) + (1.0 - y[i]) * np.log(1.0 - ybar))
+    ratio_prev = 0.0
     coefs = np.zeros((L, p))
     inters = np.zeros(L)
     iters = np.zeros(L, dtype=np.int64)
@@ -136,18 +164,34 @@ def _path(Xf, y, lambdas, b_init, b0_init, tol, max_outer, max_inner):
         coefs[k] = b
         inters[k] = b0
         iters[k] = n_it
-    return coefs, inters, iters
+        if mnlam > 0 and dev0 > 0.0:
+            ratio = 1.0 - _deviance(Xf, y, b, b0, n, p) / dev0
+            if k + 1 >= mnlam and (ratio > devmax or (k > 0 and ratio - ratio_prev < fdev)):
+                n_fit = k + 1
+                break
+            ratio_prev = ratio
+    return coefs, inters, iters, n_fit
 
 
 def l1_logistic_path(X, y, lambdas, *, tol: float = 1e-7, max_outer: int = 100,
-                     max_inner: int = 10000, coef_init=None, intercept_init=None):
+                     max_inner: int = 10000, coef_init=None, intercept_init=None,
+                     stop: bool = False, devmax: float = 0.999, fdev: float = 1e-5,
+                     mnlam: int = 5):
     """Coefficients along a descending ``lambdas`` grid (glmnet's objective, see the module).
+
+    ``stop``: glmnet's rules for ending a path it computed its own lambdas for (R:
+    ``glmnet.control()`` factory defaults ``devmax`` 0.999, ``fdev`` 1e-5, ``mnlam`` 5): from the
+    ``mnlam``-th lambda on, the path ends at the first lambda whose fit explains more than
+    ``devmax`` of the null deviance (a near-separated fit) or explains less than ``fdev`` more
+    of it than the previous lambda's; that lambda is the last one returned. glmnet applies them
+    only to its own lambda sequence (not to user-supplied lambdas, as in ``cv.glmnet``'s fold
+    fits), so callers pass ``stop=True`` for the full-data path only.
 
     Returns
     -------
     (coefs, intercepts, passes)
-        ``coefs`` (n_lambdas × p), ``intercepts`` (n_lambdas,), coordinate-descent passes per
-        lambda.
+        ``coefs`` (n_fitted × p), ``intercepts`` (n_fitted,), coordinate-descent passes per
+        lambda; ``n_fitted`` = ``len(lambdas)`` unless ``stop`` ended the path early.
 
     Examples
     --------
@@ -174,4 +218,7 @@ def l1_logistic_path(X, y, lambdas, *, tol: float = 1e-7, max_outer: int = 100,
         b0 = float(np.log(ybar / (1 - ybar)))
     else:
         b0 = float(intercept_init)
-    return _path(Xf, yv, lam, b, b0, float(tol), int(max_outer), int(max_inner))
+    coefs, inters, passes, n_fit = _path(Xf, yv, lam, b, b0, float(tol), int(max_outer),
+                                         int(max_inner), float(devmax), float(fdev),
+                                         int(mnlam) if stop else 0)
+    return coefs[:n_fit], inters[:n_fit], passes[:n_fit]
