@@ -627,3 +627,8 @@ def test_calibration_by_class_tells_the_three_patterns_apart():
     assert st.calibration_by_class(d).empty
     assert "do not hold both classes" in st.class_shift_sentence(
         st.calibration_by_class(pred(0.5, 0.5)), "m", "external")
+    # a model scored on training rows by resubstitution only has no out-of-fold reference
+    resub = pred(0.5, 0.5).replace({"split": {"train_oof": "train"}})
+    t = st.calibration_by_class(resub, splits=["test"])
+    assert t.reference_mean.isna().all()
+    assert "no out-of-fold training probabilities" in st.class_shift_sentence(t, "m")

@@ -1868,6 +1868,9 @@ def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *
     name = split_name or split
     if not {0, 1} <= set(t.index):
         return f"{model}: the {name} patients do not hold both classes; no comparison by class."
+    if t["reference_mean"].isna().any():
+        return (f"{model}: no out-of-fold training probabilities of both classes to compare the "
+                f"{name} patients with; no comparison by class.")
     parts = [f"{t.loc[c, 'mean_probability']:.2f} for the {int(t.loc[c, 'n'])} patients "
              f"{classes[c]} against {t.loc[c, 'reference_mean']:.2f} for the training patients "
              f"{classes[c]} out of fold ({t.loc[c, 'difference']:+.2f}, Welch p "
