@@ -142,3 +142,13 @@ def test_latent_state_is_the_generated_cohorts_truth(small):
     # the truth is drawn before any image: another seed gives other patients
     assert not np.allclose(gen.latent_state(size="paper", seed=6, **SMALL).fat_fraction,
                            lat.fat_fraction)
+
+
+def test_an_abnormal_dxa_score_never_rounds_onto_the_cutoff():
+    """Seed 55 drew a young abnormal patient's Z-score 0.004 below -2: rounded to -2.00 it was
+    normal by the rule and the generator stopped on its own assertion. It is now -2.01; every
+    cohort that generated before is unchanged (only a rounding onto the cut-off moves)."""
+    s = gen.latent_state(size="paper", seed=55).set_index("patient_id")
+    assert s.loc["EX024", "outcome"] == 1 and s.loc["EX024", "z_score"] == -2.01
+    rule = study.dxa_rule(s.reset_index())
+    assert (rule["abnormal"].to_numpy() == s["outcome"].to_numpy()).all()

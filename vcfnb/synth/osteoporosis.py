@@ -87,7 +87,13 @@ def _dxa(rng: np.random.Generator, abnormal: bool, age: float) -> tuple[float, f
     else:
         z = -2.0 - rng.gamma(1.5, 0.4) if abnormal else -2.0 + rng.gamma(4.0, 0.5)
         t = z - age_term - rng.normal(0, 0.15)
-    return round(float(t), 2), round(float(z), 2)
+    t, z = round(float(t), 2), round(float(z), 2)
+    if abnormal:  # a gamma draw below 0.005 would round onto the cut-off (normal by the rule)
+        if age >= AGE_CUTOFF:
+            t = min(t, -1.01)
+        else:
+            z = min(z, -2.01)
+    return t, z
 
 
 def _covariates(rng, abnormal: bool, centre: str, signal: float, w: tuple[float, float]) -> dict:
