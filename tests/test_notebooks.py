@@ -131,14 +131,16 @@ def test_unknown_params_key_rejected():
 
 
 TINY = '''{"cells": [
- {"cell_type": "markdown", "metadata": {}, "source": ["# Tiny"]},
- {"cell_type": "code", "execution_count": null, "metadata": {"tags": ["parameters"]}, "outputs": [],
+ {"cell_type": "markdown", "id": "t0", "metadata": {}, "source": ["# Tiny"]},
+ {"cell_type": "code", "execution_count": null, "id": "t1", "metadata": {"tags": ["parameters"]},
+  "outputs": [],
   "source": ["seed: int = 0  # seed\\n", "out_dir: str = \\"\\"  # out\\n", "stop: bool = False  # stop early"]},
- {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [], "source": ["import vcfnb as vc"]},
- {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+ {"cell_type": "code", "execution_count": null, "id": "t2", "metadata": {}, "outputs": [],
+  "source": ["import vcfnb as vc"]},
+ {"cell_type": "code", "execution_count": null, "id": "t3", "metadata": {}, "outputs": [],
   "source": ["run = vc.report.start_run(\\"tiny\\", globals())\\n", "if stop:\\n",
              "    run.stop(\\"no outcome labels\\")"]},
- {"cell_type": "code", "execution_count": null, "metadata": {}, "outputs": [],
+ {"cell_type": "code", "execution_count": null, "id": "t4", "metadata": {}, "outputs": [],
   "source": ["run.metric(\\"m\\", \\"test\\", auc=0.5 + seed / 10, ci_low=0.4, ci_high=0.6, n=10)\\n",
              "run.provenance()"]}
  ],
