@@ -82,6 +82,15 @@ def test_reproduce_runs_and_skips_unchanged(tiny_project):
     assert "| tiny/three |" in t.stdout and "tiny/three, largest steps:" in t.stdout
 
 
+def test_reproduce_lanes_reach_the_runner(tiny_project):
+    (tiny_project / "params" / "tiny" / "four.yaml").write_text("n: 4\n")
+    r = vcfnb("reproduce", "--study", "tiny", "--lanes", "2", cwd=tiny_project)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 runs in 2 lanes (longest first)" in r.stdout
+    four = tiny_project / "reports" / "tiny" / "four" / "tiny.ipynb"
+    assert "squared 16" in four.read_text(encoding="utf-8")
+
+
 def test_check_params_reports_unknown_keys(tiny_project):
     ok = vcfnb("check-params", cwd=tiny_project)
     assert ok.returncode == 0 and "0 params problem(s)" in ok.stdout

@@ -632,3 +632,21 @@ def test_calibration_by_class_tells_the_three_patterns_apart():
     t = st.calibration_by_class(resub, splits=["test"])
     assert t.reference_mean.isna().all()
     assert "no out-of-fold training probabilities" in st.class_shift_sentence(t, "m")
+
+
+def test_class_shift_text_one_paragraph_per_model_and_split():
+    rows = []
+    for model in ("a", "b"):
+        for split, shift in (("train_oof", 0.0), ("test", 0.0), ("external", 0.3)):
+            for cls, base in ((0, 0.2), (1, 0.8)):
+                for k in range(6):
+                    rows.append({"model": model, "split": split, "patient_id": f"{split}{cls}{k}",
+                                 "y_true": cls, "score": base + shift + 0.01 * k,
+                                 "score_kind": "probability"})
+    t = st.calibration_by_class(pd.DataFrame(rows), splits=["test", "external"])
+    text = st.class_shift_text(t, ["b", "absent"], split_names={"test": "validation"})
+    paragraphs = text.split("\n\n")
+    assert [p.split(":")[0] for p in paragraphs] == ["b, validation", "b, external"]
+    assert "neither class moved" in paragraphs[0]
+    assert "both classes moved the same way" in paragraphs[1]
+    assert "no calibration comparison by class" in st.class_shift_text(t.iloc[:0], ["a"])

@@ -122,6 +122,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         argv += ["--params", args.params]
     if args.force:
         argv.append("--force")
+    if args.lanes is not None:
+        argv += ["--lanes", str(args.lanes)]
     return _runner(argv)
 
 
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this notebook, e.g. osteoporosis_mri (repeatable)")
     p.add_argument("--params", metavar="NAME", help="only this params file name, e.g. smoke")
     p.add_argument("--force", action="store_true", help="re-run unchanged runs too")
+    p.add_argument("--lanes", type=int, metavar="N",
+                   help="notebooks run at a time, longest first (default: $VCFNB_LANES or 1)")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("check-params", help="validate every params file against its notebook",

@@ -921,20 +921,22 @@ def reproduce(pairs: list[tuple[Path, Path | None]], root: Path, *, force: bool 
         nb, pf = pairs[i]
         label = f"{nb.stem}/{pf.stem if pf else 'default'}"
         print(f"running {label} ...", flush=True)
+        def failed(status: str) -> dict:
+            return {"study": nb.stem, "run": pf.stem if pf else "default",
+                    "status": f"failed: {status}", "seconds": 0.0}
+
         try:
             rec = run_notebook(nb, pf, root, force=force)
         except ParamsError as exc:  # fails this run only; the others go on
             print(f"  invalid params, not run: {exc}", file=sys.stderr, flush=True)
-            rec = {"study": nb.stem, "run": pf.stem if pf else "default",
-                   "status": f"failed: invalid params: {exc}", "seconds": 0.0}
+            rec = failed(f"invalid params: {exc}")
         except Exception as exc:  # noqa: BLE001 - e.g. no kernel, disk full: this run only
             import traceback
 
             traceback.print_exc(file=sys.stderr)
             print(f"  [{label}] failed before or after its cells ran: {type(exc).__name__}: "
                   f"{exc}", file=sys.stderr, flush=True)
-            rec = {"study": nb.stem, "run": pf.stem if pf else "default",
-                   "status": f"failed: {type(exc).__name__}: {exc}", "seconds": 0.0}
+            rec = failed(f"{type(exc).__name__}: {exc}")
         else:
             print(f"  [{label}] {rec['status']} in {rec['seconds']:.1f} s -> "
                   f"reports/{nb.stem}/{rec['run']}/", flush=True)

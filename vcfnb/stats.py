@@ -50,6 +50,7 @@ __all__ = [
     "calibration",
     "calibration_by_class",
     "class_shift_sentence",
+    "class_shift_text",
     "cv_corrected_ci",
     "cv_delong_pairs",
     "decision_curve",
@@ -1816,22 +1817,23 @@ def calibration_by_class(data: pd.DataFrame, *, reference: str = "train_oof",
     data = _check_predictions(data)
     data = data[data["score_kind"] == "probability"]
     rows = []
+    empty = pd.Series(dtype=float)
     for model, d in data.groupby("model", sort=False):
-        ref = d[d["split"] == reference].groupby("y_true")["score"].mean()
+        ref = {cls: g["score"] for cls, g in d[d["split"] == reference].groupby("y_true")}
         for split, part in d.groupby("split", sort=False):
             if (splits is None and split in (reference, "train")) or (
                     splits is not None and split not in splits):
                 continue
             for cls, g in part.groupby("y_true"):
-                m, r = float(g["score"].mean()), float(ref.get(cls, np.nan))
-                other = d.loc[(d["split"] == reference) & (d["y_true"] == cls), "score"]
+                own, other = g["score"], ref.get(cls, empty)
+                m, r = float(own.mean()), float(other.mean()) if len(other) else np.nan
                 pv = np.nan
-                if len(g) > 1 and len(other) > 1:
-                    if g["score"].var() + other.var() > 0:
-                        pv = float(sps.ttest_ind(g["score"], other, equal_var=False).pvalue)
+                if len(own) > 1 and len(other) > 1:
+                    if own.var() + other.var() > 0:
+                        pv = float(sps.ttest_ind(own, other, equal_var=False).pvalue)
                     else:  # both constant: they differ or they do not
                         pv = 0.0 if m != r else 1.0
-                rows.append({"model": model, "split": split, "y_true": cls, "n": len(g),
+                rows.append({"model": model, "split": split, "y_true": cls, "n": len(own),
                              "mean_probability": m, "reference_mean": r,
                              "difference": m - r, "p_value": pv})
     return pd.DataFrame(rows, columns=["model", "split", "y_true", "n", "mean_probability",
@@ -1900,6 +1902,31 @@ def class_shift_sentence(table: pd.DataFrame, model: str, split: str = "test", *
                    "the classes moved apart: the model separates them more on this split")
     return (f"{model}, {name}: mean predicted probability " + "; ".join(parts)
             + f": {verdict}.")
+
+
+def class_shift_text(table: pd.DataFrame, models: Sequence[str], *,
+                     classes: tuple[str, str] = ("without the outcome", "with the outcome"),
+                     split_names: Mapping[str, str] | None = None, threshold: float = 0.1,
+                     alpha: float = 0.05) -> str:
+    """:func:`class_shift_sentence` for each of ``models`` on each split of ``table`` (a
+    :func:`calibration_by_class` table), one paragraph each, for a report's Markdown;
+    ``split_names`` renames splits in the text (e.g. ``{"test": "validation"}``). Says so when
+    the table holds none of ``models``.
+
+    Examples
+    --------
+    >>> class_shift_text(pd.DataFrame(columns=["model", "split"]), ["m"])
+    'No held-out probabilities of m beside out-of-fold training ones: no calibration comparison by class.'
+    """
+    names = dict(split_names or {})
+    shown = [m for m in models if m in set(table["model"])]
+    if not shown:
+        return (f"No held-out probabilities of {', '.join(models)} beside out-of-fold training "
+                "ones: no calibration comparison by class.")
+    return "\n\n".join(
+        class_shift_sentence(table, m, s, classes=classes, split_name=names.get(s, s),
+                             threshold=threshold, alpha=alpha)
+        for m in shown for s in table.loc[table["model"] == m, "split"].unique())
 
 
 def delong_pairs(
