@@ -575,3 +575,76 @@ def test_cache_unit_write_is_all_or_nothing(tmp_path, monkeypatch):
     assert not list(tmp_path.rglob("*.tmp"))
     for key, entry in items:
         assert cache.get(key) == {**entry, "key": key}
+
+
+def _bin_edges_cases(rng):
+    yield rng.integers(-1200, 2400, 5000).astype(np.int16)      # CT-like integers
+    yield rng.normal(300.0, 80.0, 3000)                         # a filtered image
+    yield rng.normal(0.0, 1e-3, 2000).astype(np.float32)        # float32, around zero
+    yield np.full(50, 75.0)                                     # flat, a multiple of the width
+    yield np.full(7, 13.0)                                      # flat, not a multiple
+    yield np.array([5.0])                                       # one voxel
+    yield np.array([0.0, -0.0, 3.0, -7.0])                      # signed zeros, min < 0
+    yield np.array([-0.0, 0.0, 30.0])                           # the first zero is -0.0
+    yield np.array([0.0, -0.0, 30.0])                           # the first zero is +0.0
+    yield np.array([-5.0, -0.0, 0.0])                           # the maximum is a zero
+    yield np.array([1.0, np.nan, 3.0])                          # NaN: pyradiomics' own path
+    yield np.arange(-50, 51, 25, dtype=np.int64)                # edges on the values
+
+
+def test_fast_bin_edges_equal_pyradiomics_bit_for_bit(rng):
+    # extract's work units compute pyradiomics' bin edges with ndarray.min/max instead of the
+    # builtins: same edges, same dtype, same sign of every zero, for every bin width
+    from radiomics import imageoperations
+
+    original = imageoperations.getBinEdges
+    features._GET_BIN_EDGES = original
+    n = 0
+    for values in _bin_edges_cases(rng):
+        for width in (25, 0.5, 3, 1e-4):
+            ref = np.asarray(original(values.copy(), binWidth=width))
+            got = np.asarray(features._bin_edges(values.copy(), binWidth=width))
+            assert ref.dtype == got.dtype and ref.shape == got.shape, (values[:4], width)
+            assert np.array_equal(np.signbit(ref), np.signbit(got)), (values[:4], width)
+            assert np.array_equal(ref, got, equal_nan=True), (values[:4], width)
+            n += 1
+    assert n == 48
+    # fixed bin count and an empty array are pyradiomics' own
+    v = rng.normal(size=100)
+    assert np.array_equal(features._bin_edges(v, binCount=16), original(v, binCount=16))
+    with pytest.raises(ValueError):
+        features._bin_edges(np.array([]), binWidth=25)
+    with pytest.raises(ValueError):
+        original(np.array([]), binWidth=25)
+
+
+def test_fast_bin_edges_only_during_a_unit(cohort):
+    # pyradiomics' own getBinEdges is back after extract, also after units ran in threads of
+    # one process, and a caller's pyradiomics in the same session gives the same features
+    import threading
+
+    from radiomics import featureextractor, imageoperations
+
+    original = imageoperations.getBinEdges
+    seen = []
+
+    def probe():
+        with features._fast_bin_edges():
+            seen.append(imageoperations.getBinEdges is features._bin_edges)
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [True] * 4 and imageoperations.getBinEdges is original
+    r = cohort.iloc[0]
+    s = {**FAST, "imageType": {"Original": {}, "Wavelet": {}}}
+    ours = features.extract(cohort.iloc[:1], s, n_jobs=1, progress=False)
+    assert imageoperations.getBinEdges is original
+    ex = featureextractor.RadiomicsFeatureExtractor(s)
+    ref = {k: float(v) for k, v in ex.execute(r["image"], r["mask"], label=int(r["label"])).items()
+           if not k.startswith("diagnostics")}
+    assert len(ref) == 27 and all(ours[k].iat[0] == v for k, v in ref.items())
+
