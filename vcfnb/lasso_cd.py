@@ -7,7 +7,9 @@ intercept)::
 
 For every lambda of a descending grid, warm-started from the previous solution: an outer loop
 of iteratively reweighted least squares (the quadratic approximation of the log-likelihood at
-the current fit, probabilities clamped to [1e-5, 1 - 1e-5] as glmnet does) and an inner loop
+the current fit, probabilities clamped to [1e-5, 1 - 1e-5]; R glmnet 4.1-6 clamps at
+``glmnet.control()$pmin`` = 1e-9, which differs only on near-separated fits, where the path
+may then end elsewhere than R's) and an inner loop
 of cyclic coordinate descent with soft-thresholding on it — a full pass over every feature,
 then passes over the non-zero ones until they settle, then a full pass again until nothing
 moves (Friedman, Hastie & Tibshirani 2010, J Stat Softw 33(1), sections 2.6 and 3).
@@ -29,7 +31,7 @@ from numba import njit
 
 __all__ = ["l1_logistic_path"]
 
-_PMIN = 1e-5  # glmnet's clamp of fitted probabilities
+_PMIN = 1e-5  # clamp of fitted probabilities (R glmnet 4.1-6: glmnet.control()$pmin = 1e-9)
 
 
 @njit(cache=True)
