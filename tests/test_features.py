@@ -590,6 +590,8 @@ def _bin_edges_cases(rng):
     yield np.array([-5.0, -0.0, 0.0])                           # the maximum is a zero
     yield np.array([1.0, np.nan, 3.0])                          # NaN: pyradiomics' own path
     yield np.arange(-50, 51, 25, dtype=np.int64)                # edges on the values
+    yield np.array([3, 7, 200], dtype=np.uint8)                 # unsigned
+    yield np.array([True, False, True])                         # a boolean map
 
 
 def test_fast_bin_edges_equal_pyradiomics_bit_for_bit(rng):
@@ -608,7 +610,7 @@ def test_fast_bin_edges_equal_pyradiomics_bit_for_bit(rng):
             assert np.array_equal(np.signbit(ref), np.signbit(got)), (values[:4], width)
             assert np.array_equal(ref, got, equal_nan=True), (values[:4], width)
             n += 1
-    assert n == 48
+    assert n == 56
     # fixed bin count and an empty array are pyradiomics' own
     v = rng.normal(size=100)
     assert np.array_equal(features._bin_edges(v, binCount=16), original(v, binCount=16))
