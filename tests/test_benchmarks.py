@@ -11,6 +11,8 @@ exit 0 -- which each one does only when its own correctness checks pass:
 * ``roi_cost.py``: every timed image type gives features without failures;
 * ``lasso_path.py``: liblinear and glmnet's coordinate descent choose the same lambda and
   features for a radscore refit on the real labels;
+* ``lasso_path.py --study screening``: the screened and plain coordinate-descent paths are
+  identical bit for bit;
 * ``sfs_speed.py``: the forward selection on the compiled SVM path (vcfnb.svm_smo) and on the
   libsvm path give the identical selection history.
 
@@ -74,6 +76,12 @@ def test_lasso_path_quick():
     out = _run("lasso_path.py", "--quick")
     assert len(RATIO.findall(out)) == 2, out
     assert "same lambda and features on the real labels: True" in out, out
+
+
+def test_lasso_path_screening_quick():
+    out = _run("lasso_path.py", "--study", "screening", "--quick")
+    assert len(RATIO.findall(out)) == 2, out
+    assert out.count("identical bit for bit: True") == 2, out
 
 
 def test_sfs_speed_quick():
