@@ -81,6 +81,15 @@ def _dot(Xf, r, n, j):
 
 
 @njit(cache=True)
+def _xv(Xf, w, n, j):
+    """``v_j = sum w x_j^2 / n``, the coordinate's curvature in the quadratic approximation."""
+    s = 0.0
+    for i in range(n):
+        s += w[i] * Xf[i, j] * Xf[i, j]
+    return s / n
+
+
+@njit(cache=True)
 def _dist(r, rref, n):
     s = 0.0
     for i in range(n):
@@ -155,25 +164,27 @@ def _bound(gref_j, norm_j, dr, rref_norm, eps, n):
 
 
 @njit(cache=True)
-def _full_pass(Xf, w, r, b, b0, xv, xv_at, stamp, lam, n, p, screen, gref, rref, norms, st):
+def _full_pass(Xf, w, r, b, b0, xv, xv_at, stamp, lam, n, p, screen, gref, rref, norms, st,
+               refresh, eps):
     """A pass over every feature. ``xv[j]`` is computed when first needed in the current IRLS
     step (``xv_at[j] == stamp``). With ``screen`` (see the module), a zero coefficient whose
     gradient bound from the reference residual is below ``lam`` is skipped: it would have stayed
-    zero and left everything as it was. ``st``: has a reference, ``||r_ref||``, the refresh
-    fraction, the bound's widening."""
+    zero and left everything as it was. ``st``: the reference's state across passes (has one,
+    ``||r_ref||``); ``refresh``: the failing share that renews it; ``eps``: the bound's
+    widening."""
     b0, big = _intercept(w, r, b0, n)
     exact = False  # r is still r_ref bit for bit: gref holds the gradients themselves
     dr = 0.0
     if screen:
-        refresh = st[0] == 0.0
-        if not refresh:  # refresh the reference when too many zero features fail the bound
+        renew = st[0] == 0.0
+        if not renew:  # refresh the reference when too many zero features fail the bound
             dr = _dist(r, rref, n)
             n_fail = 0
             for j in range(p):
-                if b[j] == 0.0 and not _bound(gref[j], norms[j], dr, st[1], st[3], n) < lam:
+                if b[j] == 0.0 and not _bound(gref[j], norms[j], dr, st[1], eps, n) < lam:
                     n_fail += 1
-            refresh = n_fail > st[2] * p
-        if refresh:
+            renew = n_fail > refresh * p
+        if renew:
             _sweep(Xf, r, gref, n, p)
             s = 0.0
             for i in range(n):
@@ -187,16 +198,13 @@ def _full_pass(Xf, w, r, b, b0, xv, xv_at, stamp, lam, n, p, screen, gref, rref,
         if exact:
             g = gref[j]
         elif screen and b[j] == 0.0:
-            if _bound(gref[j], norms[j], dr, st[1], st[3], n) < lam:
+            if _bound(gref[j], norms[j], dr, st[1], eps, n) < lam:
                 continue
             g = _dot(Xf, r, n, j)
         else:
             g = _dot(Xf, r, n, j)
         if xv_at[j] != stamp:
-            s = 0.0
-            for i in range(n):
-                s += w[i] * Xf[i, j] * Xf[i, j]
-            xv[j] = s / n
+            xv[j] = _xv(Xf, w, n, j)
             xv_at[j] = stamp
         if xv[j] <= 0.0:
             continue
@@ -264,9 +272,8 @@ def _path(Xf, y, lambdas, b_init, b0_init, tol, max_outer, max_inner, devmax, fd
             for i in range(n):
                 s += Xf[i, j] * Xf[i, j]
             norms[j] = np.sqrt(s)
-    st = np.zeros(4)
-    st[2] = refresh
-    st[3] = 1e-9 + 4.0 * n * 2.220446049250313e-16
+    st = np.zeros(2)  # has a reference residual, its norm
+    eps = 1e-9 + 4.0 * n * 2.220446049250313e-16
     for k in range(L):
         lam = lambdas[k]
         n_it = 0
@@ -289,16 +296,13 @@ def _path(Xf, y, lambdas, b_init, b0_init, tol, max_outer, max_inner, devmax, fd
                 r[i] = y[i] - pr  # = w * (z - eta), z the working response
             if not screen:  # the plain algorithm: every xv now (screening computes them lazily)
                 for j in range(p):
-                    s = 0.0
-                    for i in range(n):
-                        s += w[i] * Xf[i, j] * Xf[i, j]
-                    xv[j] = s / n
+                    xv[j] = _xv(Xf, w, n, j)
                     xv_at[j] = stamp
             b_old = b.copy()
             b0_old = b0
             for _inner in range(max_inner):
                 b0, big = _full_pass(Xf, w, r, b, b0, xv, xv_at, stamp, lam, n, p, screen,
-                                     gref, rref, norms, st)
+                                     gref, rref, norms, st, refresh, eps)
                 n_it += 1
                 if big < tol:
                     break
