@@ -440,3 +440,23 @@ def test_an_error_around_one_notebook_fails_that_run_only(tmp_path, monkeypatch,
     logged = pd.read_csv(tmp_path / "reports" / "runs.csv").set_index("study")
     assert logged.loc["b", "status"].startswith("failed: RuntimeError")
     assert list(logged.loc[["a", "c"], "status"]) == ["ok", "ok"]
+
+
+def test_a_report_shows_a_cells_warning_without_the_notebook_code(tmp_path, monkeypatch):
+    """The HTML report has no code cells, so a warning raised from a cell must not print the
+    kernel's temporary file name and the cell's code line under its message (it did: a
+    permutation test's fallback notice showed ``perm_a = vc.models.permutation_test(...``);
+    warnings from library files keep Python's format."""
+    import warnings
+
+    from vcfnb import report
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    report.start_run("radiomics_study", {"out_dir": str(tmp_path / "out")}, load=False)
+    assert warnings.formatwarning is report.report_warning
+    cell = warnings.formatwarning("refits fell back", UserWarning,
+                                  "/tmp/ipykernel_30971/511650488.py", 1,
+                                  "perm_a = vc.models.permutation_test(")
+    assert cell == "UserWarning: refits fell back\n"
+    lib = warnings.formatwarning("deprecated", FutureWarning, "/x/site-packages/lib.py", 7, "f()")
+    assert "/x/site-packages/lib.py:7" in lib and "f()" in lib

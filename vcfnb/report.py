@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -561,6 +562,23 @@ def notebook_params(namespace: dict) -> dict:
             and not isinstance(v, types.ModuleType)}
 
 
+_FORMAT_WARNING = warnings.formatwarning
+
+
+def report_warning(message, category, filename, lineno, line=None) -> str:
+    """How a warning reads in a report: one raised from a notebook cell (the kernel's
+    ``ipykernel_*`` cell files) shows its category and message only, not the temporary file name
+    and the line of notebook code Python would print under it (the HTML report has no code);
+    any other warning as Python formats it. :func:`start_run` installs it.
+
+    >>> report_warning("3 of 9 refits fell back", UserWarning, "/tmp/ipykernel_7/12.py", 5, "x = 1")
+    'UserWarning: 3 of 9 refits fell back\\n'
+    """
+    if Path(str(filename)).parent.name.startswith("ipykernel_"):
+        return f"{category.__name__}: {message}\n"
+    return _FORMAT_WARNING(message, category, filename, lineno, line)
+
+
 def start_run(study: str, namespace: dict, *, load: bool = True,
               requirements: contract.Requirements | None = None) -> Run:
     """Resolve a study run from the notebook's parameters.
@@ -587,6 +605,7 @@ def start_run(study: str, namespace: dict, *, load: bool = True,
     from vcfnb.sources import data_root
 
     params = notebook_params(namespace)
+    warnings.formatwarning = report_warning
     root = project_root()
     out_dir = Path(params.get("out_dir") or root / "reports" / study / "interactive")
     if not out_dir.is_absolute():
